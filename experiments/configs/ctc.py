@@ -1,0 +1,27 @@
+"""Connected-digit recognition with CTC on `synth_digits` (eSpeak NG, unseen test voices).
+
+  python -m experiments.train --config=experiments/configs/ctc.py:bilstm --workdir=runs/ctc_bilstm
+  # real speech: --config.dataset=fsdd_digits --config.data_dir=/path/to/fsdd
+
+Characters (a-z, space, apostrophe) plus the CTC blank; greedy decoding; CER and WER with
+jiwer. Frames are kept at 10 ms (no stride) so that every transcript fits the CTC constraint.
+Measured: results/ctc.md.
+"""
+
+from experiments.configs import common
+
+
+def get_config(variant: str = "bilstm"):
+    c = common.base_config()
+    c.dataset = "synth_digits"
+    c.model.kind = "ctc"
+    c.model.frontend.channels = 0
+    c.data.options = {"train_size": 3000, "validation_size": 500, "test_size": 500}
+    c.num_steps = 2000
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.batch_size = 32
+    c.optimizer.learning_rate = 2e-3
+    c = common.apply_variant(c, variant)
+    return c
+

@@ -1,0 +1,67 @@
+"""Attention over recurrent states: masked attention pooling and a self-attention block.
+
+  AttentionPooling   [batch, time, D] + lengths -> [batch, D]        (de Andrade et al. 2018 style)
+  SelfAttention      [batch, time, D] + lengths -> [batch, time, D]  (MHA + residual + layer norm)
+
+Both mask padded steps, so appending garbage after a sequence's length changes nothing.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Array = jax.Array
+
+
+def valid_mask(lengths: Array, time: int) -> Array:
+    """lengths [batch] -> bool [batch, time], True at valid steps."""
+    return jnp.arange(time)[None, :] < lengths[:, None]
+
+
+class AttentionPooling(nnx.Module):
+    """Weighted average of the states with learned, masked softmax weights.
+
+    score_t = v . tanh(W h_t + b);  a = softmax(score over valid t);  out = sum_t a_t h_t.
+    A sequence of length 0 pools to zeros.
+    """
+
+    def __init__(self, features: int, hidden: int | None = None, *, rngs: nnx.Rngs):
+        hidden = hidden or features
+        self.proj = nnx.Linear(features, hidden, rngs=rngs)
+        self.score = nnx.Linear(hidden, 1, use_bias=False, rngs=rngs)
+
+    def __call__(self, h: Array, lengths: Array) -> tuple[Array, Array]:
+        """h [batch, time, D], lengths [batch] -> (pooled [batch, D], weights [batch, time])."""
+        mask = valid_mask(lengths, h.shape[1])
+        scores = self.score(jnp.tanh(self.proj(h)))[..., 0]
+        scores = jnp.where(mask, scores, -jnp.inf)
+        weights = jax.nn.softmax(scores, axis=-1, where=mask)
+        weights = jnp.where(mask, weights, 0.0)
+        return jnp.einsum("bt,btd->bd", weights, h), weights
+
+
+class SelfAttention(nnx.Module):
+    """Multi-head self-attention over the states, masked, with residual and layer norm (post-LN).
+
+    y = LayerNorm(h + MHA(h, h, h, mask)); padded steps are zero in y.
+    """
+
+    def __init__(self, features: int, num_heads: int = 4, *, dropout: float = 0.0,
+                 rngs: nnx.Rngs):
+        if features % num_heads:
+            raise ValueError(f"attention num_heads={num_heads} must divide the state size "
+                             f"{features}")
+        self.mha = nnx.MultiHeadAttention(num_heads=num_heads, in_features=features,
+                                          dropout_rate=dropout, decode=False, keep_rngs=False,
+                                          rngs=rngs)
+        self.norm = nnx.LayerNorm(features, rngs=rngs)
+
+    def __call__(self, h: Array, lengths: Array, *, key: Array | None = None) -> Array:
+        mask = valid_mask(lengths, h.shape[1])
+        attn_mask = nnx.make_attention_mask(mask, mask)  # [batch, 1, time, time]
+        rngs = nnx.Rngs(dropout=key) if key is not None else None
+        a = self.mha(h, mask=attn_mask, deterministic=key is None, rngs=rngs)
+        y = self.norm(h + a)
+        return jnp.where(mask[..., None], y, 0.0)

@@ -1,0 +1,137 @@
+"""What a run writes to its workdir: config.json, metrics.jsonl, final.json, and W&B.
+
+metrics.jsonl holds one JSON object per logged event: {"step", "split", <metric>: value, ...}.
+W&B (`wandb_mode` online | offline | disabled) mirrors the same events; it never blocks or fails
+a run: if it cannot start (no network, not logged in) the run goes on with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from typing import Any
+
+import ml_collections
+
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Writes JSON to a temp file beside `path`, then renames it over `path`."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes config.json, or checks that an existing one (a run to resume) matches `config`."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(config.to_json_best_effort())
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved != current:
+            diff = sorted(_diff_keys(saved, current))
+            raise ValueError(f"{workdir} holds a run of a different config (differs in "
+                             f"{', '.join(diff)}); use a new --workdir or the same config")
+        return
+    write_json_atomic(path, current)
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff_keys(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+class RunLog:
+    """Appends events to metrics.jsonl (and W&B); `finish` writes final.json atomically."""
+
+    def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,
+                 wandb_mode: str = "offline", resume_step: int = 0):
+        if wandb_mode not in WANDB_MODES:
+            raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {wandb_mode!r}")
+        self.workdir = workdir
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        _truncate_after(self.path, resume_step)
+        self.wandb = _start_wandb(workdir, config, wandb_mode) if wandb_mode != "disabled" else None
+
+    def write(self, step: int, split: str, **metrics: Any) -> None:
+        event = {"step": int(step), "split": split, **metrics}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(event, default=float) + "\n")
+        if self.wandb is not None:
+            try:
+                self.wandb.log({f"{split}/{k}": v for k, v in metrics.items()}, step=int(step))
+            except Exception as e:  # noqa: BLE001 - logging must never kill a run
+                warnings.warn(f"W&B log failed ({e}); continuing with local files only")
+                self.wandb = None
+
+    def finish(self, final: dict) -> None:
+        write_json_atomic(os.path.join(self.workdir, "final.json"), final)
+        if self.wandb is not None:
+            try:
+                self.wandb.summary.update(
+                    {k: v for k, v in final.items() if isinstance(v, (int, float, str))})
+                self.wandb.finish()
+            except Exception as e:  # noqa: BLE001
+                warnings.warn(f"W&B finish failed ({e}); final.json is written")
+
+
+def _truncate_after(path: str, step: int) -> None:
+    """Drops events past `step` (logged after the checkpoint a resumed run restarts from)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = [l for l in f if l.strip()]
+    keep = []
+    for line in lines:
+        try:
+            if json.loads(line)["step"] <= step:
+                keep.append(line)
+        except (ValueError, KeyError):
+            continue  # a line cut short by a kill
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.writelines(keep)
+    os.replace(tmp, path)
+
+
+def _start_wandb(workdir: str, config, mode: str):
+    try:
+        import wandb
+    except ImportError:
+        warnings.warn("wandb is not installed; logging to local files only")
+        return None
+    wcfg = config.get("wandb") or {}
+    run_id_path = os.path.join(workdir, "wandb_run_id")
+    run_id = open(run_id_path).read().strip() if os.path.exists(run_id_path) else None
+    try:
+        run = wandb.init(
+            project=wcfg.get("project", "rnnbench"), group=wcfg.get("group") or None,
+            name=wcfg.get("name") or os.path.basename(os.path.abspath(workdir)),
+            dir=workdir, mode=mode, id=run_id, resume="allow" if run_id else None,
+            config=json.loads(config.to_json_best_effort()), reinit="finish_previous",
+            settings=wandb.Settings(init_timeout=60, silent=True, console="off"))
+    except Exception as e:  # noqa: BLE001 - no network, not logged in, ...
+        warnings.warn(f"W&B could not start in {mode} mode ({type(e).__name__}: {e}); "
+                      "logging to local files only")
+        return None
+    with open(run_id_path, "w") as f:
+        f.write(run.id)
+    return run

@@ -1,0 +1,214 @@
+"""The training loop: overfitting, losses, non-finite handling, CTC checks, config errors."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import common, ctc, kws
+from rnnbench import data as data_lib
+from rnnbench import train
+
+SR = 16000
+
+
+def tone_dataset(task="classify", n=24, seconds=0.3, seed=0):
+    """A tiny in-memory dataset: each class (or CTC symbol) is a pure tone at its own pitch."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+
+    def tone(freq, length):
+        """The tone in the middle half of the clip, faint noise around it (so that per-utterance
+        normalisation keeps the contrast between tone and background)."""
+        x = 0.01 * rng.normal(size=length)
+        seg = slice(length // 4, 3 * length // 4)
+        x[seg] += 0.5 * np.sin(2 * np.pi * freq * t[: seg.stop - seg.start])
+        return (x * 32767).clip(-32768, 32767).astype(np.int16)
+
+    splits = {}
+    for name in ("train", "validation", "test"):
+        if task == "classify":
+            labels = (np.arange(n) % 3).astype(np.int32)
+            audio = [tone(300 + 500 * int(l), int(len(t) * rng.uniform(0.7, 1.0))) for l in labels]
+            splits[name] = data_lib.Split(audio, labels, None, ["s"] * n)
+        else:
+            texts = [["ab", "ba", "a", "b"][i % 4] for i in range(n)]
+            audio = [np.concatenate([tone(400 if ch == "a" else 1500, SR // 10) for ch in s])
+                     for s in texts]
+            splits[name] = data_lib.Split(audio, None, texts, ["s"] * n)
+    classes = ["low", "mid", "high"] if task == "classify" else list(data_lib.CTC_ALPHABET)
+    return data_lib.Dataset(f"tones_{task}", task, classes, splits)
+
+
+def small_config(variant="lstm", **model):
+    c = kws.get_config(variant)
+    c.model.hidden = 16
+    c.model.frontend.channels = 8
+    c.batch_size = 8
+    c.num_steps = 4
+    c.eval_every = 2
+    c.checkpoint_every = 2
+    c.buckets = ()
+    c.features.n_mels = 16
+    c.optimizer.warmup_steps = 0
+    c.optimizer.schedule = "constant"
+    for k, v in model.items():
+        c.model[k] = v
+    return c
+
+
+def _overfit(config, dataset, steps=40):
+    graphdef, state, tx, _ = train.init_state(config, dataset)
+    train_step, _ = train.make_steps(config, graphdef, tx, dataset.task)
+    step = jax.jit(train_step)
+    batch = next(train.batching.train_batches(
+        dataset.splits["train"], batch_size=config.batch_size, seed=0,
+        buckets=train.auto_buckets(dataset),
+        encode=dataset.encode if dataset.task == "ctc" else None))
+    losses = []
+    for _ in range(steps):
+        state, m = step(state, batch)
+        losses.append(float(m["loss"]))
+    return losses, m
+
+
+@pytest.mark.parametrize("variant,extra", [
+    ("lstm", {}), ("gru_mean", {}), ("rnn_attn", {}), ("bigru_selfattn", {}),
+    ("lstm2", {"residual": True, "layer_norm": True, "zoneout": 0.1, "recurrent_dropout": 0.1}),
+])
+def test_classifier_overfits_one_batch(variant, extra):
+    config = small_config(variant, **extra)
+    config.optimizer.learning_rate = 1e-2
+    losses, m = _overfit(config, tone_dataset())
+    assert losses[-1] < 0.1 * losses[0], losses[::10]
+    assert float(m["accuracy"]) == 1.0
+
+
+def test_ctc_overfits_one_batch():
+    config = ctc.get_config("bigru")
+    config.model.hidden = 32
+    config.batch_size = 8
+    config.features.n_mels = 16
+    config.buckets = ()
+    config.optimizer.learning_rate = 1e-2
+    config.optimizer.warmup_steps = 0
+    config.optimizer.schedule = "constant"
+    losses, _ = _overfit(config, tone_dataset("ctc"), steps=120)
+    assert losses[-1] < 0.1 * losses[0], losses[::20]
+
+
+def test_regularisers_add_loss_terms():
+    config = small_config("lstm", aux_ae_weight=0.5)
+    config.optimizer.stability_beta = 0.1
+    config.optimizer.l1 = 1e-4
+    config.optimizer.l2 = 1e-3
+    losses, m = _overfit(config, tone_dataset(), steps=2)
+    for term in ("stability", "reconstruction", "weight_penalty"):
+        assert float(m[term]) > 0
+    total = sum(float(m[k]) for k in ("task_loss", "stability", "reconstruction", "weight_penalty"))
+    np.testing.assert_allclose(float(m["loss"]), total, rtol=1e-5)
+
+
+def test_stability_penalty_by_hand():
+    h = jnp.array([[[0.0], [1.0], [3.0], [9.0]]])  # diffs 1, 2, 6 -> squares 1, 4, 36
+    np.testing.assert_allclose(train.stability_penalty(h, jnp.array([3])), (1 + 4) / 2)
+    np.testing.assert_allclose(train.stability_penalty(h, jnp.array([4])), (1 + 4 + 36) / 3)
+
+
+def test_full_run_writes_workdir_and_resumes(tmp_path):
+    config = small_config("gru")
+    ds = tone_dataset()
+    final = train.train_and_evaluate(config, str(tmp_path), wandb_mode="disabled",
+                                     progress=False, dataset=ds)
+    for name in ("config.json", "metrics.jsonl", "final.json"):
+        assert (tmp_path / name).exists()
+    assert 0.0 <= final["test_accuracy"] <= 1.0 and final["num_params"] > 0
+    assert final["test_examples"] == len(ds.splits["test"])  # nothing dropped
+    events = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+    assert {e["split"] for e in events} == {"train", "validation", "test"}
+    assert all("step" in e for e in events)
+    # a second call finds the finished run and returns its results without training
+    again = train.train_and_evaluate(config, str(tmp_path), wandb_mode="disabled",
+                                     progress=False, dataset=ds)
+    assert again == json.load(open(tmp_path / "final.json"))
+    # a different config in the same workdir is refused
+    config.model.hidden = 32
+    with pytest.raises(ValueError, match="different config.*model.hidden"):
+        train.train_and_evaluate(config, str(tmp_path), wandb_mode="disabled",
+                                 progress=False, dataset=ds)
+
+
+def nan_at_step(k):
+    """An optax transform that turns the updates of step k (1-based) into NaN."""
+    def init(params):
+        return jnp.zeros((), jnp.int32)
+
+    def update(updates, count, params=None):
+        bad = count + 1 == k
+        return jax.tree.map(lambda u: jnp.where(bad, jnp.nan, u), updates), count + 1
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_non_finite_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    config = small_config("lstm")
+    config.num_steps = 6
+    config.checkpoint_every = 1
+    make = train.make_optimizer
+    monkeypatch.setattr(train, "make_optimizer",
+                        lambda c, n: optax.chain(make(c, n), nan_at_step(4)))
+    with pytest.raises(FloatingPointError, match=r"non-finite .* at step 4 .*step 3\)"):
+        train.train_and_evaluate(config, str(tmp_path), wandb_mode="disabled",
+                                 progress=False, dataset=tone_dataset())
+    mngr = train._checkpoint_manager(str(tmp_path), config)
+    last = mngr.latest_step()
+    assert last == 3
+    restored = mngr.restore(last)
+    mngr.close()
+    leaves = jax.tree.leaves(restored)
+    assert leaves and all(np.all(np.isfinite(np.asarray(x))) for x in leaves
+                          if np.issubdtype(np.asarray(x).dtype, np.floating))
+    assert not (tmp_path / "final.json").exists()
+
+
+def test_ctc_length_check_names_the_example():
+    config = ctc.get_config("lstm")
+    ds = tone_dataset("ctc")
+    ds.splits["train"].transcripts[3] = "abababababababababababababababab"  # 32 labels, ~0.2 s
+    with pytest.raises(ValueError, match=r"train example 3 .* need >= \d+ frames for CTC"):
+        train.check_ctc_lengths(config, ds, (SR,))
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("model.cell", "lsmt", "unknown config.model.cell 'lsmt'; known:.*lstm"),
+    ("model.pooling", "max", "unknown config.model.pooling 'max'"),
+    ("model.kind", "seq2seq", "unknown config.model.kind"),
+    ("optimizer.name", "adagrad", "unknown config.optimizer.name 'adagrad'"),
+    ("optimizer.schedule", "linear", "unknown config.optimizer.schedule"),
+    ("dataset", "timit", "unknown config.dataset 'timit'"),
+    ("batch_size", 0, "config.batch_size must be positive"),
+    ("model.hidden", -1, "config.model.hidden must be positive"),
+])
+def test_config_errors(path, value, match):
+    config = small_config()
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=match):
+        train.check_config(config)
+
+
+def test_variant_parsing():
+    c = common.apply_variant(common.base_config(), "bigru2_selfattn")
+    assert (c.model.cell, c.model.bidirectional, c.model.layers) == ("gru", True, 2)
+    assert c.model.attention_heads == 4
+    c = common.apply_variant(common.base_config(), "lstm_attn")
+    assert c.model.pooling == "attention"
+    with pytest.raises(ValueError, match="cannot parse config variant"):
+        common.apply_variant(common.base_config(), "LSTM!")
