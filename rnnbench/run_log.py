@@ -41,19 +41,19 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
         with open(path) as f:
             saved = json.load(f)
         if saved != current:
-            diff = sorted(_diff_keys(saved, current))
+            diff = sorted(diff_keys(saved, current))
             raise ValueError(f"{workdir} holds a run of a different config (differs in "
                              f"{', '.join(diff)}); use a new --workdir or the same config")
         return
     write_json_atomic(path, current)
 
 
-def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
         if isinstance(va, dict) and isinstance(vb, dict):
-            out += _diff_keys(va, vb, f"{prefix}{k}.")
+            out += diff_keys(va, vb, f"{prefix}{k}.")
         elif va != vb:
             out.append(f"{prefix}{k}")
     return out
@@ -68,7 +68,9 @@ class RunLog:
             raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {wandb_mode!r}")
         self.workdir = workdir
         self.path = os.path.join(workdir, "metrics.jsonl")
-        _truncate_after(self.path, resume_step)
+        kept = _truncate_after(self.path, resume_step)
+        # training seconds before this process started (a resumed run continues the clock)
+        self.time_offset = float(kept[-1].get("time_s", 0.0)) if kept else 0.0
         self.wandb = _start_wandb(workdir, config, wandb_mode) if wandb_mode != "disabled" else None
 
     def write(self, step: int, split: str, **metrics: Any) -> None:
@@ -93,23 +95,27 @@ class RunLog:
                 warnings.warn(f"W&B finish failed ({e}); final.json is written")
 
 
-def _truncate_after(path: str, step: int) -> None:
-    """Drops events past `step` (logged after the checkpoint a resumed run restarts from)."""
+def _truncate_after(path: str, step: int) -> list[dict]:
+    """Drops events past `step` (logged after the checkpoint a resumed run restarts from) and
+    returns the events kept."""
     if not os.path.exists(path):
-        return
+        return []
     with open(path) as f:
         lines = [l for l in f if l.strip()]
-    keep = []
+    keep, events = [], []
     for line in lines:
         try:
-            if json.loads(line)["step"] <= step:
-                keep.append(line)
+            event = json.loads(line)
+            if event["step"] <= step:
+                keep.append(line if line.endswith("\n") else line + "\n")
+                events.append(event)
         except (ValueError, KeyError):
             continue  # a line cut short by a kill
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         f.writelines(keep)
     os.replace(tmp, path)
+    return events
 
 
 def _start_wandb(workdir: str, config, mode: str):

@@ -302,9 +302,11 @@ class Placement:
     def batch(self) -> NamedSharding:
         return NamedSharding(self.mesh, P("data"))
 
-    def put_batch(self, batch: Batch) -> Batch:
-        """Host numpy batch (this process's rows) -> global arrays sharded on the batch axis."""
-        return {k: jax.make_array_from_process_local_data(self.batch, v) for k, v in batch.items()}
+    def put_batch(self, batch: Batch, model_axis: bool = False) -> Batch:
+        """Host numpy batch (this process's rows) -> global arrays sharded on the batch axis
+        (axis 1 when the batch has a leading model axis)."""
+        sharding = NamedSharding(self.mesh, P(None, "data")) if model_axis else self.batch
+        return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
     def put_state(self, state):
         return jax.device_put(state, self.replicated)
@@ -312,35 +314,53 @@ class Placement:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(eval_step, params, dataset, split: str, config, buckets, placement) -> dict:
-    """Full pass over `split`: loss and accuracy (classify) or CER/WER with greedy decoding (ctc)."""
-    totals: dict[str, float] = {}
-    refs, hyps = [], []
+def evaluate(eval_step, params, dataset, split: str, config, buckets, placement) -> list[dict]:
+    """Full pass over `split` for each of the N stacked models in `params` (leading axis N):
+    loss and accuracy (classify) or CER/WER with greedy CTC decoding. Returns N dicts."""
+    n_models = jax.tree.leaves(params)[0].shape[0]
+    totals = [dict(loss_sum=0.0, count=0.0, correct=0.0) for _ in range(n_models)]
+    refs: list[str] = []
+    hyps: list[list[str]] = [[] for _ in range(n_models)]
     batches = batching.eval_batches(dataset.splits[split], batch_size=config.batch_size,
                                     buckets=buckets, encode=_encoder(dataset))
     for batch in batches:
-        sums = jax.device_get(eval_step(params, placement.put_batch(batch)))
-        for k in ("loss_sum", "count", "correct"):
-            if k in sums:
-                totals[k] = totals.get(k, 0.0) + float(sums[k])
+        sums = jax.device_get(eval_step(params, placement.put_batch(batch)))  # leaves [N, ...]
+        for i, tot in enumerate(totals):
+            for k in tot:
+                if k in sums:
+                    tot[k] += float(sums[k][i])
         if dataset.task == "ctc":
-            for row in np.flatnonzero(batch["weights"]):
-                refs.append(dataset.decode(batch["labels"][row, :batch["label_lengths"][row]]))
-                path = sums["best_path"][row, :sums["frame_lengths"][row]]
-                hyps.append(dataset.decode(metrics.ctc_greedy_collapse(path)))
-    out = {"loss": totals["loss_sum"] / totals["count"], "examples": int(totals["count"])}
-    if dataset.task == "classify":
-        out["accuracy"] = totals["correct"] / totals["count"]
-    else:
-        out.update(metrics.error_rates(refs, hyps))
-    return out
+            rows = np.flatnonzero(batch["weights"])
+            refs += [dataset.decode(batch["labels"][r, :batch["label_lengths"][r]]) for r in rows]
+            for i in range(n_models):
+                hyps[i] += [dataset.decode(metrics.ctc_greedy_collapse(
+                    sums["best_path"][i, r, :sums["frame_lengths"][i, r]])) for r in rows]
+    results = []
+    for i, tot in enumerate(totals):
+        out = {"loss": tot["loss_sum"] / tot["count"], "examples": int(tot["count"])}
+        if dataset.task == "classify":
+            out["accuracy"] = tot["correct"] / tot["count"]
+        else:
+            out.update(metrics.error_rates(refs, hyps[i]))
+        results.append(out)
+    return results
 
 
 def _encoder(dataset):
     return dataset.encode if dataset.task == "ctc" else None
 
 
-# ----------------------------------------------------------------------------- the loop
+def stack_batches(batches: list[Batch]) -> Batch:
+    """N host batches -> one batch with a leading model axis; audio padded to the longest."""
+    width = max(b["audio"].shape[1] for b in batches)
+    out = {}
+    for k in batches[0]:
+        rows = [b[k] for b in batches]
+        if k == "audio":
+            rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]))) for r in rows]
+        out[k] = np.stack(rows)
+    return out
+
 
 def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2),
@@ -368,92 +388,176 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        wandb_mode: str = "offline", progress: bool = True,
                        dataset=None) -> dict:
     """Trains `config` in `workdir` (resuming from its checkpoints) and returns final metrics."""
+    return train_and_evaluate_many([config], [workdir], wandb_mode=wandb_mode,
+                                   progress=progress, dataset=dataset)[0]
+
+
+SEED_KEYS = ("seed",)
+
+
+def check_same_but_seed(configs) -> None:
+    """Runs trained as one vmapped program must differ only in `seed`."""
+    ref = json.loads(_without_seed(configs[0]).to_json_best_effort())
+    for c in configs[1:]:
+        other = json.loads(_without_seed(c).to_json_best_effort())
+        if other != ref:
+            diff = run_log.diff_keys(ref, other)
+            raise ValueError(f"configs trained together may differ only in {SEED_KEYS}; "
+                             f"they also differ in {', '.join(diff)}")
+
+
+def _without_seed(c):
+    c = ml_collections.ConfigDict(c.to_dict())
+    for k in SEED_KEYS:
+        c[k] = 0
+    if "wandb" in c:
+        c.wandb.name = ""
+    return c
+
+
+def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
+                            progress: bool = True, dataset=None) -> list[dict]:
+    """Trains N runs that differ only in `seed` as ONE jitted program (`jax.vmap` over a leading
+    model axis: params, optimizer state, RNG and data order per model). Each workdir gets what a
+    separate run writes. Finished runs are skipped; runs at different resume steps are trained
+    one after another instead."""
     t_start = time.time()
-    check_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    run_log.check_or_write_config(workdir, config)
+    if len(configs) != len(workdirs) or not configs:
+        raise ValueError(f"need one workdir per config, got {len(configs)} configs and "
+                         f"{len(workdirs)} workdirs")
+    if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
+        raise ValueError(f"workdirs must be distinct, got {workdirs}")
+    for c, w in zip(configs, workdirs):
+        check_config(c)
+        os.makedirs(w, exist_ok=True)
+        run_log.check_or_write_config(w, c)
+    check_same_but_seed(configs)
+    config = configs[0]
+    results: list[dict | None] = [_finished(c, w) for c, w in zip(configs, workdirs)]
+    todo = [i for i, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    mngrs = {i: _checkpoint_manager(workdirs[i], configs[i]) for i in todo}
+    starts = {i: mngrs[i].latest_step() or 0 for i in todo}
+    if len(set(starts.values())) > 1:  # cannot share one program: train them one by one
+        for m in mngrs.values():
+            m.close()
+        for i in todo:
+            results[i] = train_and_evaluate_many([configs[i]], [workdirs[i]],
+                                                 wandb_mode=wandb_mode, progress=progress,
+                                                 dataset=dataset)[0]
+        return results
+
     dataset = dataset if dataset is not None else load_dataset(config)
-    if dataset.task == "classify" and config.model.get("kind", "classifier") != "classifier":
-        raise ValueError(f"dataset {dataset.name} is a classification task but "
-                         f"config.model.kind={config.model.kind!r}; use 'classifier'")
-    if dataset.task == "ctc" and config.model.get("kind") != "ctc":
-        raise ValueError(f"dataset {dataset.name} is a CTC task but config.model.kind="
-                         f"{config.model.get('kind')!r}; use 'ctc'")
+    _check_task(config, dataset)
     buckets = tuple(config.get("buckets") or ()) or auto_buckets(dataset)
     if dataset.task == "ctc":
         check_ctc_lengths(config, dataset, buckets)
+    start = starts[todo[0]]
+    run_configs = [configs[i] for i in todo]
 
     placement = Placement.create()
-    graphdef, state, tx, _ = init_state(config, dataset)
-    n_params = count_params(state["params"])
+    singles = []
+    for i, c in zip(todo, run_configs):
+        graphdef, state, tx, _ = init_state(c, dataset)
+        if start:
+            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+            state = mngrs[i].restore(start, args=ocp.args.StandardRestore(abstract))
+        singles.append(state)
+    n_params = count_params(singles[0]["params"])
+    state = placement.put_state(jax.tree.map(lambda *xs: jnp.stack(xs), *singles))
+    del singles
     train_step, eval_step = make_steps(config, graphdef, tx, dataset.task)
     rep = placement.replicated
-    train_step = jax.jit(train_step, donate_argnums=0, out_shardings=rep)
-    eval_step = jax.jit(eval_step, out_shardings=rep)
+    train_step = jax.jit(jax.vmap(train_step), donate_argnums=0, out_shardings=rep)
+    eval_step = jax.jit(jax.vmap(eval_step, in_axes=(0, None)), out_shardings=rep)
 
-    mngr = _checkpoint_manager(workdir, config)
-    start = mngr.latest_step() or 0
-    final_path = os.path.join(workdir, "final.json")
-    if start >= config.num_steps and os.path.exists(final_path):
-        mngr.close()
-        with open(final_path) as f:
-            return json.load(f)  # finished earlier: nothing to train or evaluate again
-    if start:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = mngr.restore(start, args=ocp.args.StandardRestore(abstract))
-    state = placement.put_state(state)
-    log = run_log.RunLog(workdir, config, wandb_mode=wandb_mode, resume_step=start)
-
-    batches = batching.train_batches(dataset.splits["train"], batch_size=config.batch_size,
-                                     seed=config.seed, buckets=buckets, start_step=start,
-                                     encode=_encoder(dataset))
+    logs = [run_log.RunLog(workdirs[i], configs[i], wandb_mode=wandb_mode, resume_step=start)
+            for i in todo]
+    streams = [batching.train_batches(dataset.splits["train"], batch_size=c.batch_size,
+                                      seed=c.seed, buckets=buckets, start_step=start,
+                                      encode=_encoder(dataset)) for c in run_configs]
     bar = _progress(config.num_steps, start, progress)
-    t_train, step, window_t, window_n = 0.0, start, time.time(), 0
+    t_train, window_t, window_n = 0.0, time.time(), 0
     try:
         for step in range(start, config.num_steps):
             t0 = time.time()
-            state, m = train_step(state, placement.put_batch(next(batches)))
-            m = jax.device_get(m)
+            batch = stack_batches([next(s) for s in streams])
+            state, m = train_step(state, placement.put_batch(batch, model_axis=True))
+            m = jax.device_get(m)  # leaves [N]
             t_train += time.time() - t0
-            if not m["finite"]:
-                mngr.wait_until_finished()
+            if not np.all(m["finite"]):
+                bad = [workdirs[todo[j]] for j in np.flatnonzero(~m["finite"])]
+                for mngr in mngrs.values():
+                    mngr.wait_until_finished()
                 raise FloatingPointError(
-                    f"non-finite loss, gradient or update at step {step + 1} (loss={m['loss']}, "
-                    f"grad_norm={m['grad_norm']}); stopped. The last good checkpoint "
-                    f"(step {mngr.latest_step()}) in {workdir}/checkpoints is intact.")
+                    f"non-finite loss, gradient or update at step {step + 1} in {bad} "
+                    f"(loss={m['loss']}, grad_norm={m['grad_norm']}); stopped. The last good "
+                    f"checkpoint (step {mngrs[todo[0]].latest_step()}) in each "
+                    f"<workdir>/checkpoints is intact.")
             done = step + 1
             window_n += 1
             if done % config.get("log_every", 50) == 0 or done == config.num_steps:
                 rate = window_n * config.batch_size / max(time.time() - window_t, 1e-9)
-                scalars = {k: float(v) for k, v in m.items() if k != "finite"}
-                log.write(done, "train", examples_per_s=rate, **scalars)
+                for j, log in enumerate(logs):
+                    scalars = {k: float(v[j]) for k, v in m.items() if k != "finite"}
+                    log.write(done, "train", examples_per_s=rate,
+                              time_s=log.time_offset + t_train, **scalars)
                 window_t, window_n = time.time(), 0
-            bar.set_postfix(loss=f"{float(m['loss']):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{float(np.mean(m['loss'])):.4f}", refresh=False)
             bar.update(1)
             if done % config.eval_every == 0 and done != config.num_steps:
-                log.write(done, "validation", **evaluate(eval_step, state["params"], dataset,
-                                                         "validation", config, buckets, placement))
+                res = evaluate(eval_step, state["params"], dataset, "validation", config,
+                               buckets, placement)
+                for log, r in zip(logs, res):
+                    log.write(done, "validation", time_s=log.time_offset + t_train, **r)
             if done % config.checkpoint_every == 0 or done == config.num_steps:
-                mngr.save(done, args=ocp.args.StandardSave(state))
-        mngr.wait_until_finished()
+                for j, i in enumerate(todo):
+                    single = jax.tree.map(lambda x: x[j], state)
+                    mngrs[i].save(done, args=ocp.args.StandardSave(single))
+        for mngr in mngrs.values():
+            mngr.wait_until_finished()
     finally:
         bar.close()
 
-    final: dict[str, Any] = {}
+    finals: list[dict] = [{} for _ in todo]
     for split in ("validation", "test"):
         res = evaluate(eval_step, state["params"], dataset, split, config, buckets, placement)
-        log.write(config.num_steps, split, **res)
         prefix = "val" if split == "validation" else "test"
-        final.update({f"{prefix}_{k}": v for k, v in res.items()})
-    final.update(
-        num_params=n_params, steps=config.num_steps, resumed_from_step=start,
-        train_time_s=t_train, steps_per_s=(config.num_steps - start) / max(t_train, 1e-9),
-        wall_time_s=time.time() - t_start, git_commit=_git_commit(),
-        jax_version=jax.__version__, flax_version=_flax_version(),
-        devices=[str(d) for d in jax.devices()], dataset=dataset.name, task=dataset.task)
-    log.finish(final)
-    mngr.close()
-    return final
+        for log, r, final in zip(logs, res, finals):
+            log.write(config.num_steps, split, time_s=log.time_offset + t_train, **r)
+            final.update({f"{prefix}_{k}": v for k, v in r.items()})
+    for j, i in enumerate(todo):
+        finals[j].update(
+            num_params=n_params, steps=config.num_steps, resumed_from_step=start,
+            seed=configs[i].seed, models_in_program=len(todo),
+            train_time_s=logs[j].time_offset + t_train,
+            steps_per_s=(config.num_steps - start) / max(t_train, 1e-9),
+            wall_time_s=time.time() - t_start, git_commit=_git_commit(),
+            jax_version=jax.__version__, flax_version=_flax_version(),
+            devices=[str(d) for d in jax.devices()], dataset=dataset.name, task=dataset.task)
+        logs[j].finish(finals[j])
+        mngrs[i].close()
+        results[i] = finals[j]
+    return results
+
+
+def _finished(config, workdir) -> dict | None:
+    """final.json of a run that already completed `config.num_steps`, else None."""
+    path = os.path.join(workdir, "final.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        final = json.load(f)
+    return final if final.get("steps") == config.num_steps else None
+
+
+def _check_task(config, dataset) -> None:
+    kind = config.model.get("kind", "classifier")
+    want = "classifier" if dataset.task == "classify" else "ctc"
+    if kind != want:
+        raise ValueError(f"dataset {dataset.name} is a {dataset.task} task but "
+                         f"config.model.kind={kind!r}; use {want!r}")
 
 
 def _flax_version() -> str:

@@ -5,6 +5,12 @@ The PyPI package ``espeakng-loader`` ships ``libespeak-ng`` and its voice data.
 int16 mono waveform at ``ESpeak.sample_rate`` (22,050 Hz), typically in ~1-2 ms
 per word. libespeak-ng keeps global state, so all instances share one
 initialised library (one per process).
+
+Determinism: eSpeak draws breath/voicing noise from its own generator and libc
+``rand()``; ``synth`` reseeds both before every call. It also keeps internal state
+across calls (e.g. the pitch-flutter phase), so an utterance is bit-identical only
+for the same sequence of calls since process start: callers that need exact
+reproducibility (``synth.py``) render in fresh processes in a fixed order.
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ def _init() -> dict:
         ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
+    if hasattr(lib, "espeak_ng_SetRandSeed"):
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    libc = ctypes.CDLL(None)
     rate = lib.espeak_Initialize(AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), 0)
     if rate <= 0:
         raise ESpeakError(f"espeak_Initialize failed (returned {rate}) with data path {data_path}")
@@ -76,7 +85,7 @@ def _init() -> dict:
 
     cb = _SYNTH_CALLBACK(callback)  # must stay referenced while the library lives
     lib.espeak_SetSynthCallback(cb)
-    _state.update(lib=lib, rate=rate, chunks=chunks, cb=cb, data_path=data_path,
+    _state.update(lib=lib, libc=libc, rate=rate, chunks=chunks, cb=cb, data_path=data_path,
                   variants=_variants(data_path))
     return _state
 
@@ -105,6 +114,9 @@ class ESpeak:
             for name, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range),
                                 ("volume", volume), ("wordgap", wordgap)):
                 lib.espeak_SetParameter(_PARAMS[name], int(value), 0)
+            if hasattr(lib, "espeak_ng_SetRandSeed"):
+                lib.espeak_ng_SetRandSeed(1)
+            self._st["libc"].srand(1)
             chunks = self._st["chunks"]
             chunks.clear()
             data = text.encode("utf-8") + b"\0"

@@ -16,7 +16,7 @@ Rendering. 22,050 Hz int16 from eSpeak -> 16 kHz (``scipy.signal.resample_poly``
 a level uniform in [-14, -1] dBFS.
 
 Noise. Every clip gets additive coloured noise (white, pink or brown, chosen
-uniformly; 1/f^alpha spectrum with alpha 0, 1, 2) at an SNR uniform in [5, 30] dB
+uniformly; 1/f^alpha spectrum with alpha 0, 1, 2) at an SNR uniform in [10, 30] dB
 relative to the speech RMS.
 
 ``synth_commands`` (classification). The 35 Speech Commands words. 1-second
@@ -40,19 +40,29 @@ Default sizes: train 3000, validation 500, test 500 utterances.
 Caching. Corpora are written to ``{cache_dir}/{name}-{sha1(spec)[:12]}.npz``
 (``cache_dir`` argument, else ``$RNNBENCH_CACHE``, else ``~/.cache/rnnbench``),
 atomically (temp file + ``os.replace``); the spec covers the name, protocol,
-sizes, seed and RECIPE_VERSION, so any change rebuilds. Each clip ``i`` of a split
-is a pure function of (seed, split, i, its label), so the same seed gives the same
-bytes.
+sizes, seed and RECIPE_VERSION, so any change rebuilds. The random choices for clip
+``i`` of a split depend only on (seed, split, i), and the same spec gives the same
+bytes. eSpeak NG keeps state between calls, so rendering happens in blocks of 2000
+items, each in a fresh spawned process (2 at a time by default, ``num_workers``),
+which makes the bytes independent of the calling process and of the worker count.
 
-Measured build time (2-core machine, shared): default synth_commands
-(8,400 clips) ~12 s; default synth_digits (4,000 utterances) ~10 s; loading
-from the cache < 1 s.
+Measured build time (2 cores shared with other jobs, load average ~7): default
+synth_commands (8,400 clips) 28 s (16 s single-process on a lighter load);
+default synth_digits (4,000 utterances) 26-45 s; loading from the cache 0.2 s.
+
+Learnability check (scratch script, not in the repo): log-mel 40 + utterance
+normalisation, 1-layer LSTM 128, Adam 3e-3 cosine, batch 64, 1500 steps (~4 min
+on the loaded machine), no SpecAugment: train 99.8%, validation 95.7%, test 93.2%
+on the 16 unseen test voices (an earlier recipe with SNR 5-30 dB and SpecAugment
+reached 89.5% test after the same steps).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
+import multiprocessing
 import os
 
 import numpy as np
@@ -113,7 +123,7 @@ def _render(es: ESpeak, rng: np.random.Generator, text: str, variant: str, **ext
 
 
 def _add_noise(rng: np.random.Generator, clip: np.ndarray, speech_rms: float) -> np.ndarray:
-    snr_db = rng.uniform(5, 30)
+    snr_db = rng.uniform(10, 30)
     return clip + _colored_noise(rng, clip.shape[0]) * (speech_rms / 10 ** (snr_db / 20))
 
 
@@ -143,6 +153,34 @@ def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
     lead, trail = (int(rng.uniform(0.1, 0.4) * SAMPLE_RATE) for _ in range(2))
     clip = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
     return to_int16(_add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2))))), text
+
+
+BLOCK = 2000  # items rendered per fresh worker process (part of the recipe: it fixes eSpeak call history)
+
+
+def _render_block(kind: str, seed: int, classes, items) -> list:
+    """Render items [(split_id, i, class, voice)] in a fresh process (see espeak.py: determinism)."""
+    es = ESpeak()
+    if kind == "commands":
+        return [_command_clip(es, seed, sid, i, cls, classes, v) for sid, i, cls, v in items]
+    return [_digit_clip(es, seed, sid, i, v) for sid, i, _, v in items]
+
+
+def _render_all(kind: str, seed: int, classes, items: list, num_workers: int | None) -> list:
+    """Render ``items`` in blocks of BLOCK, each in a new spawned process, results in order.
+
+    eSpeak keeps state across calls, so each block starts from a fresh library and renders
+    its items in a fixed order: the output bytes depend only on the spec, not on the history
+    of the calling process or the number of workers.
+    """
+    blocks = [items[k: k + BLOCK] for k in range(0, len(items), BLOCK)]
+    if not blocks:
+        return []
+    workers = max(1, min(num_workers or min(2, os.cpu_count() or 1), len(blocks)))
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as ex:
+        futures = [ex.submit(_render_block, kind, seed, classes, b) for b in blocks]
+        return [x for f in futures for x in f.result()]
 
 
 def _cache_path(name: str, spec: dict, cache_dir) -> str:
@@ -188,27 +226,28 @@ def _sizes(train_size, validation_size, test_size) -> dict[str, int]:
 
 def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
                    train_size: int = 6000, validation_size: int = 1200, test_size: int = 1200,
-                   use_cache: bool = True) -> Dataset:
+                   use_cache: bool = True, num_workers: int | None = None) -> Dataset:
     """Synthetic Speech Commands (see module docstring). ``data_dir`` is ignored."""
     if protocol not in (12, 35):
         raise ValueError(f"synth_commands: protocol must be 12 or 35, got {protocol!r}")
     sizes = _sizes(train_size, validation_size, test_size)
     classes = CLASSES_12 if protocol == 12 else list(WORDS_35)
-    spec = dict(name="synth_commands", recipe=RECIPE_VERSION, protocol=protocol, seed=seed, **sizes)
+    spec = dict(name="synth_commands", recipe=RECIPE_VERSION, block=BLOCK, protocol=protocol, seed=seed, **sizes)
     path = _cache_path("synth_commands", spec, cache_dir)
     if use_cache and os.path.exists(path):
         return Dataset("synth_commands", "classify", list(classes), _load_cached(path))
-    es = ESpeak()
-    voices = voice_partition(es.variants, seed)
-    splits = {}
+    voices = voice_partition(ESpeak().variants, seed)
+    plan = {}
     for split_id, s in enumerate(SPLITS):
-        n = sizes[s]
         lrng = np.random.default_rng([seed, split_id, 104729])
-        labels = lrng.permutation(np.arange(n) % len(classes)).astype(np.int32)
-        speakers = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=n)]
-        audio = [_command_clip(es, seed, split_id, i, classes[labels[i]], classes, speakers[i])
-                 for i in range(n)]
-        splits[s] = Split(audio=audio, labels=labels, transcripts=None, speakers=speakers)
+        labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
+        speakers = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=sizes[s])]
+        plan[s] = (labels, speakers)
+    items = [(split_id, i, classes[plan[s][0][i]], plan[s][1][i])
+             for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+    audio = iter(_render_all("commands", seed, classes, items, num_workers))
+    splits = {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=plan[s][0],
+                       transcripts=None, speakers=plan[s][1]) for s in SPLITS}
     if use_cache:
         _save(path, spec, splits)
     return Dataset("synth_commands", "classify", list(classes), splits)
@@ -216,23 +255,25 @@ def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_di
 
 def synth_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
                  train_size: int = 3000, validation_size: int = 500, test_size: int = 500,
-                 use_cache: bool = True) -> Dataset:
+                 use_cache: bool = True, num_workers: int | None = None) -> Dataset:
     """Synthetic connected digit strings for CTC (see module docstring). ``protocol`` is ignored."""
     sizes = _sizes(train_size, validation_size, test_size)
-    spec = dict(name="synth_digits", recipe=RECIPE_VERSION, seed=seed, **sizes)
+    spec = dict(name="synth_digits", recipe=RECIPE_VERSION, block=BLOCK, seed=seed, **sizes)
     path = _cache_path("synth_digits", spec, cache_dir)
     if use_cache and os.path.exists(path):
         return Dataset("synth_digits", "ctc", list(CTC_ALPHABET), _load_cached(path))
-    es = ESpeak()
-    voices = voice_partition(es.variants, seed)
-    splits = {}
+    voices = voice_partition(ESpeak().variants, seed)
+    speakers = {}
     for split_id, s in enumerate(SPLITS):
-        n = sizes[s]
         lrng = np.random.default_rng([seed, split_id, 104729])
-        speakers = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=n)]
-        pairs = [_digit_clip(es, seed, split_id, i, speakers[i]) for i in range(n)]
-        splits[s] = Split(audio=[a for a, _ in pairs], labels=None,
-                          transcripts=[t for _, t in pairs], speakers=speakers)
+        speakers[s] = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=sizes[s])]
+    items = [(split_id, i, None, speakers[s][i]) for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+    pairs = iter(_render_all("digits", seed, None, items, num_workers))
+    splits = {}
+    for s in SPLITS:
+        got = [next(pairs) for _ in range(sizes[s])]
+        splits[s] = Split(audio=[a for a, _ in got], labels=None, transcripts=[t for _, t in got],
+                          speakers=speakers[s])
     if use_cache:
         _save(path, spec, splits)
     return Dataset("synth_digits", "ctc", list(CTC_ALPHABET), splits)
