@@ -2,20 +2,39 @@
 
 Override any config field on the command line, e.g. `--config.model.hidden=256`.
 Restarting with the same --workdir resumes from its last checkpoint.
+
+Several seeds as ONE compiled program (jax.vmap over a leading model axis), one workdir each:
+  python -m experiments.train --config=experiments/configs/kws.py:lstm \\
+      --seeds=0,1,2 --workdir=runs/s0,runs/s1,runs/s2
 """
+
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                           lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+_WORKDIR = flags.DEFINE_list("workdir", None,
+                             "Run directory (checkpoints, metrics, final.json); with --seeds, "
+                             "one per seed, comma-separated.")
+_SEEDS = flags.DEFINE_list("seeds", None, "Train these seeds together in one vmapped program.")
 _WANDB = flags.DEFINE_enum("wandb", "offline", ["online", "offline", "disabled"],
                            "Weights & Biases mode (offline needs no network).")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar (for logs).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False,
                                  "Call jax.distributed.initialize() (multi-host).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+
+
+def _workdirs() -> list[str]:
+    if _WORKDIR.value:
+        return _WORKDIR.value
+    run_id = os.environ.get("WANDB_RUN_ID") or os.environ.get("WANDB_SWEEP_ID")
+    if run_id:  # launched by `wandb agent`: one workdir per W&B run
+        return [os.path.join("runs", "wandb", os.environ.get("WANDB_RUN_ID", run_id))]
+    raise app.UsageError("--workdir is required")
 
 
 def main(argv):
@@ -26,12 +45,34 @@ def main(argv):
     if _DISTRIBUTED.value:
         jax.distributed.initialize()
     from rnnbench import train
-    final = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, wandb_mode=_WANDB.value,
-                                     progress=not _QUIET.value)
-    keys = [k for k in ("val_accuracy", "test_accuracy", "test_cer", "test_wer") if k in final]
-    summary = ", ".join(f"{k}={final[k]:.4f}" for k in keys)
-    print(f"done: {summary}, params={final['num_params']}, wall={final['wall_time_s']:.0f}s, "
-          f"results in {_WORKDIR.value}/final.json")
+    workdirs = _workdirs()
+    config = _CONFIG.value
+    if _SEEDS.value:
+        try:
+            seeds = [int(s) for s in _SEEDS.value]
+        except ValueError:
+            raise app.UsageError(f"--seeds must be comma-separated integers, got {_SEEDS.value}")
+        if len(seeds) != len(workdirs):
+            raise app.UsageError(f"--seeds has {len(seeds)} entries but --workdir has "
+                                 f"{len(workdirs)}; give one workdir per seed")
+        configs = []
+        for s in seeds:
+            c = config.copy_and_resolve_references()
+            with c.unlocked():
+                c.seed = s
+            configs.append(c)
+    elif len(workdirs) != 1:
+        raise app.UsageError(f"--workdir lists {len(workdirs)} dirs; pass --seeds to train "
+                             "several seeds together, else give one workdir")
+    else:
+        configs = [config]
+    finals = train.train_and_evaluate_many(configs, workdirs, wandb_mode=_WANDB.value,
+                                           progress=not _QUIET.value)
+    for workdir, final in zip(workdirs, finals):
+        keys = [k for k in ("val_accuracy", "test_accuracy", "test_cer", "test_wer") if k in final]
+        summary = ", ".join(f"{k}={final[k]:.4f}" for k in keys)
+        print(f"done: {summary}, params={final['num_params']}, wall={final['wall_time_s']:.0f}s, "
+              f"results in {workdir}/final.json", file=sys.stdout)
 
 
 if __name__ == "__main__":

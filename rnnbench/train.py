@@ -427,11 +427,12 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
                          f"{len(workdirs)} workdirs")
     if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
         raise ValueError(f"workdirs must be distinct, got {workdirs}")
-    for c, w in zip(configs, workdirs):
+    for c in configs:
         check_config(c)
+    check_same_but_seed(configs)
+    for c, w in zip(configs, workdirs):
         os.makedirs(w, exist_ok=True)
         run_log.check_or_write_config(w, c)
-    check_same_but_seed(configs)
     config = configs[0]
     results: list[dict | None] = [_finished(c, w) for c, w in zip(configs, workdirs)]
     todo = [i for i, r in enumerate(results) if r is None]
