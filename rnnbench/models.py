@@ -4,6 +4,7 @@
                  -> logits [batch, classes]
   CTCRecognizer  features [batch, time, F] -> front-end -> encoder -> (self-attention)
                  -> frame logits [batch, time', alphabet + 1]  (blank = 0)
+  Tagger         the same with per-step logits over `num_classes` (synthetic memory tasks)
 
 Both return `(logits, aux)` with `aux = {"states": [batch, time', D], "lengths": [batch]}` (the
 encoder's top-layer states, for the stability penalty) and, when `aux_ae_weight > 0`,
@@ -148,7 +149,19 @@ class CTCRecognizer(_Model):
         return self.head(h), self._aux(x, h, lengths_out)
 
 
-MODELS = {"classifier": Classifier, "ctc": CTCRecognizer}
+class Tagger(_Model):
+    """Per-step logits [batch, time', classes] (sequence tagging, e.g. the copy tasks)."""
+
+    def __init__(self, cfg, num_features: int, num_classes: int, *, rngs: nnx.Rngs):
+        super().__init__(cfg, num_features, rngs=rngs)
+        self.head = nnx.Linear(self.encoder.out_features, num_classes, rngs=rngs)
+
+    def __call__(self, x: Array, lengths: Array, *, key: Array | None = None):
+        h, lengths_out = self.encoder(x, lengths, key=key)
+        return self.head(h), self._aux(x, h, lengths_out)
+
+
+MODELS = {"classifier": Classifier, "ctc": CTCRecognizer, "tagger": Tagger}
 
 
 def build(cfg: Mapping[str, Any], *, num_features: int, num_classes: int,

@@ -15,6 +15,7 @@ Workdir layout: config.json, metrics.jsonl, final.json, checkpoints/ (orbax), wa
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from rnnbench import data as data_lib
-from rnnbench import features, metrics, models, run_log
+from rnnbench import features, metrics, models, run_log, tasks
 from rnnbench.data import batching
 
 State = dict[str, Any]
@@ -50,8 +51,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     for field in ("batch_size", "num_steps", "eval_every", "checkpoint_every"):
         if config[field] <= 0:
             raise ValueError(f"config.{field} must be positive, got {config[field]}")
-    if config.dataset not in data_lib.NAMES:
-        raise ValueError(f"unknown config.dataset {config.dataset!r}; known: {data_lib.NAMES}")
+    known = data_lib.NAMES + tuple(f"task:{t}" for t in tasks.TASKS)
+    if config.dataset not in known:
+        raise ValueError(f"unknown config.dataset {config.dataset!r}; known: {known}")
     m = config.model
     if m.get("kind", "classifier") not in models.MODELS:
         raise ValueError(f"unknown config.model.kind {m.kind!r}; known: {sorted(models.MODELS)}")
@@ -141,9 +143,20 @@ def masked_mse(pred: jax.Array, target: jax.Array, lengths: jax.Array) -> jax.Ar
 
 def task_loss(task: str, logits, aux, batch) -> tuple[jax.Array, dict]:
     """Weighted mean loss and metric sums for one batch. Classification: softmax cross-entropy;
-    CTC: `optax.ctc_loss` per utterance divided by its label count."""
+    CTC: `optax.ctc_loss` per utterance divided by its label count; regress: squared error of
+    output 0; tag: per-step cross-entropy averaged over the scored steps (`target_mask`)."""
     w = batch["weights"]
-    if task == "classify":
+    if task == "regress":
+        per_example = jnp.square(logits[:, 0] - batch["targets"])
+        sums = {}
+    elif task == "tag":
+        mask = batch["target_mask"]
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])  # [B, T]
+        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
+        per_example = (ce * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+        sums = {"correct": (correct * mask * w[:, None]).sum(),
+                "scored": (mask * w[:, None]).sum()}
+    elif task == "classify":
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
         correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
         per_example, sums = ce, {"correct": (correct * w).sum()}
@@ -161,7 +174,10 @@ def task_loss(task: str, logits, aux, batch) -> tuple[jax.Array, dict]:
 
 
 def compute_features(config, batch: Batch, key: jax.Array | None):
-    """audio [B, S] -> features [B, T, F], frame lengths [B]; SpecAugment when `key` is given."""
+    """audio [B, S] -> features [B, T, F], frame lengths [B]; SpecAugment when `key` is given.
+    Synthetic tasks bring their inputs ready: (inputs, lengths)."""
+    if "inputs" in batch:
+        return batch["inputs"], batch["lengths"]
     feats, flen = features.extract(batch["audio"], batch["audio_lengths"], **config.features)
     sa = config.get("spec_augment")
     if key is not None and sa and sa.get("enabled", False):
@@ -170,7 +186,9 @@ def compute_features(config, batch: Batch, key: jax.Array | None):
     return feats, flen
 
 
-def num_features(config) -> int:
+def num_features(config, dataset) -> int:
+    if isinstance(dataset, TASK_TYPES):
+        return dataset.num_inputs
     f = config.features
     return f.get("n_mfcc", 13) if f.get("kind", "logmel") == "mfcc" else f.get("n_mels", 40)
 
@@ -214,6 +232,8 @@ def make_steps(config, graphdef, tx, task: str):
         out = {"loss": loss, "grad_norm": grad_norm, "finite": finite, **terms}
         if task == "classify":
             out["accuracy"] = sums["correct"] / sums["count"]
+        elif task == "tag":
+            out["accuracy"] = sums["correct"] / jnp.maximum(sums["scored"], 1.0)
         return new, out
 
     def eval_step(params, batch: Batch) -> dict:
@@ -229,8 +249,8 @@ def make_steps(config, graphdef, tx, task: str):
 def init_state(config, dataset) -> tuple[Any, State, optax.GradientTransformation, nnx.Module]:
     """Builds the model and optimizer; returns (graphdef, state, tx, model)."""
     rngs = nnx.Rngs(params=config.seed)
-    model = models.build(config.model.to_dict(), num_features=num_features(config),
-                         num_classes=len(dataset.classes), rngs=rngs)
+    model = models.build(config.model.to_dict(), num_features=num_features(config, dataset),
+                         num_classes=num_classes(dataset), rngs=rngs)
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(config.optimizer, config.num_steps)
     state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
@@ -274,7 +294,17 @@ def check_ctc_lengths(config, dataset, buckets) -> None:
                     f"use a smaller stride or hop")
 
 
+TASK_TYPES = tuple(tasks.TASKS.values())
+
+
+def num_classes(dataset) -> int:
+    return dataset.num_outputs if isinstance(dataset, TASK_TYPES) else len(dataset.classes)
+
+
 def load_dataset(config):
+    """A speech `Dataset` from rnnbench.data, or a synthetic task for `dataset="task:<name>"`."""
+    if config.dataset.startswith("task:"):
+        return tasks.make(config.dataset[len("task:"):], **dict(config.get("task") or {}))
     d = config.get("data") or {}
     opts = dict(d.get("options") or {})
     return data_lib.load(config.dataset, data_dir=config.get("data_dir"),
@@ -318,12 +348,10 @@ def evaluate(eval_step, params, dataset, split: str, config, buckets, placement)
     """Full pass over `split` for each of the N stacked models in `params` (leading axis N):
     loss and accuracy (classify) or CER/WER with greedy CTC decoding. Returns N dicts."""
     n_models = jax.tree.leaves(params)[0].shape[0]
-    totals = [dict(loss_sum=0.0, count=0.0, correct=0.0) for _ in range(n_models)]
+    totals = [dict(loss_sum=0.0, count=0.0, correct=0.0, scored=0.0) for _ in range(n_models)]
     refs: list[str] = []
     hyps: list[list[str]] = [[] for _ in range(n_models)]
-    batches = batching.eval_batches(dataset.splits[split], batch_size=config.batch_size,
-                                    buckets=buckets, encode=_encoder(dataset))
-    for batch in batches:
+    for batch in eval_stream(dataset, split, config, buckets):
         sums = jax.device_get(eval_step(params, placement.put_batch(batch)))  # leaves [N, ...]
         for i, tot in enumerate(totals):
             for k in tot:
@@ -340,7 +368,9 @@ def evaluate(eval_step, params, dataset, split: str, config, buckets, placement)
         out = {"loss": tot["loss_sum"] / tot["count"], "examples": int(tot["count"])}
         if dataset.task == "classify":
             out["accuracy"] = tot["correct"] / tot["count"]
-        else:
+        elif dataset.task == "tag":
+            out["accuracy"] = tot["correct"] / max(tot["scored"], 1.0)
+        elif dataset.task == "ctc":
             out.update(metrics.error_rates(refs, hyps[i]))
         results.append(out)
     return results
@@ -350,9 +380,34 @@ def _encoder(dataset):
     return dataset.encode if dataset.task == "ctc" else None
 
 
+def train_stream(dataset, config, seed: int, buckets, start: int) -> Iterator[Batch]:
+    """Host batches from `start` on; batch k depends only on (seed, k)."""
+    if isinstance(dataset, TASK_TYPES):
+        key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x7A5C)
+        make = jax.jit(dataset.batch, static_argnums=1)
+        return (jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
+                for k in itertools.count(start))
+    return batching.train_batches(dataset.splits["train"], batch_size=config.batch_size,
+                                  seed=seed, buckets=buckets, start_step=start,
+                                  encode=_encoder(dataset))
+
+
+def eval_stream(dataset, split: str, config, buckets) -> Iterator[Batch]:
+    """One pass over `split`; synthetic tasks use a fixed set of `config.task_eval_size`
+    examples per split, the same for every seed."""
+    if isinstance(dataset, TASK_TYPES):
+        key = jax.random.PRNGKey({"validation": 1, "test": 2}[split] + 0x5EED)
+        make = jax.jit(dataset.batch, static_argnums=1)
+        n = config.get("task_eval_size", 1024)
+        return (jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
+                for k in range(-(-n // config.batch_size)))
+    return batching.eval_batches(dataset.splits[split], batch_size=config.batch_size,
+                                 buckets=buckets, encode=_encoder(dataset))
+
+
 def stack_batches(batches: list[Batch]) -> Batch:
     """N host batches -> one batch with a leading model axis; audio padded to the longest."""
-    width = max(b["audio"].shape[1] for b in batches)
+    width = max(b["audio"].shape[1] for b in batches) if "audio" in batches[0] else 0
     out = {}
     for k in batches[0]:
         rows = [b[k] for b in batches]
@@ -451,7 +506,8 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
 
     dataset = dataset if dataset is not None else load_dataset(config)
     _check_task(config, dataset)
-    buckets = tuple(config.get("buckets") or ()) or auto_buckets(dataset)
+    buckets = None if isinstance(dataset, TASK_TYPES) else (
+        tuple(config.get("buckets") or ()) or auto_buckets(dataset))
     if dataset.task == "ctc":
         check_ctc_lengths(config, dataset, buckets)
     start = starts[todo[0]]
@@ -475,9 +531,7 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
 
     logs = [run_log.RunLog(workdirs[i], configs[i], wandb_mode=wandb_mode, resume_step=start)
             for i in todo]
-    streams = [batching.train_batches(dataset.splits["train"], batch_size=c.batch_size,
-                                      seed=c.seed, buckets=buckets, start_step=start,
-                                      encode=_encoder(dataset)) for c in run_configs]
+    streams = [train_stream(dataset, c, c.seed, buckets, start) for c in run_configs]
     bar = _progress(config.num_steps, start, progress)
     t_train, window_t, window_n = 0.0, time.time(), 0
     try:
@@ -555,7 +609,8 @@ def _finished(config, workdir) -> dict | None:
 
 def _check_task(config, dataset) -> None:
     kind = config.model.get("kind", "classifier")
-    want = "classifier" if dataset.task == "classify" else "ctc"
+    want = {"classify": "classifier", "regress": "classifier", "ctc": "ctc",
+            "tag": "tagger"}[dataset.task]
     if kind != want:
         raise ValueError(f"dataset {dataset.name} is a {dataset.task} task but "
                          f"config.model.kind={kind!r}; use {want!r}")
