@@ -1,0 +1,736 @@
+"""Sweep directory -> results table (Markdown, CSV, JSON) and plots (PNG). Generated, never typed.
+
+  report = make_report("runs/kws_cells", "results/kws_cells", reference="hello_edge",
+                       report_command="python -m experiments.report ...")
+
+writes results/kws_cells.{md,csv,json}, results/kws_cells_curves.png (validation metric against
+step and against training seconds) and results/kws_cells_params.png (test metric against
+parameter count). Runs are grouped by their sweep overrides minus `seed`; each metric is
+mean ± sample std (ddof=1) over the finished seeds with n; failed and missing runs are named in
+their row, never averaged away. Every file is written to a temp file and renamed into place.
+
+A sweep directory holds sweep.json ({"config", "sweep", "command", "runs": [{"name",
+"overrides", "state", "workdir"}]}) and one workdir per run (config.json, metrics.jsonl,
+final.json, error.txt when the run failed; see rnnbench/train.py). Without sweep.json the
+run directories are discovered and the overrides are the config fields that differ.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import tempfile
+from typing import Any
+
+# (key in final.json, table header, display scale, key in validation events of metrics.jsonl)
+METRICS = {
+    "classify": [("test_accuracy", "test acc (%)", 100.0), ("val_accuracy", "val acc (%)", 100.0),
+                 ("test_loss", "test loss", 1.0)],
+    "ctc": [("test_cer", "test CER (%)", 100.0), ("test_wer", "test WER (%)", 100.0),
+            ("val_cer", "val CER (%)", 100.0), ("val_wer", "val WER (%)", 100.0),
+            ("test_loss", "test loss", 1.0)],
+}
+PRIMARY = {"classify": "test_accuracy", "ctc": "test_cer"}
+CURVE_METRIC = {"classify": ("accuracy", "validation accuracy (%)", 100.0),
+                "ctc": ("cer", "validation CER (%)", 100.0)}
+
+# Zhang et al. 2017, "Hello Edge: Keyword Spotting on Microcontrollers" (arXiv:1711.07128),
+# Speech Commands v1, 12 classes, small (S) models, test accuracy in %.
+HELLO_EDGE = {"Basic LSTM": 92.0, "LSTM": 92.9, "GRU": 93.5, "CRNN": 94.0}
+HELLO_EDGE_BY_CELL = {"lstm": "LSTM", "gru": "GRU", "gru_cho": "GRU"}
+REFERENCES = ("hello_edge",)
+DATASET_DESCRIPTIONS = {
+    "synth_commands": "synthetic eSpeak NG speech (synth_commands, unseen test voices)",
+    "synth_digits": "synthetic eSpeak NG digit strings (synth_digits)",
+    "fsdd": "FSDD spoken digits (real recordings, 10 classes)",
+    "fsdd_digits": "concatenated FSDD digits (fsdd_digits)",
+    "speech_commands": "Speech Commands (real recordings; check version and protocol)",
+}
+
+
+class ReportError(ValueError):
+    """The sweep directory cannot be reported (missing, empty, unreadable)."""
+
+
+@dataclasses.dataclass
+class Run:
+    """One run of a sweep: where it lives, what it overrides, how it ended."""
+
+    name: str
+    workdir: str
+    overrides: dict[str, Any]
+    state: str  # done | failed | running | pending | missing
+    final: dict | None = None
+    config: dict | None = None
+    events: list[dict] = dataclasses.field(default_factory=list)
+    error: str | None = None  # last line of error.txt (failed runs)
+
+
+@dataclasses.dataclass
+class Sweep:
+    sweep_dir: str
+    runs: list[Run]
+    spec: dict  # sweep.json without "runs" ({} when there is none)
+
+
+# ----------------------------------------------------------------------------- reading
+
+def _read_json(path: str) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_events(path: str) -> list[dict]:
+    """metrics.jsonl -> list of events; lines cut short (a killed run) are skipped."""
+    if not os.path.exists(path):
+        return []
+    events = []
+    with open(path) as f:
+        for line in f:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and "step" in event:
+                events.append(event)
+    return events
+
+
+def _last_line(path: str) -> str:
+    with open(path, errors="replace") as f:
+        lines = [l.strip() for l in f if l.strip()]
+    return lines[-1] if lines else "(empty error.txt)"
+
+
+def _load_run(sweep_dir: str, name: str, workdir: str, overrides: dict, state: str) -> Run:
+    path = workdir if os.path.isabs(workdir) else os.path.join(sweep_dir, workdir)
+    run = Run(name=name, workdir=path, overrides=dict(overrides), state="missing")
+    cfg = os.path.join(path, "config.json")
+    if os.path.exists(cfg):
+        try:
+            run.config = _read_json(cfg)
+        except ValueError:
+            pass
+    run.events = read_events(os.path.join(path, "metrics.jsonl"))
+    final, err = os.path.join(path, "final.json"), os.path.join(path, "error.txt")
+    if os.path.exists(final):
+        try:
+            run.final, run.state = _read_json(final), "done"
+        except ValueError as e:
+            run.state, run.error = "failed", f"unreadable final.json ({e})"
+    elif os.path.exists(err):
+        run.state, run.error = "failed", _last_line(err)
+    elif state in ("running", "pending"):
+        run.state = state
+    elif state == "failed":
+        run.state, run.error = "failed", "marked failed in sweep.json (no error.txt)"
+    return run
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_sweep(sweep_dir: str) -> Sweep:
+    """Reads sweep.json and every run it lists; without sweep.json, the run directories found.
+
+    Raises ReportError when the directory is missing or holds no runs at all.
+    """
+    expected = ("a sweep directory from `python -m experiments.sweep`: sweep.json and/or run "
+                "directories holding config.json / final.json / error.txt")
+    if not os.path.isdir(sweep_dir):
+        raise ReportError(f"sweep directory {sweep_dir!r} does not exist; expected {expected}")
+    spec_path = os.path.join(sweep_dir, "sweep.json")
+    if os.path.exists(spec_path):
+        try:
+            spec = _read_json(spec_path)
+        except ValueError as e:
+            raise ReportError(f"{spec_path} is not valid JSON ({e})") from None
+        entries = spec.get("runs") or []
+        if not entries:
+            raise ReportError(f"{spec_path} lists no runs; expected {expected}")
+        runs = [_load_run(sweep_dir, e["name"], e.get("workdir") or e["name"],
+                          e.get("overrides") or {}, e.get("state", "")) for e in entries]
+        return Sweep(sweep_dir, runs, {k: v for k, v in spec.items() if k != "runs"})
+
+    names = sorted(n for n in os.listdir(sweep_dir)
+                   if any(os.path.exists(os.path.join(sweep_dir, n, f))
+                          for f in ("config.json", "final.json", "error.txt")))
+    if not names:
+        raise ReportError(f"{sweep_dir!r} holds no sweep.json and no run directories; "
+                          f"expected {expected}")
+    runs = [_load_run(sweep_dir, n, n, {}, "") for n in names]
+    flat = [_flatten(r.config or {}) for r in runs]
+    keys = sorted({k for f in flat for k in f})
+    varied = [k for k in keys if not k.startswith("wandb.")
+              and len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    for run, f in zip(runs, flat):
+        run.overrides = {k: f.get(k) for k in varied}
+    # A configuration without a seed that others have: that run is missing, not just absent.
+    seeds = list(dict.fromkeys(r.overrides["seed"] for r in runs if "seed" in r.overrides))
+    configs = list(dict.fromkeys(json.dumps({k: v for k, v in r.overrides.items() if k != "seed"},
+                                            sort_keys=True) for r in runs))
+    have = {(json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True),
+             json.dumps(r.overrides.get("seed"))) for r in runs}
+    short = _short_keys(varied)
+    for c in configs if seeds else []:
+        for seed in seeds:
+            if (c, json.dumps(seed)) not in have:
+                ov = {**json.loads(c), "seed": seed}
+                name = ",".join([f"{short[k]}={_fmt_value(v)}" for k, v in ov.items()
+                                 if k != "seed"] + [f"seed={seed}"])
+                runs.append(Run(name, os.path.join(sweep_dir, name), ov, "missing"))
+    return Sweep(sweep_dir, runs, {})
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+def stats(values: list[float]) -> dict:
+    """mean, sample std (ddof=1; None for n < 2), min, max, n and the values themselves."""
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    n = len(values)
+    if not n:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "values": []}
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values),
+            "values": values}
+
+
+def detect_task(runs: list[Run]) -> str:
+    """'classify' or 'ctc': final.json's task, else its metric names, else config.model.kind."""
+    for r in runs:
+        if r.final:
+            if r.final.get("task") in METRICS:
+                return r.final["task"]
+            if "test_cer" in r.final or "test_wer" in r.final:
+                return "ctc"
+            if "test_accuracy" in r.final:
+                return "classify"
+    for r in runs:
+        if r.config and (r.config.get("model") or {}).get("kind") == "ctc":
+            return "ctc"
+    return "classify"
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Dotted override keys -> column names: the last component unless two keys share it."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def _key_order(keys: list[str], runs: list[Run]) -> list[str]:
+    """Override keys in the grid's order, read from run names (`cell=gru,hidden=64,seed=1`),
+    since sweep.json may store each run's overrides with sorted keys."""
+    def position(k):
+        for r in runs:
+            parts = [p.split("=", 1)[0] for p in r.name.split(",")]
+            for depth in range(1, k.count(".") + 2):
+                tail = ".".join(k.split(".")[-depth:])
+                if tail in parts:
+                    return parts.index(tail)
+        return len(keys)
+    return sorted(keys, key=position)  # stable: keys not found keep their order, last
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    return json.dumps(v)
+
+
+def _run_tag(run: Run) -> str:
+    return f"seed={run.overrides['seed']}" if "seed" in run.overrides else run.name
+
+
+def _hello_edge(run: Run | None, overrides: dict) -> tuple[str, float] | None:
+    model = ((run.config or {}).get("model") or {}) if run else {}
+    cell = overrides.get("model.cell", model.get("cell"))
+    bidirectional = overrides.get("model.bidirectional", model.get("bidirectional", False))
+    name = HELLO_EDGE_BY_CELL.get(cell)
+    if name is None or bidirectional:
+        return None
+    return name, HELLO_EDGE[name]
+
+
+def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
+    """Groups runs by overrides minus seed; returns the report as a JSON-able dict."""
+    if reference is not None and reference not in REFERENCES:
+        raise ValueError(f"unknown reference {reference!r}; known: {REFERENCES}")
+    task = detect_task(sweep.runs)
+    if reference == "hello_edge" and task != "classify":
+        raise ValueError("--reference=hello_edge holds keyword-spotting accuracies; this sweep "
+                         f"is a {task} task")
+    groups: dict[str, list[Run]] = {}
+    for run in sweep.runs:
+        cfg = {k: v for k, v in run.overrides.items() if k != "seed"}
+        groups.setdefault(json.dumps(cfg, sort_keys=True, default=str), []).append(run)
+    keys = _key_order(list(dict.fromkeys(k for r in sweep.runs for k in r.overrides
+                                         if k != "seed")), sweep.runs)
+    short = _short_keys(keys)
+    seeds = list(dict.fromkeys(r.overrides.get("seed") for r in sweep.runs))
+
+    rows = []
+    for cfg_json, runs in groups.items():
+        cfg = json.loads(cfg_json)
+        done = [r for r in runs if r.state == "done"]
+        failed = [r for r in runs if r.state == "failed"]
+        missing = [r for r in runs if r.state not in ("done", "failed")]
+        row = {
+            "config": cfg,
+            "label": ", ".join(f"{short[k]}={_fmt_value(cfg[k])}" for k in keys if k in cfg)
+                     or "(base config)",
+            "n": len(done), "expected": len(runs),
+            "metrics": {m: stats([r.final.get(m) for r in done if m in r.final])
+                        for m, _, _ in METRICS[task]},
+            "num_params": stats([r.final.get("num_params") for r in done
+                                 if r.final.get("num_params") is not None]),
+            "train_time_s": stats([r.final.get("train_time_s") for r in done
+                                   if r.final.get("train_time_s") is not None]),
+            "wall_time_s": stats([r.final.get("wall_time_s") for r in done
+                                  if r.final.get("wall_time_s") is not None]),
+            "steps_per_s": stats([r.final.get("steps_per_s") for r in done
+                                  if r.final.get("steps_per_s") is not None]),
+            "steps": sorted({r.final.get("steps") for r in done if r.final.get("steps")}),
+            "failed": [{"run": r.name, "tag": _run_tag(r), "error": r.error} for r in failed],
+            "missing": [{"run": r.name, "tag": _run_tag(r), "state": r.state} for r in missing],
+            "runs": [{"run": r.name, "state": r.state,
+                      "workdir": os.path.relpath(r.workdir, sweep.sweep_dir)} for r in runs],
+        }
+        if reference == "hello_edge":
+            ref = _hello_edge(next((r for r in runs if r.config), None), cfg)
+            row["reference"] = {"name": ref[0], "test_accuracy_pct": ref[1]} if ref else None
+        rows.append(row)
+
+    finals = [r.final for r in sweep.runs if r.final]
+    bad = [r for r in sweep.runs if r.state != "done"]
+    warnings = []
+    if bad:
+        n_failed = sum(r.state == "failed" for r in bad)
+        warnings.append(
+            f"{len(bad)} of {len(sweep.runs)} runs have no results ({n_failed} failed, "
+            f"{len(bad) - n_failed} missing/running/pending): "
+            + ", ".join(f"{r.name} ({r.state})" for r in bad[:10])
+            + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+            + "; their rows show n < expected.")
+    return {
+        "sweep_dir": sweep.sweep_dir,
+        "sweep": sweep.spec,
+        "task": task,
+        "primary_metric": PRIMARY[task],
+        "metrics": [m for m, _, _ in METRICS[task]],
+        "override_keys": keys,
+        "seeds": [s for s in seeds if s is not None],
+        "reference": reference,
+        "datasets": sorted({f.get("dataset") for f in finals if f.get("dataset")}),
+        "run_commits": _counts(f.get("git_commit") for f in finals),
+        "run_jax_versions": _counts(f.get("jax_version") for f in finals),
+        "run_flax_versions": _counts(f.get("flax_version") for f in finals),
+        "run_models_in_program": _counts(f.get("models_in_program", 1) for f in finals),
+        "run_devices": _counts(", ".join(f.get("devices") or []) for f in finals),
+        "num_runs": len(sweep.runs), "num_done": len(finals),
+        "rows": rows,
+        "warnings": warnings,
+    }
+
+
+def _counts(values) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        if v:
+            out[str(v)] = out.get(str(v), 0) + 1
+    return out
+
+
+# ----------------------------------------------------------------------------- environment
+
+def environment(cwd: str | None = None) -> dict:
+    """git HEAD (and whether tracked files differ from it), date, CPU model, cores, versions."""
+    def git(*args):
+        try:
+            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+            return r.stdout.strip() if r.returncode == 0 else None
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    head = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if head else None
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+
+    def version(pkg):
+        try:
+            return importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    return {"git_head": head, "git_dirty": dirty,
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "jax_version": version("jax"), "flax_version": version("flax")}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2) -> str:
+    """'93.12 ± 0.41' (n >= 2), '93.12' (n = 1), '—' (n = 0)."""
+    if not s["n"]:
+        return "—"
+    text = f"{s['mean'] * scale:.{digits}f}"
+    return text if s["std"] is None else f"{text} ± {s['std'] * scale:.{digits}f}"
+
+
+def _fmt_params(s: dict) -> str:
+    if not s["n"]:
+        return "—"
+    if s["min"] == s["max"]:
+        return f"{int(s['min']):,}"
+    return f"{int(s['min']):,}–{int(s['max']):,}"
+
+
+def _fmt_failed(row) -> str:
+    return "; ".join(f"{f['tag']}: {(f['error'] or '').split(':', 1)[0][:40]}"
+                     for f in row["failed"]) or ""
+
+
+def _fmt_missing(row) -> str:
+    return "; ".join(m["tag"] + ("" if m["state"] == "missing" else f" ({m['state']})")
+                     for m in row["missing"]) or ""
+
+
+def table_columns(report: dict) -> list[str]:
+    """The Markdown table's header cells, in order."""
+    short = _short_keys(report["override_keys"])
+    cols = [short[k] for k in report["override_keys"]] or ["config"]
+    cols += ["n"] + [h for _, h, _ in METRICS[report["task"]]]
+    cols += ["params", "train time (s)", "steps/s"]
+    if report["reference"] == "hello_edge":
+        cols.append("Hello Edge (%)")
+    return cols + ["failed", "missing"]
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """The Markdown table's body cells, one list per configuration."""
+    out = []
+    for row in report["rows"]:
+        cells = [_fmt_value(row["config"].get(k, "")) for k in report["override_keys"]]
+        cells = cells or [row["label"]]
+        cells.append(f"{row['n']}/{row['expected']}")
+        cells += [fmt_stat(row["metrics"][m], scale) for m, _, scale in METRICS[report["task"]]]
+        cells += [_fmt_params(row["num_params"]), fmt_stat(row["train_time_s"], digits=0),
+                  fmt_stat(row["steps_per_s"], digits=1)]
+        if report["reference"] == "hello_edge":
+            ref = row.get("reference")
+            cells.append(f"{ref['test_accuracy_pct']:.1f} ({ref['name']})" if ref else "—")
+        cells += [_fmt_failed(row), _fmt_missing(row)]
+        out.append([_md_cell(c) for c in cells])
+    return out
+
+
+def report_command(sweep_dir: str, out: str, reference: str | None = None) -> str:
+    """The `python -m experiments.report` command line that regenerates a report."""
+    args = ["python", "-m", "experiments.report", f"--sweep_dir={sweep_dir}", f"--out={out}"]
+    return shlex.join(args + ([f"--reference={reference}"] if reference else []))
+
+
+def sweep_command(spec: dict, sweep_dir: str) -> str:
+    """The sweep runner's command line, rebuilt from sweep.json (config, sweep, --override)."""
+    args = ["python", "-m", "experiments.sweep", f"--config={spec.get('config')}",
+            f"--sweep={spec.get('sweep')}", f"--workdir={sweep_dir}"]
+    common = (spec.get("identity") or {}).get("common_overrides") or {}
+    args += [f"--override={k}={v}" for k, v in common.items()]
+    return shlex.join(args)
+
+
+def _short_commit(c: str) -> str:
+    return c[:12] if len(c) >= 12 else c
+
+
+def render_markdown(report: dict) -> str:
+    """The results table with a header that says how to regenerate it and on what."""
+    env, spec = report["environment"], report["sweep"]
+    title = os.path.basename(report["out"])
+    what = f"`{spec['sweep']}` sweep of `{spec['config']}`" if spec.get("sweep") else \
+        f"runs in `{report['sweep_dir']}`"
+    lines = [f"# {title}: {what}", "",
+             "Generated by `rnnbench/report.py`; do not edit by hand. Reproduce with:", "",
+             "```"]
+    if report.get("reproduce_command"):
+        lines += [f"{report['reproduce_command']}", "# which runs:"]
+    if spec.get("command") or spec.get("sweep"):
+        lines.append(spec.get("command") or sweep_command(spec, report["sweep_dir"]))
+    if report.get("report_command"):
+        lines.append(report["report_command"])
+    lines += ["```", ""]
+    head = env.get("git_head")
+    head_text = (f"`{_short_commit(head)}`" + (" (+ uncommitted changes)" if env.get("git_dirty")
+                                                else "")) if head else "unknown (not a git tree)"
+    commits = ", ".join(f"`{_short_commit(c)}` ({n} runs)"
+                        for c, n in report["run_commits"].items()) or "none recorded"
+    run_versions = ", ".join(f"jax {j}" for j in report["run_jax_versions"]) or "jax ?"
+    run_versions += "; " + (", ".join(f"flax {f}" for f in report["run_flax_versions"])
+                            or "flax ?")
+    devices = ", ".join(report["run_devices"]) or "?"
+    primary = report["primary_metric"]
+    lines += [
+        f"- git: report at {head_text}; runs at {commits}",
+        f"- date: {env['date']}",
+        f"- machine: {env['cpu']}, {env['cores']} cores (report); run devices: {devices}",
+        f"- versions: runs {run_versions}; report jax {env.get('jax_version')}, "
+        f"flax {env.get('flax_version')}, python {env.get('python')}",
+        f"- task: {report['task']}; dataset: {', '.join(report['datasets']) or '?'}; "
+        f"primary metric: `{primary}`; {report['num_done']} of {report['num_runs']} runs "
+        f"finished",
+        "",
+    ]
+    for w in report["warnings"]:
+        lines += [f"> **Warning:** {w}", ""]
+    cols = table_columns(report)
+    lines.append("| " + " | ".join(cols) + " |")
+    lines.append("|" + "|".join("---" for _ in cols) + "|")
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
+    lines += ["", "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
+              "n = finished / expected runs. Train time is the seconds spent in training steps "
+              "(the first step's compilation included, evaluation excluded); steps/s is over "
+              "those steps. Failed and missing runs are named in their row and left out of the "
+              "means."]
+    shared = {k: v for k, v in report["run_models_in_program"].items() if int(k) > 1}
+    if shared:
+        lines[-1] += (" Seeds of one configuration trained together as one vmapped program "
+                      f"({', '.join(f'{v} runs in programs of {k}' for k, v in shared.items())}): "
+                      "their train time and steps/s are those of the whole program.")
+    if report["reference"] == "hello_edge":
+        datasets = ", ".join(DATASET_DESCRIPTIONS.get(d, d) for d in report["datasets"]) or "?"
+        lines += ["", "**Reference, not a comparison.** Hello Edge (Zhang et al. 2017, "
+                  "arXiv:1711.07128) reports test accuracy on the real Google Speech Commands v1 "
+                  "recordings, 12 classes, small models: LSTM 92.9 %, GRU 93.5 % (matched here by "
+                  "cell); also Basic LSTM 92.0 % and CRNN 94.0 %. This table is measured on "
+                  f"{datasets}: the data differ (synthetic eSpeak speech / FSDD versus real "
+                  "Speech Commands), as do the model sizes and training budgets, so those numbers "
+                  "are a reference point, not a comparison."]
+    base = os.path.basename(report["out"])
+    lines += ["", f"![learning curves]({base}_curves.png)", "",
+              f"![{primary} against parameters]({base}_params.png)", ""]
+    return "\n".join(lines)
+
+
+def render_csv(report: dict) -> str:
+    """One row per configuration; means, stds and n as separate columns."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    keys = report["override_keys"]
+    header = list(keys) + ["label", "n", "expected"]
+    for m in report["metrics"]:
+        header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
+    header += ["num_params", "train_time_s_mean", "train_time_s_std", "steps_per_s_mean",
+               "wall_time_s_mean"]
+    if report["reference"]:
+        header += ["reference_name", "reference_test_accuracy_pct"]
+    header += ["failed", "missing"]
+    w.writerow(header)
+
+    def num(x):
+        return "" if x is None else repr(float(x))
+
+    for row in report["rows"]:
+        out = [_fmt_value(row["config"].get(k, "")) for k in keys]
+        out += [row["label"], row["n"], row["expected"]]
+        for m in report["metrics"]:
+            s = row["metrics"][m]
+            out += [num(s["mean"]), num(s["std"]), s["n"]]
+        p = row["num_params"]
+        out += [int(p["mean"]) if p["n"] else "", num(row["train_time_s"]["mean"]),
+                num(row["train_time_s"]["std"]), num(row["steps_per_s"]["mean"]),
+                num(row["wall_time_s"]["mean"])]
+        if report["reference"]:
+            ref = row.get("reference")
+            out += [ref["name"], ref["test_accuracy_pct"]] if ref else ["", ""]
+        out += [" ".join(f["run"] for f in row["failed"]),
+                " ".join(m["run"] for m in row["missing"])]
+        w.writerow(out)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- plots
+
+def curves(sweep: Sweep, report: dict) -> list[dict]:
+    """Per configuration: validation metric per step over its finished seeds (mean, min, max) and
+    the mean training seconds at that step."""
+    key, _, scale = CURVE_METRIC[report["task"]]
+    by_name = {r.name: r for r in sweep.runs}
+    out = []
+    for row in report["rows"]:
+        per_step: dict[int, list[tuple[float, float]]] = {}
+        for entry in row["runs"]:
+            run = by_name[entry["run"]]
+            if run.state != "done":
+                continue
+            for e in run.events:
+                if e.get("split") == "validation" and e.get(key) is not None:
+                    per_step.setdefault(int(e["step"]), []).append(
+                        (float(e[key]) * scale, float(e.get("time_s", math.nan))))
+        steps = sorted(per_step)
+        ys = [[v for v, _ in per_step[s]] for s in steps]
+        out.append({"label": row["label"], "step": steps,
+                    "time_s": [sum(t for _, t in per_step[s]) / len(per_step[s]) for s in steps],
+                    "mean": [sum(y) / len(y) for y in ys], "min": [min(y) for y in ys],
+                    "max": [max(y) for y in ys]})
+    return out
+
+
+def _figure(figsize):
+    from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _colors(n: int):
+    from matplotlib import colormaps
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def plot_curves(sweep: Sweep, report: dict, path: str) -> None:
+    """Validation metric against step and against training seconds: mean line, min-max band."""
+    data = curves(sweep, report)
+    _, ylabel, _ = CURVE_METRIC[report["task"]]
+    fig = _figure((12, 4.5))
+    axes = fig.subplots(1, 2, sharey=True)
+    for c, color in zip(data, _colors(len(data))):
+        if not c["step"]:
+            continue
+        for ax, x in ((axes[0], c["step"]), (axes[1], c["time_s"])):
+            ax.plot(x, c["mean"], color=color, label=c["label"], marker=".")
+            ax.fill_between(x, c["min"], c["max"], color=color, alpha=0.2, linewidth=0)
+    axes[0].set_xlabel("step")
+    axes[1].set_xlabel("training time (s, mean over seeds)")
+    axes[0].set_ylabel(ylabel)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    if not any(c["step"] for c in data):
+        axes[0].text(0.5, 0.5, "no finished runs", transform=axes[0].transAxes, ha="center")
+    else:
+        axes[1].legend(fontsize="small", loc="best")
+    fig.suptitle(f"{os.path.basename(report['out'])}: mean over seeds, band = min-max")
+    _savefig_atomic(fig, path)
+
+
+def plot_params(report: dict, path: str) -> None:
+    """Primary test metric against parameter count (log x), error bars = std over seeds."""
+    primary = report["primary_metric"]
+    scale = dict((m, s) for m, _, s in METRICS[report["task"]])[primary]
+    header = dict((m, h) for m, h, _ in METRICS[report["task"]])[primary]
+    fig = _figure((7, 5))
+    ax = fig.subplots()
+    rows = [r for r in report["rows"] if r["metrics"][primary]["n"] and r["num_params"]["n"]]
+    for row, color in zip(rows, _colors(len(rows))):
+        s = row["metrics"][primary]
+        x, y = row["num_params"]["mean"], s["mean"] * scale
+        ax.errorbar([x], [y], yerr=[(s["std"] or 0.0) * scale], fmt="o", color=color,
+                    capsize=3, label=f"{row['label']} (n={s['n']})")
+        ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 5),
+                    fontsize="x-small")
+    if report["reference"] == "hello_edge":
+        for name, acc in HELLO_EDGE.items():
+            ax.axhline(acc, color="grey", linestyle=":", linewidth=0.8)
+            ax.annotate(f"Hello Edge {name} (Speech Commands)", (0.01, acc),
+                        xycoords=("axes fraction", "data"), fontsize="xx-small", color="grey",
+                        va="bottom")
+    if rows:
+        ax.set_xscale("log")
+        ax.legend(fontsize="x-small", loc="best")
+    else:
+        ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(header)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(f"{os.path.basename(report['out'])}: {primary} against model size")
+    _savefig_atomic(fig, path)
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _tmp_beside(path: str, suffix: str) -> tuple[int, str]:
+    """A temp file in `path`'s directory (so the rename is atomic), readable like any output."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
+                               suffix=suffix)
+    os.fchmod(fd, 0o644)  # mkstemp makes 0600
+    return fd, tmp
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    """Writes `text` to a temp file beside `path`, then renames it over `path`."""
+    fd, tmp = _tmp_beside(path, os.path.splitext(path)[1])
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+    """Strict JSON (no NaN), written atomically like `write_text_atomic`."""
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str) + "\n")
+
+
+def _savefig_atomic(fig, path: str) -> None:
+    fd, tmp = _tmp_beside(path, ".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def output_paths(out: str) -> dict[str, str]:
+    return {"md": out + ".md", "csv": out + ".csv", "json": out + ".json",
+            "curves": out + "_curves.png", "params": out + "_params.png"}
+
+
+def make_report(sweep_dir: str, out: str, *, reference: str | None = None,
+                report_command: str | None = None, reproduce_command: str | None = None) -> dict:
+    """Reads `sweep_dir`, writes `out`.{md,csv,json} and `out`_{curves,params}.png; returns the
+    report dict (its "warnings" list names runs without results)."""
+    sweep = load_sweep(sweep_dir)
+    report = aggregate(sweep, reference)
+    report.update(out=out, report_command=report_command, reproduce_command=reproduce_command,
+                  environment=environment(), files=output_paths(out))
+    paths = report["files"]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    plot_curves(sweep, report, paths["curves"])
+    plot_params(report, paths["params"])
+    write_text_atomic(paths["csv"], render_csv(report))
+    write_json_atomic(paths["json"], report)
+    write_text_atomic(paths["md"], render_markdown(report))
+    return report

@@ -1,0 +1,355 @@
+"""rnnbench/report.py on hand-made sweep directories with known numbers."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rnnbench import report
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+def make_run(sweep_dir, name, overrides, *, final=None, error=None, task="classify",
+             curve=(0.5, 0.7), time_per_eval=10.0):
+    """A run directory as rnnbench/train.py leaves it: config.json, metrics.jsonl, final.json
+    (done) or error.txt (failed)."""
+    d = os.path.join(sweep_dir, name)
+    model = {"kind": "ctc" if task == "ctc" else "classifier", "cell": "lstm", "hidden": 128,
+             "layers": 1, "bidirectional": False}
+    config = {"seed": 0, "dataset": "synth_commands", "model": model, "num_steps": 500}
+    for k, v in overrides.items():
+        node = config
+        *parents, leaf = k.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    _write(os.path.join(d, "config.json"), config)
+    metric = "cer" if task == "ctc" else "accuracy"
+    with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+        for i, v in enumerate(curve):
+            step = 250 * (i + 1)
+            f.write(json.dumps({"step": step, "split": "train", "time_s": time_per_eval * (i + 1),
+                                "loss": 1.0, "examples_per_s": 100.0}) + "\n")
+            f.write(json.dumps({"step": step, "split": "validation",
+                                "time_s": time_per_eval * (i + 1), "loss": 1.0, metric: v}) + "\n")
+        f.write('{"step": 750, "split": "tra')  # a line cut short by a kill
+    if final is not None:
+        base = {"num_params": 1000, "steps": 500, "train_time_s": 20.0, "steps_per_s": 25.0,
+                "wall_time_s": 30.0, "git_commit": "abcdef1234567890", "jax_version": "0.7.2",
+                "flax_version": "0.12.0", "devices": ["TFRT_CPU_0"], "dataset": "synth_commands",
+                "task": task}
+        _write(os.path.join(d, "final.json"), {**base, **final})
+    if error is not None:
+        with open(os.path.join(d, "error.txt"), "w") as f:
+            f.write(f"Traceback (most recent call last):\n  ...\n{error}\n")
+    return d
+
+
+def kws_sweep(tmp_path, with_failures=True):
+    """2 cells x 3 seeds; gru seed 2 failed and lstm seed 2 never started (when with_failures)."""
+    sweep_dir = str(tmp_path / "kws_cells")
+    accs = {"lstm": [0.90, 0.92, 0.94], "gru": [0.80, 0.84, 0.88]}
+    params = {"lstm": 4000, "gru": 3000}
+    runs = []
+    for cell in ("lstm", "gru"):
+        for seed in range(3):
+            name = f"cell={cell},seed={seed}"
+            ov = {"model.cell": cell, "seed": seed}
+            state = "done"
+            if with_failures and cell == "gru" and seed == 2:
+                make_run(sweep_dir, name, ov, error="FloatingPointError: non-finite loss")
+                state = "failed"
+            elif with_failures and cell == "lstm" and seed == 2:
+                state = "pending"  # no directory at all
+            else:
+                make_run(sweep_dir, name, ov, final={
+                    "test_accuracy": accs[cell][seed], "val_accuracy": accs[cell][seed] - 0.01,
+                    "test_loss": 0.3, "num_params": params[cell],
+                    "train_time_s": 10.0 * (seed + 1)}, curve=(0.5, accs[cell][seed]))
+            runs.append({"name": name, "overrides": ov, "state": state, "workdir": name})
+    _write(os.path.join(sweep_dir, "sweep.json"),
+           {"config": "experiments/configs/kws.py:lstm", "sweep": "cells",
+            "command": "python -m experiments.sweep --config=experiments/configs/kws.py "
+                       "--sweep=cells --workdir=runs/kws_cells", "runs": runs})
+    return sweep_dir
+
+
+def _row(rep, cell):
+    (row,) = [r for r in rep["rows"] if r["config"] == {"model.cell": cell}]
+    return row
+
+
+def _no_temp_files(d):
+    leftovers = [f for f in os.listdir(d) if f.startswith(".tmp-") or f.endswith(".tmp")]
+    assert not leftovers, leftovers
+
+
+def test_full_sweep_mean_std_n(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=False)
+    out = str(tmp_path / "results" / "kws_cells")
+    rep = report.make_report(sweep_dir, out, report_command="python -m experiments.report x")
+    assert rep["task"] == "classify" and rep["primary_metric"] == "test_accuracy"
+    assert rep["warnings"] == []
+    saved = json.load(open(out + ".json"))
+    lstm = _row(saved, "lstm")
+    acc = lstm["metrics"]["test_accuracy"]
+    assert acc["n"] == 3 and lstm["n"] == 3 and lstm["expected"] == 3
+    assert acc["mean"] == pytest.approx(0.92)
+    assert acc["std"] == pytest.approx(0.02)  # sample std of 0.90, 0.92, 0.94
+    assert _row(saved, "gru")["metrics"]["test_accuracy"]["std"] == pytest.approx(0.04)
+    assert lstm["num_params"]["mean"] == 4000
+    assert lstm["train_time_s"]["mean"] == pytest.approx(20.0)
+
+    md = open(out + ".md").read()
+    assert "| lstm | 3/3 | 92.00 ± 2.00 | 91.00 ± 2.00 | 0.30 ± 0.00 | 4,000 | 20 ± 10 | " \
+           "25.0 ± 0.0 |  |  |" in md
+    assert "| gru | 3/3 | 84.00 ± 4.00 |" in md
+    assert "| cell | n | test acc (%) |" in md
+    assert "python -m experiments.sweep --config=experiments/configs/kws.py" in md
+    assert "python -m experiments.report x" in md
+    assert "`abcdef123456` (4 runs)" not in md and "`abcdef123456` (6 runs)" in md
+    assert "jax 0.7.2" in md and "cores" in md and "Warning" not in md
+
+    rows = list(csv.DictReader(io.StringIO(open(out + ".csv").read())))
+    assert [r["model.cell"] for r in rows] == ["lstm", "gru"]
+    assert float(rows[0]["test_accuracy_mean"]) == pytest.approx(0.92)
+    assert rows[0]["test_accuracy_n"] == "3"
+    _no_temp_files(os.path.dirname(out))
+
+
+def test_failed_and_missing_runs_are_named_not_averaged(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=True)
+    out = str(tmp_path / "out" / "kws_cells")
+    rep = report.make_report(sweep_dir, out)
+    gru, lstm = _row(rep, "gru"), _row(rep, "lstm")
+    assert (gru["n"], gru["expected"]) == (2, 3)
+    assert gru["metrics"]["test_accuracy"]["mean"] == pytest.approx(0.82)
+    assert [f["run"] for f in gru["failed"]] == ["cell=gru,seed=2"]
+    assert "FloatingPointError" in gru["failed"][0]["error"]
+    assert (lstm["n"], lstm["expected"]) == (2, 3)
+    assert lstm["metrics"]["test_accuracy"]["mean"] == pytest.approx(0.91)
+    assert [m["run"] for m in lstm["missing"]] == ["cell=lstm,seed=2"]
+    assert len(rep["warnings"]) == 1 and "2 of 6 runs have no results" in rep["warnings"][0]
+
+    md = open(out + ".md").read()
+    assert "> **Warning:** 2 of 6 runs" in md
+    assert "| gru | 2/3 | 82.00 ± 2.83 |" in md and md.count("seed=2: FloatingPointError |") == 1
+    lstm_line = next(l for l in md.splitlines() if l.startswith("| lstm |"))
+    assert lstm_line.startswith("| lstm | 2/3 | 91.00 ± 1.41 |")
+    assert lstm_line.endswith("|  | seed=2 (pending) |")
+    rows = list(csv.DictReader(open(out + ".csv")))
+    assert rows[1]["failed"] == "cell=gru,seed=2" and rows[0]["missing"] == "cell=lstm,seed=2"
+
+
+def test_ctc_metrics(tmp_path):
+    sweep_dir = str(tmp_path / "ctc")
+    runs = []
+    for seed, (cer, wer) in enumerate([(0.10, 0.30), (0.20, 0.50)]):
+        name = f"cell=gru,seed={seed}"
+        ov = {"model.cell": "gru", "seed": seed}
+        make_run(sweep_dir, name, ov, task="ctc", curve=(0.6, cer), final={
+            "test_cer": cer, "test_wer": wer, "val_cer": cer, "val_wer": wer, "test_loss": 1.5})
+        runs.append({"name": name, "overrides": ov, "state": "done", "workdir": name})
+    _write(os.path.join(sweep_dir, "sweep.json"), {"config": "experiments/configs/ctc.py",
+                                                   "sweep": "cells", "runs": runs})
+    out = str(tmp_path / "ctc_cells")
+    rep = report.make_report(sweep_dir, out)
+    assert rep["task"] == "ctc" and rep["primary_metric"] == "test_cer"
+    row = rep["rows"][0]
+    assert row["metrics"]["test_cer"]["mean"] == pytest.approx(0.15)
+    assert row["metrics"]["test_wer"]["mean"] == pytest.approx(0.40)
+    assert row["metrics"]["test_wer"]["std"] == pytest.approx(0.1414213, rel=1e-5)
+    md = open(out + ".md").read()
+    assert "| cell | n | test CER (%) | test WER (%) |" in md
+    assert "| gru | 2/2 | 15.00 ± 7.07 | 40.00 ± 14.14 |" in md
+    with pytest.raises(ValueError, match="keyword-spotting"):
+        report.make_report(sweep_dir, out, reference="hello_edge")
+
+
+def test_hello_edge_reference(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=False)
+    out = str(tmp_path / "kws_cells")
+    rep = report.make_report(sweep_dir, out, reference="hello_edge")
+    assert _row(rep, "lstm")["reference"] == {"name": "LSTM", "test_accuracy_pct": 92.9}
+    assert _row(rep, "gru")["reference"] == {"name": "GRU", "test_accuracy_pct": 93.5}
+    md = open(out + ".md").read()
+    assert "| Hello Edge (%) |" in md and "| 92.9 (LSTM) |" in md and "| 93.5 (GRU) |" in md
+    assert "Basic LSTM 92.0" in md and "CRNN 94.0" in md
+    assert "not a comparison" in md and "synthetic eSpeak" in md
+
+
+def test_plots_are_valid_pngs(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=True)
+    out = str(tmp_path / "plots" / "kws_cells")
+    rep = report.make_report(sweep_dir, out)
+    for key in ("curves", "params"):
+        path = rep["files"][key]
+        data = open(path, "rb").read()
+        assert data.startswith(PNG_MAGIC) and len(data) > 10_000, (path, len(data))
+    c = report.curves(report.load_sweep(sweep_dir), rep)
+    lstm = c[0]
+    assert lstm["step"] == [250, 500] and lstm["time_s"] == [10.0, 20.0]
+    assert lstm["mean"][1] == pytest.approx(91.0) and lstm["min"][1] == pytest.approx(90.0)
+    assert lstm["max"][1] == pytest.approx(92.0)
+    _no_temp_files(os.path.dirname(out))
+
+
+def test_discovers_runs_without_sweep_json(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=False)
+    os.unlink(os.path.join(sweep_dir, "sweep.json"))
+    rep = report.make_report(sweep_dir, str(tmp_path / "r"))
+    assert rep["override_keys"] == ["model.cell"]  # seed varies too, but is not a column
+    assert sorted(r["label"] for r in rep["rows"]) == ["cell=gru", "cell=lstm"]
+    assert all(r["n"] == 3 for r in rep["rows"])
+    # a seed the other configuration has is named as missing
+    import shutil
+    shutil.rmtree(os.path.join(sweep_dir, "cell=gru,seed=1"))
+    rep = report.make_report(sweep_dir, str(tmp_path / "r"))
+    gru = _row(rep, "gru")
+    assert (gru["n"], gru["expected"]) == (2, 3)
+    assert [(m["tag"], m["run"]) for m in gru["missing"]] == [("seed=1", "cell=gru,seed=1")]
+
+
+def test_empty_or_missing_dir_is_a_clear_error(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(report.ReportError, match="no sweep.json and no run directories"):
+        report.make_report(str(empty), str(tmp_path / "x"))
+    with pytest.raises(report.ReportError, match="does not exist"):
+        report.make_report(str(tmp_path / "nope"), str(tmp_path / "x"))
+    _write(str(empty / "sweep.json"), {"config": "c", "sweep": "s", "runs": []})
+    with pytest.raises(report.ReportError, match="lists no runs"):
+        report.make_report(str(empty), str(tmp_path / "x"))
+    assert not any(p.name.startswith("x") for p in tmp_path.iterdir())
+
+
+def test_cli_half_finished_and_empty(tmp_path):
+    sweep_dir = kws_sweep(tmp_path, with_failures=True)
+    out = str(tmp_path / "cli" / "kws_cells")
+    cmd = [sys.executable, "-m", "experiments.report", f"--sweep_dir={sweep_dir}", f"--out={out}",
+           "--reference=hello_edge"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "warning: 2 of 6 runs have no results" in r.stderr
+    md = open(out + ".md").read()
+    assert f"python -m experiments.report --sweep_dir={sweep_dir} --out={out} " \
+           "--reference=hello_edge" in md
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = subprocess.run([sys.executable, "-m", "experiments.report", f"--sweep_dir={empty}",
+                        f"--out={tmp_path / 'e'}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and f"error: '{empty}' holds no sweep.json" in r.stderr
+    assert "expected a sweep directory" in r.stderr
+
+
+# ----------------------------------------------------------------------------- reproduce
+
+def fake_sweep_runner(fail_one=False, calls=None):
+    """Stands in for `python -m experiments.sweep`: loads --config's sweeps() as the runner does
+    and leaves its runs finished (with fail_one, the last one failed) in --workdir."""
+    from rnnbench import sweep as sweep_lib
+
+    def run(cmd):
+        assert cmd[1:3] == ["-m", "experiments.sweep"]
+        flags = {}
+        for a in cmd[3:]:
+            k, v = a[2:].split("=", 1)
+            flags.setdefault(k, []).append(v)
+        if calls is not None:
+            calls.append(flags)
+        _, _, module, _ = sweep_lib.load_config_module(flags["config"][0])
+        grid = module.sweeps()[flags["sweep"][0]]
+        sweep_dir = flags["workdir"][0]
+        runs = []
+        for i, (name, ov) in enumerate(zip(sweep_lib.run_names(grid), grid)):
+            if fail_one and i == len(grid) - 1:
+                make_run(sweep_dir, name, ov, error="ValueError: boom")
+                state = "failed"
+            else:
+                make_run(sweep_dir, name, ov, final={"test_accuracy": 0.5 + 0.1 * ov["seed"],
+                                                     "val_accuracy": 0.5, "test_loss": 1.0})
+                state = "done"
+            runs.append({"name": name, "overrides": ov, "state": state, "workdir": name})
+        _write(os.path.join(sweep_dir, "sweep.json"),
+               {"config": flags["config"][0], "sweep": flags["sweep"][0], "runs": runs,
+                "identity": {"common_overrides": dict(o.split("=", 1) for o in flags["override"])}})
+        return 1 if fail_one else 0
+    return run
+
+
+def test_reproduce_smoke_checks_the_table(tmp_path, capsys):
+    from experiments import reproduce
+    calls = []
+    workdir = str(tmp_path / "runs")
+    rc = reproduce.reproduce("kws_cells", smoke=True, workdir=workdir, parallel=2,
+                             sweep_runner=fake_sweep_runner(calls=calls))
+    assert rc == 0, capsys.readouterr().err
+    (flags,) = calls
+    assert flags["config"] == [os.path.join(workdir, "smoke", "kws_cells_config.py")]
+    assert flags["sweep"] == ["cells"] and flags["wandb"] == ["disabled"]
+    assert flags["workdir"] == [os.path.join(workdir, "smoke", "kws_cells")]
+    assert flags["parallel"] == ["2"]
+    assert "num_steps=6" in flags["override"] and "data.options.train_size=48" in flags["override"]
+    assert "model.hidden=8" not in flags["override"]  # the cells grid sets model.hidden itself
+    out = os.path.join(workdir, "smoke", "results", "kws_cells")
+    md = open(out + ".md").read()
+    assert "python -m experiments.reproduce kws_cells --smoke" in md and "| 2/2 |" in md
+    assert "smoke check passed: 2 rows" in capsys.readouterr().out
+    rep = json.load(open(out + ".json"))
+    assert [r["label"] for r in rep["rows"]] == ["cell=rnn, hidden=64, layers=1",
+                                                 "cell=rnn, hidden=64, layers=2"]
+    assert "--override=num_steps=6" in md  # the sweep command, rebuilt from sweep.json
+
+    # a failed run makes the smoke check (and the command) fail, naming the run
+    rc = reproduce.reproduce("kws_cells", smoke=True, workdir=workdir,
+                             sweep_runner=fake_sweep_runner(fail_one=True))
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "smoke check failed: row cell=rnn, hidden=64, layers=2: n=1/2" in err
+    assert "cell=rnn,hidden=64,layers=2,seed=1" in err
+    assert not os.path.exists(os.path.join(ROOT, "results", "kws_cells.md")) or \
+        "--smoke" not in open(os.path.join(ROOT, "results", "kws_cells.md")).read()
+
+
+def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
+    from experiments import reproduce
+    assert set(reproduce.SWEEPS) == {"kws_cells", "kws_fsdd_cells", "kws_attention",
+                                     "kws_regularisers", "kws_depth", "ctc_cells",
+                                     "ctc_fsdd_cells"}
+    for entry in reproduce.SWEEPS.values():
+        assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
+    assert reproduce.reproduce("nope", workdir=str(tmp_path)) == 2
+    assert "unknown sweep 'nope'" in capsys.readouterr().err
+    monkeypatch.delenv("RNNBENCH_FSDD_DIR", raising=False)
+    assert reproduce.reproduce("kws_fsdd_cells", workdir=str(tmp_path),
+                               sweep_runner=fake_sweep_runner()) == 2
+    assert "RNNBENCH_FSDD_DIR" in capsys.readouterr().err
+    entry = reproduce.SWEEPS["ctc_cells"]
+    cmd = reproduce.sweep_command(entry.config, entry.sweep, "runs/ctc_cells")
+    assert cmd[1:] == ["-m", "experiments.sweep", "--config=experiments/configs/ctc.py",
+                       "--sweep=cells", "--workdir=runs/ctc_cells"]
+    # every named sweep exists in its config file; the smoke subset is seeds 0,1 of 2 configs
+    for name, entry in reproduce.SWEEPS.items():
+        grid = reproduce.smoke_grid(reproduce.load_grid(entry))
+        assert len(grid) == 4 and {d["seed"] for d in grid} == {0, 1}, name
+
+
+def test_smoke_grid_keeps_first_configurations_and_seeds():
+    from experiments import reproduce
+    grid = [{"c": c, "seed": s} for c in "abc" for s in (0, 1, 2)] + [{"c": "d"}]
+    assert reproduce.smoke_grid(grid) == [{"c": "a", "seed": 0}, {"c": "a", "seed": 1},
+                                          {"c": "b", "seed": 0}, {"c": "b", "seed": 1}]
+    assert reproduce.smoke_grid([{"c": "d"}, {"c": "e"}, {"c": "f"}]) == [{"c": "d"}, {"c": "e"}]
