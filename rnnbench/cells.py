@@ -202,13 +202,29 @@ CELLS: dict[str, Callable[..., Cell]] = {
 }
 
 
-def register(name: str, constructor: Callable[..., nnx.Module]) -> None:
-  """Adds a cell constructor `(in_features, hidden_size, **kw) -> cell` under `name`."""
+PARALLEL_CELLS: set[str] = set()  # cells with a parallel (associative scan) form
+
+
+def register(name: str, constructor: Callable[..., nnx.Module], *, parallel: bool = False) -> None:
+  """Adds a cell constructor `(in_features, hidden_size, **kw) -> cell` under `name`;
+  `parallel=True` if it accepts `parallel=` (an associative-scan form)."""
   CELLS[name] = constructor
+  if parallel:
+    PARALLEL_CELLS.add(name)
 
 
 def make(name: str, in_features: int, hidden_size: int, **kw) -> nnx.Module:
-  """Builds a cell by name, e.g. `make("lstm", 40, 128, rngs=nnx.Rngs(0))`."""
+  """Builds a cell by name, e.g. `make("lstm", 40, 128, rngs=nnx.Rngs(0))`.
+
+  `parallel=True` asks for the associative-scan form (only cells in PARALLEL_CELLS have one).
+  """
   if name not in CELLS:
     raise ValueError(f"unknown cell name {name!r}; expected one of {sorted(CELLS)}")
+  if name not in PARALLEL_CELLS and "parallel" in kw:
+    if kw.pop("parallel"):
+      raise ValueError(f"cell {name!r} has no parallel form; parallel=True needs one of "
+                       f"{sorted(PARALLEL_CELLS)}")
   return CELLS[name](in_features, hidden_size, **kw)
+
+
+from rnnbench import linear_rnn as _linear_rnn  # noqa: E402,F401  (registers mingru, minlstm, lru)
