@@ -16,3 +16,8 @@ def get_config(variant: str = "bilstm"):
     c.data_dir = os.environ.get("RNNBENCH_FSDD_DIR", "")
     c.data.options = {}
     return c
+
+
+def sweeps():
+    """The CTC sweeps of ctc.py, on fsdd_digits."""
+    return ctc.sweeps()

@@ -23,3 +23,9 @@ def get_config(variant: str = "lstm"):
     c.eval_every = 250
     c.checkpoint_every = 250
     return common.apply_variant(c, variant)
+
+
+def sweeps():
+    """Named grids for `python -m experiments.sweep`: the `cells` grid of kws.py, on FSDD."""
+    from experiments.configs import kws
+    return {"cells": kws.sweeps()["cells"]}

@@ -1,0 +1,296 @@
+"""The sweep runner: grid helpers, run naming, bad input, W&B sweep files, and end-to-end sweeps of
+a tiny synth_commands config (each run a subprocess): a forced failure that does not stop the
+others, a SIGKILLed sweep that resumes without retraining finished runs, the submitit backend."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+import yaml
+
+from rnnbench import sweep as sw
+from rnnbench.sweep import chain, product, sweep, zip_
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+TINY_CONFIG = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    import toy
+    from rnnbench.sweep import chain, product, sweep, zip_
+
+
+    def get_config(variant="gru"):
+        c = toy.small_config(variant, hidden=8)
+        c.dataset = "synth_commands"
+        c.data.options = {{"train_size": 48, "validation_size": 16, "test_size": 16}}
+        c.num_steps = 4
+        c.eval_every = 4
+        c.checkpoint_every = 2
+        return c
+
+
+    def sweeps():
+        return {{
+            # 3 runs that train + 1 that fails at run time (unknown optimizer, caught by the run)
+            "four": chain(sweep("seed", [0, 1]), {{"model.hidden": 12}},
+                          {{"optimizer.name": "broken", "model.hidden": 8}}),
+            "two": sweep("model.hidden", [8, 12]),
+            "seeds": sweep("seed", [0, 1]),
+            "big": product(sweep("model.cell", ["rnn", "gru"]), sweep("model.hidden", [8, 16]),
+                           sweep("seed", [0, 1, 2])),
+            "zipped": zip_(sweep("model.hidden", [8, 16]), sweep("model.layers", [1, 2])),
+            "typo": [{{"model.hiden": 8}}],
+        }}
+""")
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "tiny.py"
+    path.write_text(TINY_CONFIG.format(tests=HERE))
+    return str(path)
+
+
+def _cli(args, cache_dir, **kw):
+    env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu", WANDB_SILENT="true")
+    return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600, **kw)
+
+
+def _sweep_json(d):
+    with open(os.path.join(d, "sweep.json")) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- helpers, naming
+
+def test_product_zip_chain():
+    assert sweep("model.cell", ["rnn", "gru"]) == [{"model.cell": "rnn"}, {"model.cell": "gru"}]
+    g = product(sweep("a", [1, 2]), sweep("b", ["x", "y"]), {"c": True})
+    assert g == [{"a": 1, "b": "x", "c": True}, {"a": 1, "b": "y", "c": True},
+                 {"a": 2, "b": "x", "c": True}, {"a": 2, "b": "y", "c": True}]
+    assert zip_(sweep("a", [1, 2]), sweep("b", [3, 4])) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+    with pytest.raises(ValueError, match="equal length"):
+        zip_(sweep("a", [1, 2]), sweep("b", [3]))
+    assert chain(sweep("a", [1]), {"b": 2}, [{}]) == [{"a": 1}, {"b": 2}, {}]
+    assert product(chain({}, {"x": 1}), sweep("seed", [0, 1])) == [
+        {"seed": 0}, {"seed": 1}, {"x": 1, "seed": 0}, {"x": 1, "seed": 1}]
+
+
+def test_run_names_are_readable_unique_and_safe():
+    grid = product(sweep("model.cell", ["gru"]), sweep("model.hidden", [128]),
+                   sweep("seed", [1]))
+    assert sw.run_names(grid) == ["cell=gru,hidden=128,seed=1"]
+    # colliding last components get more of their path; floats, bools, odd characters
+    grid = [{"model.dropout": 0.1, "data.dropout": 1e-5, "model.residual": True},
+            {"data_dir": "/a b/c"}, {}]
+    assert sw.run_names(grid) == ["model.dropout=0.1,data.dropout=1e-05,residual=true",
+                                  "data_dir=_a_b_c", "default"]
+    # stable: same grid, same names; sanitising collisions still give unique names
+    names = sw.run_names([{"x": "a/b"}, {"x": "a_b"}])
+    assert names == ["x=a_b", "x=a_b~2"]
+    long = sw.run_names([{"k": "v" * 400}])[0]
+    assert len(long) <= 180 and "/" not in long
+
+
+def test_seed_groups_and_commands(config_file, tmp_path):
+    s = sw.resolve(config_file, "big", str(tmp_path / "sw"))
+    units = sw.make_units(s.runs, vmap_seeds=True)
+    assert len(units) == 4 and all(u.seeds == [0, 1, 2] for u in units)
+    assert [r.name for r in units[0].runs] == [f"cell=rnn,hidden=8,seed={i}" for i in range(3)]
+    argv = sw.command(s, units[0], "offline")
+    i_cfg = argv.index(f"--config={config_file}")
+    assert all(i_cfg < argv.index(a) for a in argv if a.startswith("--config."))
+    assert "--seeds=0,1,2" in argv and not any(a.startswith("--config.seed") for a in argv)
+    workdirs = next(a for a in argv if a.startswith("--workdir="))[len("--workdir="):]
+    from absl import flags as absl_flags  # experiments.train parses --workdir as an absl list
+    assert absl_flags.ListParser().parse(workdirs) == [r.workdir for r in units[0].runs]
+    assert "--config.model.cell=rnn" in argv and "--config.wandb.group=tiny-big" in argv
+    # without vmap: one subprocess per run, seed as a config override
+    units = sw.make_units(s.runs, vmap_seeds=False)
+    assert len(units) == 12 and units[1].seeds is None
+    argv = sw.command(s, units[1], "disabled")
+    assert "--config.seed=1" in argv and f'--workdir="{s.runs[1].workdir}"' in argv
+    assert absl_flags.ListParser().parse(f'"{s.runs[1].workdir}"') == [s.runs[1].workdir]
+    # pinning: each of 2 children gets its own core and a single-threaded XLA when 1 core each
+    slots = sw.cpu_slots(2, pin=True)
+    assert all(len(c) >= 1 for c in slots)
+    env = sw.child_env({0})
+    assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    assert "glibc.malloc.hugetlb=1" in env["GLIBC_TUNABLES"]
+    assert "XLA_FLAGS" not in sw.child_env(None) or "eigen=false" not in sw.child_env(None)[
+        "XLA_FLAGS"]
+
+
+# ----------------------------------------------------------------------------- bad input
+
+def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache_dir):
+    d = str(tmp_path / "sw")
+    with pytest.raises(sw.SweepError, match=r"unknown sweep 'nope'.*known: four, two"):
+        sw.resolve(config_file, "nope", d)
+    with pytest.raises(sw.SweepError, match=r"no field 'model.hiden'"):
+        sw.resolve(config_file, "typo", d)
+    with pytest.raises(sw.SweepError, match=r"no field 'optimizer.lr'"):
+        sw.resolve(config_file, "two", d, ["optimizer.lr=0.1"])
+    with pytest.raises(sw.SweepError, match=r"num_steps=lots"):
+        sw.resolve(config_file, "two", d, ["num_steps=lots"])
+    with pytest.raises(sw.SweepError, match="swept by 'two' itself"):
+        sw.resolve(config_file, "two", d, ["model.hidden=4"])
+    with pytest.raises(sw.SweepError, match="key=value"):
+        sw.resolve(config_file, "two", d, ["num_steps"])
+    # a sweep dir holding another sweep is refused, naming what differs
+    sw.State(sw.resolve(config_file, "two", d)).write()
+    sw.State(sw.resolve(config_file, "two", d))  # the same sweep again is fine
+    with pytest.raises(sw.SweepError, match=r"different sweep \(sweep name: 'two' there"):
+        sw.State(sw.resolve(config_file, "seeds", d))
+    with pytest.raises(sw.SweepError, match=r"--override values"):
+        sw.State(sw.resolve(config_file, "two", d, ["num_steps=3"]))
+    with pytest.raises(sw.SweepError, match=r"config variant"):
+        sw.State(sw.resolve(config_file + ":lstm", "two", d))
+    # the CLI: message on stderr, exit status 2, nothing trained
+    r = _cli([f"--config={config_file}", "--sweep=typo", f"--workdir={tmp_path / 'x'}"],
+             cache_dir)
+    assert r.returncode == 2 and "no field 'model.hiden'" in r.stderr
+    assert not os.path.exists(tmp_path / "x")
+    r = _cli([f"--config={config_file}", "--sweep=seeds", f"--workdir={d}"], cache_dir)
+    assert r.returncode == 2 and "holds a different sweep" in r.stderr
+
+
+def test_dry_run_prints_runs_without_training(config_file, tmp_path, cache_dir):
+    d = tmp_path / "dry"
+    r = _cli([f"--config={config_file}:lstm", "--sweep=big", f"--workdir={d}", "--dry_run",
+              "--override=num_steps=2"], cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert "12 runs, 0 done, 4 subprocess(es)" in r.stdout
+    assert "cell=gru,hidden=16,seed=2" in r.stdout and "model.cell=gru model.hidden=16" in r.stdout
+    assert "every run: num_steps=2" in r.stdout and "--seeds=0,1,2" in r.stdout
+    assert not d.exists()
+
+
+# ----------------------------------------------------------------------------- W&B sweep files
+
+def test_wandb_sweep_file(config_file, tmp_path):
+    s = sw.resolve(config_file + ":lstm", "big", str(tmp_path / "wb"), ["num_steps=3"])
+    (path,) = sw.wandb_sweep_files(s)
+    spec = yaml.safe_load(open(path))
+    assert spec["method"] == "grid"
+    assert set(spec["parameters"]) == {"config.model.cell", "config.model.hidden", "config.seed"}
+    assert spec["parameters"]["config.model.hidden"]["values"] == [8, 16]
+    cmd = spec["command"]
+    assert cmd[:4] == ["${env}", "python3", "-m", "experiments.train"]
+    assert cmd[4] == f"--config={config_file}:lstm" and cmd[-1] == "${args}"
+    assert "--config.num_steps=3" in cmd
+    try:
+        with warnings.catch_warnings():  # pydantic v1-style deprecations inside `sweeps`
+            warnings.simplefilter("ignore")
+            from sweeps.config import schema_violations_from_proposed_config
+    except ImportError:
+        pytest.skip("the `sweeps` package (W&B's sweep config schema) is not installed")
+    assert schema_violations_from_proposed_config(spec) == []
+    # a chain of product blocks: one file per block; a zip is not a grid: clear error
+    s = sw.resolve(config_file, "four", str(tmp_path / "wb4"))
+    paths = sw.wandb_sweep_files(s)
+    assert len(paths) == 3
+    for p in paths:
+        assert schema_violations_from_proposed_config(yaml.safe_load(open(p))) == []
+    with pytest.raises(sw.SweepError, match="not a full product"):
+        sw.wandb_sweep_files(sw.resolve(config_file, "zipped", str(tmp_path / "wbz")))
+
+
+# ----------------------------------------------------------------------------- end to end
+
+def _children_of(sweep_dir):
+    """pids of live processes whose command line names the sweep dir (the runner's children)."""
+    pids = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                zombie = f.read().split()[2] == "Z"
+        except OSError:
+            continue
+        if sweep_dir in cmd and "experiments.train" in cmd and not zombie:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cache_dir):
+    d = str(tmp_path / "four")
+    # seed=0 and seed=1 train as one vmapped subprocess, hidden=12 alone, broken alone
+    args = [f"--config={config_file}", "--sweep=four", f"--workdir={d}", "--parallel=2",
+            "--wandb=disabled"]
+    env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu")
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    names = ["seed=0", "seed=1", "hidden=12", "name=broken,hidden=8"]
+    finals = [os.path.join(d, n, "final.json") for n in names]
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not any(map(os.path.exists, finals)):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    assert _children_of(d) == [], "runs outlived the killed sweep runner"
+    before = {f: os.stat(f).st_mtime_ns for f in finals if os.path.exists(f)}
+    assert before
+    assert _sweep_json(d)["counts"]["running"] >= 1  # what the kill left behind
+
+    r = _cli(args, cache_dir)  # the same command again
+    assert r.returncode == 1, r.stderr[-3000:]
+    assert "3/4 done, 1 failed" in r.stderr and "error.txt" in r.stderr
+    state = _sweep_json(d)
+    assert state["counts"] == {"done": 3, "failed": 1, "pending": 0, "running": 0}
+    by_name = {x["name"]: x for x in state["runs"]}
+    assert by_name["name=broken,hidden=8"]["state"] == "failed"
+    assert "unknown config.optimizer.name 'broken'" in by_name["name=broken,hidden=8"]["error"]
+    assert by_name["name=broken,hidden=8"]["overrides"] == {
+        "optimizer.name": "broken", "model.hidden": 8}
+    err = open(os.path.join(d, "name=broken,hidden=8", "error.txt")).read()
+    assert "Traceback" in err and "--config.optimizer.name=broken" in err
+    assert "'--workdir=\"" in err  # the command, quoted for a shell
+    for f in finals[:3]:
+        assert os.path.exists(f)
+    for f, mtime in before.items():  # finished before the kill: not retrained
+        assert os.stat(f).st_mtime_ns == mtime
+        log = open(by_name[os.path.basename(os.path.dirname(f))]["log"]).read()
+        assert log.count("\n=== ") == 1  # started once
+    cfg = json.load(open(os.path.join(d, "hidden=12", "config.json")))
+    assert cfg["model"]["hidden"] == 12 and cfg["wandb"]["group"] == "tiny-four"
+    for seed in (0, 1):  # the seed group wrote what separate runs write
+        assert json.load(open(os.path.join(d, f"seed={seed}", "config.json")))["seed"] == seed
+    assert sorted(os.listdir(os.path.join(d, "logs"))) == [
+        "default,seeds=0-1.log", "hidden=12.log", "name=broken,hidden=8.log"]
+
+    r = _cli(args, cache_dir)  # a third time: only the failed run is retried
+    assert r.returncode == 1 and "3/4 done, 1 failed" in r.stderr
+    for f, mtime in before.items():
+        assert os.stat(f).st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_submitit_local_backend(config_file, tmp_path, cache_dir):
+    pytest.importorskip("submitit", reason="submitit (optional extra) is not installed")
+    d = str(tmp_path / "sub")
+    r = _cli([f"--config={config_file}", "--sweep=two", f"--workdir={d}", "--backend=submitit",
+              "--submitit_cluster=local", "--parallel=2", "--wandb=disabled", "--quiet"],
+             cache_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _sweep_json(d)["counts"]["done"] == 2
+    for name in ("hidden=8", "hidden=12"):
+        assert os.path.exists(os.path.join(d, name, "final.json"))
