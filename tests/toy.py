@@ -48,6 +48,7 @@ def small_config(variant="lstm", **model):
     c.features.n_mels = 16
     c.optimizer.warmup_steps = 0
     c.optimizer.schedule = "constant"
+    c.spec_augment.enabled = False
     for k, v in model.items():
         c.model[k] = v
     return c
