@@ -47,6 +47,10 @@ def main(argv):
     from rnnbench import train
     workdirs = _workdirs()
     config = _CONFIG.value
+    try:
+        train.check_config(config)  # bad configs fail here, before any data or compile work
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     if _SEEDS.value:
         try:
             seeds = [int(s) for s in _SEEDS.value]
@@ -75,5 +79,16 @@ def main(argv):
               f"results in {workdir}/final.json", file=sys.stdout)
 
 
+def parse_flags(argv):
+    """absl's parser, with a one-line error for a --config.<field> the config does not have."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except AttributeError as e:  # raised by ml_collections for an unknown override field
+        cause = e.args[0] if e.args else e
+        msg = str(cause.args[0] if isinstance(cause, KeyError) else cause)
+        msg = msg.replace("\n", ". ")
+        sys.exit(f"error: --config override names a field the config does not have: {msg}")
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -201,3 +201,21 @@ def test_vmapped_runs_must_differ_only_in_seed(tmp_path):
         train.train_and_evaluate_many([a, b], [str(tmp_path / "a"), str(tmp_path / "b")],
                                       wandb_mode="disabled", progress=False,
                                       dataset=tone_dataset())
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--config=experiments/configs/kws.py", "--config.model.hiden=3"],
+     "config override names a field the config does not have: 'hiden'"),
+    (["--config=experiments/configs/kws.py:lsmt"], "unknown config.model.cell 'lsmt'"),
+    (["--config=experiments/configs/kws.py", "--seeds=0,1"], "--seeds has 2 entries"),
+])
+def test_cli_rejects_bad_flags_before_any_work(tmp_path, args, match):
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={tmp_path}/w",
+                        *args], cwd=root, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert match in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not os.path.exists(tmp_path / "w" / "config.json")
