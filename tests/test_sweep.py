@@ -262,7 +262,9 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     assert by_name["name=broken,hidden=8"]["overrides"] == {
         "optimizer.name": "broken", "model.hidden": 8}
     err = open(os.path.join(d, "name=broken,hidden=8", "error.txt")).read()
-    assert "Traceback" in err and "--config.optimizer.name=broken" in err
+    # the run's own error output (here the train CLI's one-line config error) and its command
+    assert "error: unknown config.optimizer.name 'broken'" in err
+    assert "--config.optimizer.name=broken" in err
     assert "'--workdir=\"" in err  # the command, quoted for a shell
     for f in finals[:3]:
         assert os.path.exists(f)
