@@ -14,6 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from rnnbench import hugepages
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file[:variant].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_list("workdir", None,
@@ -91,4 +93,5 @@ def parse_flags(argv):
 
 
 if __name__ == "__main__":
+    hugepages.ensure()  # re-exec with glibc huge pages (measured faster JAX CPU steps)
     app.run(main, flags_parser=parse_flags)

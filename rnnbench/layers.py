@@ -25,6 +25,7 @@ import numpy as np
 from flax import nnx
 
 from rnnbench import cells as cells_lib
+from rnnbench import fused as fused_lib
 
 Array = jax.Array
 
@@ -98,6 +99,9 @@ class RNN(nnx.Module):
         raise ValueError(f"{name} must be in [0, 1), got {rate}")
     if unroll < 1:
       raise ValueError(f"unroll must be >= 1, got {unroll}")
+    if zoneout and not getattr(cell, "supports_zoneout", True):
+      raise ValueError(f"zoneout needs a cell whose output is its state; "
+                       f"{type(cell).__name__} does not support it (use zoneout=0)")
     self.cell = cell
     self.reverse = reverse
     self.unroll = unroll
@@ -149,6 +153,10 @@ class RNN(nnx.Module):
 
   def _scan(self, carry, xp, lengths, h_mask, zone_key):
     cell, time = self.cell, xp.shape[0]
+    fused = fused_lib.recurrence_for(cell) if self.zoneout == 0.0 and h_mask is None else None
+    if fused is not None:  # same math, hand-written backward pass (rnnbench/fused.py)
+      valid = None if lengths is None else jnp.arange(time)[:, None] < lengths[None, :]
+      return fused(carry, xp, valid, self.unroll)
     xs: dict[str, Array] = {"xp": xp}
     if lengths is not None:
       xs["valid"] = jnp.arange(time)[:, None] < lengths[None, :]  # [time, batch]

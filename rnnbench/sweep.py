@@ -36,12 +36,11 @@ import sys
 import time
 from typing import Any, Iterable, Mapping
 
-from rnnbench import run_log
+from rnnbench import hugepages, run_log
 
 Overrides = dict[str, Any]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Child processes: glibc malloc on transparent huge pages measured 1.07-2x faster JAX CPU steps.
-HUGETLB = "glibc.malloc.hugetlb=1"
 # A child pinned to one core runs XLA single-threaded: two such processes were measured as the
 # best use of a 2-core machine.
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
@@ -328,7 +327,7 @@ def child_env(cores: set[int] | None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO_ROOT, env.get("PYTHONPATH")) if p)
     tun = env.get("GLIBC_TUNABLES", "")
     if "glibc.malloc.hugetlb" not in tun:
-        env["GLIBC_TUNABLES"] = f"{tun}:{HUGETLB}" if tun else HUGETLB
+        env["GLIBC_TUNABLES"] = f"{tun}:{hugepages.HUGETLB}" if tun else hugepages.HUGETLB
     if cores is not None and len(cores) == 1:
         env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {SINGLE_THREAD_XLA}".strip()
     return env

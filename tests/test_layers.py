@@ -206,3 +206,14 @@ def test_bad_rates_and_options():
     cells.GRU(3, 4, variant="keras", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="layer 0 outputs 4 features"):
     layers.Stacked([layers.RNN(cell), layers.RNN(cells.LSTM(5, 4, rngs=nnx.Rngs(0)))])
+
+
+def test_parallel_form_requested_for_a_cell_without_one():
+  with pytest.raises(ValueError, match=r"cell 'lstm' has no parallel form.*'mingru'"):
+    cells.make("lstm", 3, 4, parallel=True, rngs=nnx.Rngs(0))
+  assert isinstance(cells.make("lstm", 3, 4, parallel=False, rngs=nnx.Rngs(0)), cells.LSTM)
+
+
+def test_zoneout_rejected_for_lru():
+  with pytest.raises(ValueError, match="zoneout needs a cell"):
+    layers.RNN(cells.make("lru", 3, 4, rngs=nnx.Rngs(0)), zoneout=0.1)
