@@ -540,7 +540,8 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
             batch = stack_batches([next(s) for s in streams])
             state, m = train_step(state, placement.put_batch(batch, model_axis=True))
             m = jax.device_get(m)  # leaves [N]
-            t_train += time.time() - t0
+            t_step = time.time() - t0
+            t_train += t_step
             if not np.all(m["finite"]):
                 bad = [workdirs[todo[j]] for j in np.flatnonzero(~m["finite"])]
                 for mngr in mngrs.values():
@@ -559,7 +560,9 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
                     log.write(done, "train", examples_per_s=rate,
                               time_s=log.time_offset + t_train, **scalars)
                 window_t, window_n = time.time(), 0
-            bar.set_postfix(loss=f"{float(np.mean(m['loss'])):.4f}", refresh=False)
+            bar.set_postfix(loss=f"{float(np.mean(m['loss'])):.4f}",
+                            ex_per_s=f"{len(todo) * config.batch_size / max(t_step, 1e-9):.0f}",
+                            refresh=False)
             bar.update(1)
             if done % config.eval_every == 0 and done != config.num_steps:
                 res = evaluate(eval_step, state["params"], dataset, "validation", config,
