@@ -18,6 +18,7 @@ and its parameters from `config.task`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Callable
 
 import jax
@@ -41,9 +42,13 @@ class Adding:
     num_outputs: int = 1
     baseline: float = 1.0 / 6.0
 
+    @property
+    def seq_len(self) -> int:
+        return self.length
+
     def __post_init__(self):
-        if self.length < 2:
-            raise ValueError(f"adding: length must be >= 2, got {self.length}")
+        if not isinstance(self.length, int) or self.length < 2:
+            raise ValueError(f"adding: length must be an int >= 2, got {self.length!r}")
 
     def batch(self, key: Array, batch_size: int) -> dict:
         kv, k1, k2 = jax.random.split(key, 3)
@@ -59,7 +64,134 @@ class Adding:
                 "targets": (values * markers).sum(axis=1)}
 
 
-TASKS: dict[str, Callable[..., object]] = {"adding": Adding}
+def _one_hot_check(name: str, **ints) -> None:
+    for k, (v, lo) in ints.items():
+        if not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name}: {k} must be an int >= {lo}, got {v!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CopyMemory:
+    """Copy memory (Arjovsky, Shah & Bengio 2016): remember 10 symbols across T blanks.
+
+    Inputs, one-hot over `num_symbols + 2` categories (symbols 0..7, blank 8, delimiter 9), total
+    length T + 2 * copy_len:
+
+      steps 0 .. copy_len-1                  the symbols, uniform over `num_symbols`
+      steps copy_len .. copy_len+T-1          T blanks
+      step  copy_len+T                        the delimiter (= the first recall step)
+      steps copy_len+T+1 .. T+2*copy_len-1    blanks
+
+    Targets: at recall step copy_len + T + j the j-th symbol. Only the copy_len recall steps are
+    scored (`target_mask`), so the loss is cross-entropy per recall step and the baseline (guess
+    uniformly) is log(num_symbols) = log 8 ~ 2.079; accuracy is per recalled symbol (chance 1/8).
+    Symbol j must be carried T + copy_len steps.
+    """
+
+    length: int = 100
+    copy_len: int = 10
+    num_symbols: int = 8
+    name: str = "copy"
+    task: str = "tag"
+
+    def __post_init__(self):
+        _one_hot_check("copy", length=(self.length, 0), copy_len=(self.copy_len, 1),
+                       num_symbols=(self.num_symbols, 2))
+
+    @property
+    def num_inputs(self) -> int:
+        return self.num_symbols + 2
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_symbols
+
+    @property
+    def baseline(self) -> float:
+        return math.log(self.num_symbols)
+
+    @property
+    def seq_len(self) -> int:
+        return self.length + 2 * self.copy_len
+
+    def batch(self, key: Array, batch_size: int) -> dict:
+        n, t, total = self.copy_len, self.length, self.seq_len
+        blank, delim = self.num_symbols, self.num_symbols + 1
+        symbols = jax.random.randint(key, (batch_size, n), 0, self.num_symbols)
+        tokens = jnp.full((batch_size, total), blank, jnp.int32)
+        tokens = tokens.at[:, :n].set(symbols).at[:, n + t].set(delim)
+        targets = jnp.zeros((batch_size, total), jnp.int32).at[:, n + t:].set(symbols)
+        mask = jnp.zeros((batch_size, total), jnp.float32).at[:, n + t:].set(1.0)
+        return {"inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
+                "lengths": jnp.full((batch_size,), total, jnp.int32),
+                "weights": jnp.ones((batch_size,), jnp.float32),
+                "targets": targets, "target_mask": mask}
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectiveCopy:
+    """Selective copying (Gu & Dao 2023, the Mamba paper): `num_tokens` symbols scattered at
+    random positions among noise tokens, then recall them in order of appearance.
+
+    Inputs, one-hot over `num_symbols + 2` categories (symbols, noise = num_symbols, delimiter =
+    num_symbols + 1), total length T + num_tokens: steps 0..T-1 hold noise except at
+    `num_tokens` distinct uniformly random positions, which hold symbols; step T is the delimiter
+    (= the first recall step), then noise. Targets at recall step T + j: the j-th symbol in order
+    of position. Only the recall steps are scored; baseline log(num_symbols). Unlike copy memory,
+    where to look depends on the content (the gaps are random), so a fixed time-shift
+    cannot solve it.
+    """
+
+    length: int = 100
+    num_tokens: int = 4
+    num_symbols: int = 8
+    name: str = "selective"
+    task: str = "tag"
+
+    def __post_init__(self):
+        _one_hot_check("selective", num_tokens=(self.num_tokens, 1),
+                       num_symbols=(self.num_symbols, 2))
+        if not isinstance(self.length, int) or self.length < self.num_tokens:
+            raise ValueError(f"selective: length must be an int >= num_tokens "
+                             f"({self.num_tokens}), got {self.length!r}")
+
+    @property
+    def num_inputs(self) -> int:
+        return self.num_symbols + 2
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_symbols
+
+    @property
+    def baseline(self) -> float:
+        return math.log(self.num_symbols)
+
+    @property
+    def seq_len(self) -> int:
+        return self.length + self.num_tokens
+
+    def batch(self, key: Array, batch_size: int) -> dict:
+        n, t, total = self.num_tokens, self.length, self.seq_len
+        noise, delim = self.num_symbols, self.num_symbols + 1
+        k_pos, k_sym = jax.random.split(key)
+        # n distinct positions per row, in increasing order: the n smallest of T uniform keys
+        pos = jnp.sort(jnp.argsort(jax.random.uniform(k_pos, (batch_size, t)), axis=1)[:, :n],
+                       axis=1)
+        symbols = jax.random.randint(k_sym, (batch_size, n), 0, self.num_symbols)
+        rows = jnp.arange(batch_size)[:, None]
+        tokens = jnp.full((batch_size, total), noise, jnp.int32)
+        tokens = tokens.at[rows, pos].set(symbols).at[:, t].set(delim)
+        targets = jnp.zeros((batch_size, total), jnp.int32).at[:, t:].set(symbols)
+        mask = jnp.zeros((batch_size, total), jnp.float32).at[:, t:].set(1.0)
+        return {"inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
+                "lengths": jnp.full((batch_size,), total, jnp.int32),
+                "weights": jnp.ones((batch_size,), jnp.float32),
+                "targets": targets, "target_mask": mask}
+
+
+TASKS: dict[str, Callable[..., object]] = {"adding": Adding, "copy": CopyMemory,
+                                           "selective": SelectiveCopy}
 
 
 def make(name: str, **params):

@@ -27,8 +27,8 @@ TASK_NAMES = ("adding", "copy", "selective", "recall")
 # plots of experiments/longrange.py): (metric, direction, threshold).
 LENGTH_FIELD = {"adding": "task.length", "copy": "task.length", "selective": "task.length",
                 "recall": "data.options.delay_s"}
-DEFAULT_LENGTHS = {"adding": (25, 50, 100, 200), "copy": (5, 10, 20, 50),
-                   "selective": (10, 20, 50, 100), "recall": (0.0, 0.5, 1.0, 2.0)}
+DEFAULT_LENGTHS = {"adding": (25, 50, 100, 200), "copy": (0, 10, 20, 40),
+                   "selective": (10, 20, 40, 80), "recall": (0.5, 1.0, 2.0)}
 SOLVED = {"adding": ("test_loss", "below", 1.0 / 60.0),    # MSE < 10% of the 1/6 baseline
           "copy": ("test_accuracy", "above", 0.9),       # >= 90% of the symbols recalled
           "selective": ("test_accuracy", "above", 0.9),

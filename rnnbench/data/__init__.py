@@ -64,6 +64,7 @@ class Dataset:
 _REGISTRY = {
     "synth_commands": "rnnbench.data.synth:synth_commands",
     "synth_digits": "rnnbench.data.synth:synth_digits",
+    "synth_recall": "rnnbench.data.recall:synth_recall",
     "speech_commands": "rnnbench.data.speech_commands:load_speech_commands",
     "fsdd": "rnnbench.data.fsdd:load_fsdd",
     "fsdd_digits": "rnnbench.data.fsdd:load_fsdd_digits",
