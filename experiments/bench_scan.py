@@ -40,296 +40,425 @@ FEATURES, OUT = 40, 8
 
 
 def default_repeats(T: int) -> int:
-  """Fewer repeats at large T, where a step takes seconds."""
-  return 15 if T <= 300 else 9 if T <= 1000 else 5 if T <= 3000 else 3
+    """Fewer repeats at large T, where a step takes seconds."""
+    return 15 if T <= 300 else 9 if T <= 1000 else 5 if T <= 3000 else 3
 
 
 def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict:
-  import jax
-  import flax
-  info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-          "python": platform.python_version(), "jax": jax.__version__, "flax": flax.__version__,
-          "backend": jax.default_backend(), "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
-  try:
-    info["loadavg_start"] = list(os.getloadavg())
-  except OSError:
-    pass
-  return info
+    import jax
+    import flax
+
+    info = {
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "backend": jax.default_backend(),
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+    }
+    try:
+        info["loadavg_start"] = list(os.getloadavg())
+    except OSError:
+        pass
+    return info
 
 
 def make_step(cell: str, parallel: bool | None, T: int, batch: int, hidden: int, seed: int = 0):
-  """Returns (step() -> loss, compile_seconds, memory dict) for one variant at one T."""
-  import jax
-  import jax.numpy as jnp
-  import numpy as np
-  import optax
-  from flax import nnx
+    """Returns (step() -> loss, compile_seconds, memory dict) for one variant at one T."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+    from flax import nnx
 
-  from rnnbench import layers
+    from rnnbench import layers
 
-  kw = {} if parallel is None else {"parallel": parallel}
+    kw = {} if parallel is None else {"parallel": parallel}
 
-  class Model(nnx.Module):
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.encoder = layers.build(cell, FEATURES, hidden, rngs=rngs, **kw)
+            self.head = nnx.Linear(hidden, OUT, rngs=rngs)
 
-    def __init__(self, rngs):
-      self.encoder = layers.build(cell, FEATURES, hidden, rngs=rngs, **kw)
-      self.head = nnx.Linear(hidden, OUT, rngs=rngs)
+        def __call__(self, x):
+            y, _ = self.encoder(x)
+            return self.head(y)
 
-    def __call__(self, x):
-      y, _ = self.encoder(x)
-      return self.head(y)
+    model = Model(nnx.Rngs(seed))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(1e-3)
+    opt_state = tx.init(params)
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=(batch, T, FEATURES)).astype(np.float32))
+    target = jnp.asarray(rng.normal(size=(batch, T, OUT)).astype(np.float32))
 
-  model = Model(nnx.Rngs(seed))
-  graphdef, params = nnx.split(model, nnx.Param)
-  tx = optax.adam(1e-3)
-  opt_state = tx.init(params)
-  rng = np.random.default_rng(seed)
-  x = jnp.asarray(rng.normal(size=(batch, T, FEATURES)).astype(np.float32))
-  target = jnp.asarray(rng.normal(size=(batch, T, OUT)).astype(np.float32))
+    def loss_fn(params, x, target):
+        return jnp.mean((nnx.merge(graphdef, params)(x) - target) ** 2)
 
-  def loss_fn(params, x, target):
-    return jnp.mean((nnx.merge(graphdef, params)(x) - target) ** 2)
+    def train_step(params, opt_state, x, target):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, target)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
-  def train_step(params, opt_state, x, target):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, target)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    t0 = time.perf_counter()
+    jitted = jax.jit(train_step, donate_argnums=(0, 1))
+    compiled = jitted.lower(params, opt_state, x, target).compile()
+    compile_s = time.perf_counter() - t0
+    mem = {}
+    try:
+        ma = compiled.memory_analysis()
+        for k in (
+            "temp_size_in_bytes",
+            "argument_size_in_bytes",
+            "output_size_in_bytes",
+            "generated_code_size_in_bytes",
+        ):
+            v = getattr(ma, k, None)
+            if v is not None:
+                mem[k] = int(v)
+    except Exception as e:  # memory_analysis is best effort on some backends
+        mem["error"] = repr(e)
+    state = {"p": params, "o": opt_state}
 
-  t0 = time.perf_counter()
-  jitted = jax.jit(train_step, donate_argnums=(0, 1))
-  compiled = jitted.lower(params, opt_state, x, target).compile()
-  compile_s = time.perf_counter() - t0
-  mem = {}
-  try:
-    ma = compiled.memory_analysis()
-    for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
-              "generated_code_size_in_bytes"):
-      v = getattr(ma, k, None)
-      if v is not None:
-        mem[k] = int(v)
-  except Exception as e:  # memory_analysis is best effort on some backends
-    mem["error"] = repr(e)
-  state = {"p": params, "o": opt_state}
+    def step():
+        state["p"], state["o"], loss = compiled(state["p"], state["o"], x, target)
+        return float(loss)  # blocks until the step is done
 
-  def step():
-    state["p"], state["o"], loss = compiled(state["p"], state["o"], x, target)
-    return float(loss)  # blocks until the step is done
-
-  return step, compile_s, mem
+    return step, compile_s, mem
 
 
 def _fused_enabled():
-  try:
-    from rnnbench import fused
-    return bool(fused.ENABLED)
-  except ImportError:
-    return False
+    try:
+        from rnnbench import fused
+
+        return bool(fused.ENABLED)
+    except ImportError:
+        return False
 
 
 def variants(cells):
-  out = []
-  for c in cells:
-    if c in PARALLEL_CAPABLE:
-      out += [(c, False), (c, True)]
-    else:
-      out.append((c, None))
-  return out
+    out = []
+    for c in cells:
+        if c in PARALLEL_CAPABLE:
+            out += [(c, False), (c, True)]
+        else:
+            out.append((c, None))
+    return out
 
 
 def label(cell, parallel):
-  return cell if parallel is None else f"{cell}-{'par' if parallel else 'seq'}"
+    return cell if parallel is None else f"{cell}-{'par' if parallel else 'seq'}"
 
 
 def run(Ts, cells, batch, hidden, repeats, out_dir, log=print):
-  import gc
+    import gc
 
-  report = {"command": " ".join(["python -m experiments.bench_scan"] + sys.argv[1:]),
-            "machine": machine_info(),
-            "config": {"batch": batch, "hidden": hidden, "features": FEATURES, "head_out": OUT,
-                       "loss": "MSE, per-step linear head", "optimizer": "adam",
-                       "dtype": "float32", "lengths": "full (no mask)",
-                       "T": list(Ts), "cells": list(cells), "fused_enabled": _fused_enabled()},
-            "results": []}
-  for T in Ts:
-    R = repeats or default_repeats(T)
-    steps, rows = [], []
-    for cell, par in variants(cells):
-      step, compile_s, mem = make_step(cell, par, T, batch, hidden)
-      loss0 = step()  # warm-up
-      steps.append(step)
-      rows.append({"cell": cell, "parallel": par, "variant": label(cell, par), "T": T,
-                   "compile_s": compile_s, "memory": mem, "first_loss": loss0, "times_s": []})
-      log(f"T={T:>6} {label(cell, par):>12}: compiled in {compile_s:6.2f} s, "
-          f"temp {mem.get('temp_size_in_bytes', 0) / 2**20:8.1f} MiB")
-    for _ in range(R):
-      for step, row in zip(steps, rows):
-        t0 = time.perf_counter()
-        step()
-        row["times_s"].append(time.perf_counter() - t0)
-    for row in rows:
-      row["step_ms_median"] = 1e3 * statistics.median(row["times_s"])
-      row["repeats"] = R
-      log(f"T={T:>6} {row['variant']:>12}: {row['step_ms_median']:10.2f} ms/step (median of {R})")
-    report["results"] += rows
-    del steps
-    gc.collect()
-    write_outputs(report, out_dir, final=False)
-  try:
-    report["machine"]["loadavg_end"] = list(os.getloadavg())
-  except OSError:
-    pass
-  write_outputs(report, out_dir, final=True)
-  return report
+    report = {
+        "command": " ".join(["python -m experiments.bench_scan"] + sys.argv[1:]),
+        "machine": machine_info(),
+        "config": {
+            "batch": batch,
+            "hidden": hidden,
+            "features": FEATURES,
+            "head_out": OUT,
+            "loss": "MSE, per-step linear head",
+            "optimizer": "adam",
+            "dtype": "float32",
+            "lengths": "full (no mask)",
+            "T": list(Ts),
+            "cells": list(cells),
+            "fused_enabled": _fused_enabled(),
+        },
+        "results": [],
+    }
+    for T in Ts:
+        R = repeats or default_repeats(T)
+        steps, rows = [], []
+        for cell, par in variants(cells):
+            step, compile_s, mem = make_step(cell, par, T, batch, hidden)
+            loss0 = step()  # warm-up
+            steps.append(step)
+            rows.append(
+                {
+                    "cell": cell,
+                    "parallel": par,
+                    "variant": label(cell, par),
+                    "T": T,
+                    "compile_s": compile_s,
+                    "memory": mem,
+                    "first_loss": loss0,
+                    "times_s": [],
+                }
+            )
+            log(
+                f"T={T:>6} {label(cell, par):>12}: compiled in {compile_s:6.2f} s, "
+                f"temp {mem.get('temp_size_in_bytes', 0) / 2**20:8.1f} MiB"
+            )
+        for _ in range(R):
+            for step, row in zip(steps, rows):
+                t0 = time.perf_counter()
+                step()
+                row["times_s"].append(time.perf_counter() - t0)
+        for row in rows:
+            row["step_ms_median"] = 1e3 * statistics.median(row["times_s"])
+            row["repeats"] = R
+            log(
+                f"T={T:>6} {row['variant']:>12}: {row['step_ms_median']:10.2f} ms/step (median of {R})"
+            )
+        report["results"] += rows
+        del steps
+        gc.collect()
+        write_outputs(report, out_dir, final=False)
+    try:
+        report["machine"]["loadavg_end"] = list(os.getloadavg())
+    except OSError:
+        pass
+    write_outputs(report, out_dir, final=True)
+    return report
 
 
 def _fmt_ms(ms):
-  return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
+    return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
 
 
 def markdown(report) -> str:
-  res = report["results"]
-  Ts = sorted({r["T"] for r in res})
-  vs = list(dict.fromkeys(r["variant"] for r in res))
-  by = {(r["variant"], r["T"]): r for r in res}
-  m, c = report["machine"], report["config"]
-  lines = ["# Train-step cost vs T: parallel (associative_scan) vs sequential (lax.scan)", "",
-           f"Command: `{report['command']}`", "",
-           f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
-           f"jax {m['jax']}, flax {m['flax']} ({m['backend']}); GLIBC_TUNABLES="
-           f"`{m.get('glibc_tunables', '')}`; load average at start "
-           f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_start', []))}"
-           + (f", at end {', '.join(f'{x:.1f}' for x in m['loadavg_end'])}"
-              if "loadavg_end" in m else "") + ".", "",
-           f"Step = fwd + bwd + Adam of one recurrent layer ({c['features']} -> {c['hidden']}) "
-           f"and a per-step linear head ({c['hidden']} -> {c['head_out']}), MSE loss, "
-           f"batch {c['batch']}, "
-           f"{c['dtype']}, full-length sequences; one jax.jit, params and optimizer state donated. "
-           "Repeats interleaved across variants; median reported (repeats per T in the JSON). "
-           "`-seq` = lax.scan over the cell's step (the default, parallel=False), "
-           "`-par` = jax.lax.associative_scan (parallel=True); lstm/gru are rnnbench's sequential "
-           "cells for reference, on the layer's default path (with rnnbench/fused.py's "
-           "hand-written backward pass when that module is enabled"
-           + (f": {'on' if c['fused_enabled'] else 'off'} in this run" if "fused_enabled" in c
-              else "") + ").", ""]
-  load = m.get("loadavg_start", [0.0])[0]
-  if load > (m.get("cpu_count") or 1):
-    lines += [f"**Caution:** the machine was shared with other jobs (load average {load:.1f} on "
-              f"{m['cpu_count']} CPUs at start), so the timings are noisy; ratios between variants "
-              "are more reliable than absolute times because repeats are interleaved.", ""]
-  lines += ["## Median ms per train step", "",
-           "| T | " + " | ".join(vs) + " |", "|---:|" + "---:|" * len(vs)]
-  for T in Ts:
-    lines.append(f"| {T} | " + " | ".join(_fmt_ms(by[(v, T)]["step_ms_median"])
-                                            if (v, T) in by else "" for v in vs) + " |")
-  pairs = [c for c in PARALLEL_CAPABLE if f"{c}-seq" in vs and f"{c}-par" in vs]
-  if pairs:
-    lines += ["", "## par / seq step-time ratio (> 1: the parallel form is slower)", "",
-              "| T | " + " | ".join(pairs) + " |", "|---:|" + "---:|" * len(pairs)]
+    res = report["results"]
+    Ts = sorted({r["T"] for r in res})
+    vs = list(dict.fromkeys(r["variant"] for r in res))
+    by = {(r["variant"], r["T"]): r for r in res}
+    m, c = report["machine"], report["config"]
+    lines = [
+        "# Train-step cost vs T: parallel (associative_scan) vs sequential (lax.scan)",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
+        f"jax {m['jax']}, flax {m['flax']} ({m['backend']}); GLIBC_TUNABLES="
+        f"`{m.get('glibc_tunables', '')}`; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_start', []))}"
+        + (
+            f", at end {', '.join(f'{x:.1f}' for x in m['loadavg_end'])}"
+            if "loadavg_end" in m
+            else ""
+        )
+        + ".",
+        "",
+        f"Step = fwd + bwd + Adam of one recurrent layer ({c['features']} -> {c['hidden']}) "
+        f"and a per-step linear head ({c['hidden']} -> {c['head_out']}), MSE loss, "
+        f"batch {c['batch']}, "
+        f"{c['dtype']}, full-length sequences; one jax.jit, params and optimizer state donated. "
+        "Repeats interleaved across variants; median reported (repeats per T in the JSON). "
+        "`-seq` = lax.scan over the cell's step (the default, parallel=False), "
+        "`-par` = jax.lax.associative_scan (parallel=True); lstm/gru are rnnbench's sequential "
+        "cells for reference, on the layer's default path (with rnnbench/fused.py's "
+        "hand-written backward pass when that module is enabled"
+        + (f": {'on' if c['fused_enabled'] else 'off'} in this run" if "fused_enabled" in c else "")
+        + ").",
+        "",
+    ]
+    load = m.get("loadavg_start", [0.0])[0]
+    if load > (m.get("cpu_count") or 1):
+        lines += [
+            f"**Caution:** the machine was shared with other jobs (load average {load:.1f} on "
+            f"{m['cpu_count']} CPUs at start), so the timings are noisy; ratios between variants "
+            "are more reliable than absolute times because repeats are interleaved.",
+            "",
+        ]
+    lines += [
+        "## Median ms per train step",
+        "",
+        "| T | " + " | ".join(vs) + " |",
+        "|---:|" + "---:|" * len(vs),
+    ]
     for T in Ts:
-      lines.append(f"| {T} | " + " | ".join(
-          f"{by[(p + '-par', T)]['step_ms_median'] / by[(p + '-seq', T)]['step_ms_median']:.2f}"
-          if (p + '-par', T) in by and (p + '-seq', T) in by else "" for p in pairs) + " |")
-  lines += ["", "## Compile time of the step (s)", "",
-            "| T | " + " | ".join(vs) + " |", "|---:|" + "---:|" * len(vs)]
-  for T in Ts:
-    lines.append(f"| {T} | " + " | ".join(f"{by[(v, T)]['compile_s']:.1f}" if (v, T) in by else ""
-                                            for v in vs) + " |")
-  lines += ["", "## XLA temp memory of the step (MiB; `compiled.memory_analysis()`)", "",
-            "| T | " + " | ".join(vs) + " |", "|---:|" + "---:|" * len(vs)]
-  for T in Ts:
-    lines.append(f"| {T} | " + " | ".join(
-        f"{by[(v, T)]['memory'].get('temp_size_in_bytes', float('nan')) / 2**20:,.1f}"
-        if (v, T) in by else "" for v in vs) + " |")
-  lines.append("")
-  return "\n".join(lines)
+        lines.append(
+            f"| {T} | "
+            + " | ".join(_fmt_ms(by[(v, T)]["step_ms_median"]) if (v, T) in by else "" for v in vs)
+            + " |"
+        )
+    pairs = [c for c in PARALLEL_CAPABLE if f"{c}-seq" in vs and f"{c}-par" in vs]
+    if pairs:
+        lines += [
+            "",
+            "## par / seq step-time ratio (> 1: the parallel form is slower)",
+            "",
+            "| T | " + " | ".join(pairs) + " |",
+            "|---:|" + "---:|" * len(pairs),
+        ]
+        for T in Ts:
+            lines.append(
+                f"| {T} | "
+                + " | ".join(
+                    f"{by[(p + '-par', T)]['step_ms_median'] / by[(p + '-seq', T)]['step_ms_median']:.2f}"
+                    if (p + "-par", T) in by and (p + "-seq", T) in by
+                    else ""
+                    for p in pairs
+                )
+                + " |"
+            )
+    lines += [
+        "",
+        "## Compile time of the step (s)",
+        "",
+        "| T | " + " | ".join(vs) + " |",
+        "|---:|" + "---:|" * len(vs),
+    ]
+    for T in Ts:
+        lines.append(
+            f"| {T} | "
+            + " | ".join(f"{by[(v, T)]['compile_s']:.1f}" if (v, T) in by else "" for v in vs)
+            + " |"
+        )
+    lines += [
+        "",
+        "## XLA temp memory of the step (MiB; `compiled.memory_analysis()`)",
+        "",
+        "| T | " + " | ".join(vs) + " |",
+        "|---:|" + "---:|" * len(vs),
+    ]
+    for T in Ts:
+        lines.append(
+            f"| {T} | "
+            + " | ".join(
+                f"{by[(v, T)]['memory'].get('temp_size_in_bytes', float('nan')) / 2**20:,.1f}"
+                if (v, T) in by
+                else ""
+                for v in vs
+            )
+            + " |"
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def plot(report, path):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+    import matplotlib
 
-  res = report["results"]
-  vs = list(dict.fromkeys(r["variant"] for r in res))
-  colors = {"mingru": "C0", "minlstm": "C1", "lru": "C2", "lstm": "C3", "gru": "C4"}
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  for v in vs:
-    rows = sorted((r for r in res if r["variant"] == v), key=lambda r: r["T"])
-    Ts = [r["T"] for r in rows]
-    style = dict(color=colors.get(rows[0]["cell"], None), marker="o", ms=3,
-                 ls="--" if rows[0]["parallel"] else "-", label=v)
-    axes[0].plot(Ts, [r["step_ms_median"] for r in rows], **style)
-    axes[1].plot(Ts, [r["memory"].get("temp_size_in_bytes", float("nan")) / 2**20 for r in rows],
-                 **style)
-  c = report["config"]
-  axes[0].set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="ms per train step",
-              title=f"fwd+bwd+Adam, B={c['batch']}, H={c['hidden']}, CPU")
-  axes[1].set(xscale="log", yscale="log", xlabel="T (steps)", ylabel="XLA temp memory (MiB)",
-              title="step working memory")
-  for ax in axes:
-    ax.grid(True, which="both", alpha=0.3)
-  axes[0].legend(fontsize=7, ncol=2)
-  fig.text(0.5, 0.005, "solid: lax.scan (sequential); dashed: associative_scan (parallel=True)",
-           ha="center", fontsize=8)
-  fig.tight_layout(rect=(0, 0.03, 1, 1))
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = report["results"]
+    vs = list(dict.fromkeys(r["variant"] for r in res))
+    colors = {"mingru": "C0", "minlstm": "C1", "lru": "C2", "lstm": "C3", "gru": "C4"}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for v in vs:
+        rows = sorted((r for r in res if r["variant"] == v), key=lambda r: r["T"])
+        Ts = [r["T"] for r in rows]
+        style = dict(
+            color=colors.get(rows[0]["cell"], None),
+            marker="o",
+            ms=3,
+            ls="--" if rows[0]["parallel"] else "-",
+            label=v,
+        )
+        axes[0].plot(Ts, [r["step_ms_median"] for r in rows], **style)
+        axes[1].plot(
+            Ts, [r["memory"].get("temp_size_in_bytes", float("nan")) / 2**20 for r in rows], **style
+        )
+    c = report["config"]
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="T (steps)",
+        ylabel="ms per train step",
+        title=f"fwd+bwd+Adam, B={c['batch']}, H={c['hidden']}, CPU",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="T (steps)",
+        ylabel="XLA temp memory (MiB)",
+        title="step working memory",
+    )
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.text(
+        0.5,
+        0.005,
+        "solid: lax.scan (sequential); dashed: associative_scan (parallel=True)",
+        ha="center",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def write_outputs(report, out_dir, final: bool):
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "scan_cost.json"), "w") as f:
-    json.dump(report, f, indent=1)
-  with open(os.path.join(out_dir, "scan_cost.md"), "w") as f:
-    f.write(markdown(report))
-  if final:
-    plot(report, os.path.join(out_dir, "scan_cost.png"))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "scan_cost.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(out_dir, "scan_cost.md"), "w") as f:
+        f.write(markdown(report))
+    if final:
+        plot(report, os.path.join(out_dir, "scan_cost.png"))
 
 
 def _ints(s):
-  return tuple(int(v) for v in s.split(",") if v)
+    return tuple(int(v) for v in s.split(",") if v)
 
 
 def main(argv=None):
-  try:  # same allocator setting as experiments.bench_step, when that module is present
-    from experiments.bench_step import ensure_hugetlb
-    ensure_hugetlb()
-  except ImportError:
-    pass
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--T", type=_ints, default=DEFAULT_T, help="comma-separated sequence lengths")
-  p.add_argument("--cells", default=",".join(DEFAULT_CELLS),
-                 help=f"comma-separated, from {','.join(DEFAULT_CELLS)}")
-  p.add_argument("--batch", type=int, default=8)
-  p.add_argument("--hidden", type=int, default=128)
-  p.add_argument("--repeats", type=int, default=0, help="timed repeats per T (0: 15 at T<=300, "
-                 "9 at T<=1000, 5 at T<=3000, 3 above)")
-  p.add_argument("--out-dir", default="results/longrange")
-  p.add_argument("--from-json", default="",
-                 help="only re-render the .md and .png of --out-dir from this scan_cost.json")
-  args = p.parse_args(argv)
-  if args.from_json:
-    with open(args.from_json) as f:
-      write_outputs(json.load(f), args.out_dir, final=True)
-    return
-  cells = tuple(c for c in args.cells.split(",") if c)
-  bad = [c for c in cells if c not in DEFAULT_CELLS]
-  if bad:
-    p.error(f"unknown cells {bad}; choose from {DEFAULT_CELLS}")
-  run(args.T, cells, args.batch, args.hidden, args.repeats, args.out_dir,
-      log=lambda s: print(s, flush=True))
+    try:  # same allocator setting as experiments.bench_step, when that module is present
+        from experiments.bench_step import ensure_hugetlb
+
+        ensure_hugetlb()
+    except ImportError:
+        pass
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--T", type=_ints, default=DEFAULT_T, help="comma-separated sequence lengths")
+    p.add_argument(
+        "--cells",
+        default=",".join(DEFAULT_CELLS),
+        help=f"comma-separated, from {','.join(DEFAULT_CELLS)}",
+    )
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=0,
+        help="timed repeats per T (0: 15 at T<=300, 9 at T<=1000, 5 at T<=3000, 3 above)",
+    )
+    p.add_argument("--out-dir", default="results/longrange")
+    p.add_argument(
+        "--from-json",
+        default="",
+        help="only re-render the .md and .png of --out-dir from this scan_cost.json",
+    )
+    args = p.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            write_outputs(json.load(f), args.out_dir, final=True)
+        return
+    cells = tuple(c for c in args.cells.split(",") if c)
+    bad = [c for c in cells if c not in DEFAULT_CELLS]
+    if bad:
+        p.error(f"unknown cells {bad}; choose from {DEFAULT_CELLS}")
+    run(
+        args.T,
+        cells,
+        args.batch,
+        args.hidden,
+        args.repeats,
+        args.out_dir,
+        log=lambda s: print(s, flush=True),
+    )
 
 
 if __name__ == "__main__":
-  main()
+    main()

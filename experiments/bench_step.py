@@ -46,7 +46,6 @@ import time
 from rnnbench import hugepages
 
 
-
 SHAPES = {
     "S1": dict(batch=64, time=101, features=40, hidden=256, layers=1),
     "S2": dict(batch=64, time=101, features=40, hidden=256, layers=2),
@@ -58,152 +57,160 @@ FRAMEWORKS = ("rnnbench", "torch", "flax")
 
 
 def step_flops(shape: dict, cell: str) -> float:
-  """Matmul FLOPs of one train step: 3 x forward (forward, dgrad, wgrad)."""
-  B, T, F, H, L = (shape[k] for k in ("batch", "time", "features", "hidden", "layers"))
-  G = GATES[cell]
-  fwd = 0.0
-  n_in = F
-  for _ in range(L):
-    fwd += 2.0 * B * T * G * H * (n_in + H)
-    n_in = H
-  fwd += 2.0 * B * H * NUM_CLASSES
-  return 3.0 * fwd
+    """Matmul FLOPs of one train step: 3 x forward (forward, dgrad, wgrad)."""
+    B, T, F, H, L = (shape[k] for k in ("batch", "time", "features", "hidden", "layers"))
+    G = GATES[cell]
+    fwd = 0.0
+    n_in = F
+    for _ in range(L):
+        fwd += 2.0 * B * T * G * H * (n_in + H)
+        n_in = H
+    fwd += 2.0 * B * H * NUM_CLASSES
+    return 3.0 * fwd
 
 
 def make_data(shape: dict, seed: int = 0):
-  import numpy as np
-  rng = np.random.default_rng(seed)
-  x = rng.normal(size=(shape["batch"], shape["time"], shape["features"])).astype(np.float32)
-  y = rng.integers(0, NUM_CLASSES, size=(shape["batch"],)).astype(np.int32)
-  return x, y
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(shape["batch"], shape["time"], shape["features"])).astype(np.float32)
+    y = rng.integers(0, NUM_CLASSES, size=(shape["batch"],)).astype(np.int32)
+    return x, y
 
 
 # ----------------------------------------------------------------------------- rnnbench
 
 
-def make_rnnbench(shape: dict, cell: str, x, y, *, lr: float = 1e-3, use_lengths: bool = False,
-                  unroll: int = 1):
-  """Returns step() -> None that runs one train step and blocks until it is done."""
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax import nnx
+def make_rnnbench(
+    shape: dict, cell: str, x, y, *, lr: float = 1e-3, use_lengths: bool = False, unroll: int = 1
+):
+    """Returns step() -> None that runs one train step and blocks until it is done."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import nnx
 
-  from rnnbench import layers
+    from rnnbench import layers
 
-  class Model(nnx.Module):
+    class Model(nnx.Module):
+        def __init__(self, rngs):
+            self.encoder = layers.build(
+                cell,
+                shape["features"],
+                shape["hidden"],
+                num_layers=shape["layers"],
+                unroll=unroll,
+                rngs=rngs,
+            )
+            self.head = nnx.Linear(shape["hidden"], NUM_CLASSES, rngs=rngs)
 
-    def __init__(self, rngs):
-      self.encoder = layers.build(cell, shape["features"], shape["hidden"],
-                                  num_layers=shape["layers"], unroll=unroll, rngs=rngs)
-      self.head = nnx.Linear(shape["hidden"], NUM_CLASSES, rngs=rngs)
+        def __call__(self, x, lengths=None):
+            _, carries = self.encoder(x, lengths)
+            last = self.encoder.layers[-1]
+            return self.head(last.cell.hidden(carries[-1]))
 
-    def __call__(self, x, lengths=None):
-      _, carries = self.encoder(x, lengths)
-      last = self.encoder.layers[-1]
-      return self.head(last.cell.hidden(carries[-1]))
+    model = Model(nnx.Rngs(0))
+    graphdef, params = nnx.split(model, nnx.Param)
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
 
-  model = Model(nnx.Rngs(0))
-  graphdef, params = nnx.split(model, nnx.Param)
-  tx = optax.adam(lr)
-  opt_state = tx.init(params)
+    def loss_fn(params, x, y, lengths):
+        logits = nnx.merge(graphdef, params)(x, lengths)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  def loss_fn(params, x, y, lengths):
-    logits = nnx.merge(graphdef, params)(x, lengths)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    @jax.jit
+    def train_step(params, opt_state, x, y, lengths):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y, lengths)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
-  @jax.jit
-  def train_step(params, opt_state, x, y, lengths):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y, lengths)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    train_step = jax.jit(train_step, donate_argnums=(0, 1))
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    ld = jnp.full((x.shape[0],), x.shape[1], jnp.int32) if use_lengths else None
+    state = {"p": params, "o": opt_state}
 
-  train_step = jax.jit(train_step, donate_argnums=(0, 1))
-  xd, yd = jnp.asarray(x), jnp.asarray(y)
-  ld = jnp.full((x.shape[0],), x.shape[1], jnp.int32) if use_lengths else None
-  state = {"p": params, "o": opt_state}
+    def step():
+        state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd, ld)
+        loss.block_until_ready()
+        return loss
 
-  def step():
-    state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd, ld)
-    loss.block_until_ready()
-    return loss
-
-  return step
+    return step
 
 
 # ----------------------------------------------------------------------------- torch
 
 
 def make_torch(shape: dict, cell: str, x, y, *, lr: float = 1e-3):
-  import torch
+    import torch
 
-  torch.manual_seed(0)
-  cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
-  kw = {"nonlinearity": "tanh"} if cell == "rnn" else {}
-  rnn = cls(shape["features"], shape["hidden"], num_layers=shape["layers"], batch_first=True, **kw)
-  head = torch.nn.Linear(shape["hidden"], NUM_CLASSES)
-  params = list(rnn.parameters()) + list(head.parameters())
-  opt = torch.optim.Adam(params, lr=lr)
-  xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    torch.manual_seed(0)
+    cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
+    kw = {"nonlinearity": "tanh"} if cell == "rnn" else {}
+    rnn = cls(
+        shape["features"], shape["hidden"], num_layers=shape["layers"], batch_first=True, **kw
+    )
+    head = torch.nn.Linear(shape["hidden"], NUM_CLASSES)
+    params = list(rnn.parameters()) + list(head.parameters())
+    opt = torch.optim.Adam(params, lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
 
-  def step():
-    opt.zero_grad(set_to_none=True)
-    _, state = rnn(xt)
-    h = state[0] if cell == "lstm" else state  # [layers, batch, H]
-    loss = torch.nn.functional.cross_entropy(head(h[-1]), yt)
-    loss.backward()
-    opt.step()
-    return loss
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _, state = rnn(xt)
+        h = state[0] if cell == "lstm" else state  # [layers, batch, H]
+        loss = torch.nn.functional.cross_entropy(head(h[-1]), yt)
+        loss.backward()
+        opt.step()
+        return loss
 
-  return step
+    return step
 
 
 # ----------------------------------------------------------------------------- flax.linen
 
 
 def make_flax(shape: dict, cell: str, x, y, *, lr: float = 1e-3):
-  import jax
-  import jax.numpy as jnp
-  import optax
-  from flax import linen as nn
+    import jax
+    import jax.numpy as jnp
+    import optax
+    from flax import linen as nn
 
-  H = shape["hidden"]
-  cell_cls = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}[cell]
+    H = shape["hidden"]
+    cell_cls = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "rnn": nn.SimpleCell}[cell]
 
-  class Model(nn.Module):
+    class Model(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            carry = None
+            for _ in range(shape["layers"]):
+                carry, x = nn.RNN(cell_cls(H), return_carry=True)(x)
+            h = carry[1] if cell == "lstm" else carry  # LSTM carry is (c, h)
+            return nn.Dense(NUM_CLASSES)(h)
 
-    @nn.compact
-    def __call__(self, x):
-      carry = None
-      for _ in range(shape["layers"]):
-        carry, x = nn.RNN(cell_cls(H), return_carry=True)(x)
-      h = carry[1] if cell == "lstm" else carry  # LSTM carry is (c, h)
-      return nn.Dense(NUM_CLASSES)(h)
+    model = Model()
+    xd, yd = jnp.asarray(x), jnp.asarray(y)
+    params = model.init(jax.random.key(0), xd)
+    tx = optax.adam(lr)
+    opt_state = tx.init(params)
 
-  model = Model()
-  xd, yd = jnp.asarray(x), jnp.asarray(y)
-  params = model.init(jax.random.key(0), xd)
-  tx = optax.adam(lr)
-  opt_state = tx.init(params)
+    def loss_fn(params, x, y):
+        logits = model.apply(params, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-  def loss_fn(params, x, y):
-    logits = model.apply(params, x)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    def train_step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
 
-  def train_step(params, opt_state, x, y):
-    loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+    train_step = jax.jit(train_step, donate_argnums=(0, 1))
+    state = {"p": params, "o": opt_state}
 
-  train_step = jax.jit(train_step, donate_argnums=(0, 1))
-  state = {"p": params, "o": opt_state}
+    def step():
+        state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd)
+        loss.block_until_ready()
+        return loss
 
-  def step():
-    state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd)
-    loss.block_until_ready()
-    return loss
-
-  return step
+    return step
 
 
 MAKERS = {"rnnbench": make_rnnbench, "torch": make_torch, "flax": make_flax}
@@ -213,162 +220,213 @@ MAKERS = {"rnnbench": make_rnnbench, "torch": make_torch, "flax": make_flax}
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
-  """Best-of-`repeats` GFLOP/s of a jitted [n, n] @ [n, n] f32 matmul."""
-  import jax
-  import jax.numpy as jnp
+    """Best-of-`repeats` GFLOP/s of a jitted [n, n] @ [n, n] f32 matmul."""
+    import jax
+    import jax.numpy as jnp
 
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
-  f = jax.jit(lambda a, b: a @ b)
-  f(a, b).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(lambda a, b: a @ b)
     f(a, b).block_until_ready()
-    best = min(best, time.perf_counter() - t0)
-  return 2.0 * n ** 3 / best / 1e9
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best / 1e9
 
 
 def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- main
 
 
-def run(shapes, cells, frameworks, repeats: int, warmup: int, steps_per_repeat: int,
-        use_lengths: bool, log=print) -> dict:
-  import jax
-  import torch
+def run(
+    shapes,
+    cells,
+    frameworks,
+    repeats: int,
+    warmup: int,
+    steps_per_repeat: int,
+    use_lengths: bool,
+    log=print,
+) -> dict:
+    import jax
+    import torch
 
-  torch.set_num_threads(2)
-  peak = matmul_peak_gflops()
-  log(f"# CPU: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}, "
-      f"torch {torch.__version__}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; "
-      f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-  log(f"# load average at start: {os.getloadavg()}")
-  log(f"# matmul peak (jitted 2048^3 f32, best of 10): {peak:.1f} GFLOP/s")
-  results = []
-  for sname in shapes:
-    shape = SHAPES[sname]
-    x, y = make_data(shape)
-    for cell in cells:
-      steps, compile_s = {}, {}
-      for fw in frameworks:
-        kw = {"use_lengths": use_lengths} if fw == "rnnbench" else {}
-        t0 = time.perf_counter()
-        steps[fw] = MAKERS[fw](shape, cell, x, y, **kw)
-        for _ in range(warmup):
-          steps[fw]()
-        compile_s[fw] = time.perf_counter() - t0
-      times = {fw: [] for fw in frameworks}
-      cpu = {fw: [] for fw in frameworks}
-      faults = {fw: 0 for fw in frameworks}
-      for _ in range(repeats):
-        for fw in frameworks:  # interleaved
-          f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-          t0, c0 = time.perf_counter(), time.process_time()
-          for _ in range(steps_per_repeat):
-            steps[fw]()
-          times[fw].append((time.perf_counter() - t0) / steps_per_repeat * 1e3)
-          cpu[fw].append((time.process_time() - c0) / steps_per_repeat * 1e3)
-          faults[fw] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
-      flops = step_flops(shape, cell)
-      row = {"shape": sname, "cell": cell, "gflop_per_step": flops / 1e9, "frameworks": {}}
-      for fw in frameworks:
-        med = statistics.median(times[fw])
-        gfs = flops / (med / 1e3) / 1e9
-        row["frameworks"][fw] = {
-            "median_ms": med, "min_ms": min(times[fw]), "times_ms": times[fw],
-            "cpu_ms": statistics.median(cpu[fw]),
-            "gflops": gfs, "pct_peak": 100 * gfs / peak, "setup_s": compile_s[fw],
-            "faults_per_step": faults[fw] / (repeats * steps_per_repeat)}
-      if "rnnbench" in frameworks and "torch" in frameworks:
-        row["ratio_rnnbench_torch"] = (row["frameworks"]["rnnbench"]["median_ms"]
-                                       / row["frameworks"]["torch"]["median_ms"])
-      if "rnnbench" in frameworks and "flax" in frameworks:
-        row["ratio_rnnbench_flax"] = (row["frameworks"]["rnnbench"]["median_ms"]
-                                      / row["frameworks"]["flax"]["median_ms"])
-      results.append(row)
-      parts = [f"{fw} {row['frameworks'][fw]['median_ms']:7.1f} ms "
-               f"({row['frameworks'][fw]['gflops']:5.1f} GF/s, "
-               f"{row['frameworks'][fw]['pct_peak']:4.1f}%)" for fw in frameworks]
-      ratio = f"  rnnbench/torch {row['ratio_rnnbench_torch']:.2f}" if "ratio_rnnbench_torch" in row else ""
-      log(f"{sname} {cell:4s} | " + " | ".join(parts) + ratio
-          + f"  (load {os.getloadavg()[0]:.1f})")
-      row["loadavg_after"] = os.getloadavg()[0]
-  return {"cpu": cpu_model(), "cores": os.cpu_count(), "jax": jax.__version__,
-          "torch": torch.__version__, "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "peak_gflops": peak,
-          "loadavg_end": os.getloadavg(), "repeats": repeats, "steps_per_repeat": steps_per_repeat, "results": results}
+    torch.set_num_threads(2)
+    peak = matmul_peak_gflops()
+    log(
+        f"# CPU: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}, "
+        f"torch {torch.__version__}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
+    )
+    log(f"# load average at start: {os.getloadavg()}")
+    log(f"# matmul peak (jitted 2048^3 f32, best of 10): {peak:.1f} GFLOP/s")
+    results = []
+    for sname in shapes:
+        shape = SHAPES[sname]
+        x, y = make_data(shape)
+        for cell in cells:
+            steps, compile_s = {}, {}
+            for fw in frameworks:
+                kw = {"use_lengths": use_lengths} if fw == "rnnbench" else {}
+                t0 = time.perf_counter()
+                steps[fw] = MAKERS[fw](shape, cell, x, y, **kw)
+                for _ in range(warmup):
+                    steps[fw]()
+                compile_s[fw] = time.perf_counter() - t0
+            times = {fw: [] for fw in frameworks}
+            cpu = {fw: [] for fw in frameworks}
+            faults = {fw: 0 for fw in frameworks}
+            for _ in range(repeats):
+                for fw in frameworks:  # interleaved
+                    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    for _ in range(steps_per_repeat):
+                        steps[fw]()
+                    times[fw].append((time.perf_counter() - t0) / steps_per_repeat * 1e3)
+                    cpu[fw].append((time.process_time() - c0) / steps_per_repeat * 1e3)
+                    faults[fw] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+            flops = step_flops(shape, cell)
+            row = {"shape": sname, "cell": cell, "gflop_per_step": flops / 1e9, "frameworks": {}}
+            for fw in frameworks:
+                med = statistics.median(times[fw])
+                gfs = flops / (med / 1e3) / 1e9
+                row["frameworks"][fw] = {
+                    "median_ms": med,
+                    "min_ms": min(times[fw]),
+                    "times_ms": times[fw],
+                    "cpu_ms": statistics.median(cpu[fw]),
+                    "gflops": gfs,
+                    "pct_peak": 100 * gfs / peak,
+                    "setup_s": compile_s[fw],
+                    "faults_per_step": faults[fw] / (repeats * steps_per_repeat),
+                }
+            if "rnnbench" in frameworks and "torch" in frameworks:
+                row["ratio_rnnbench_torch"] = (
+                    row["frameworks"]["rnnbench"]["median_ms"]
+                    / row["frameworks"]["torch"]["median_ms"]
+                )
+            if "rnnbench" in frameworks and "flax" in frameworks:
+                row["ratio_rnnbench_flax"] = (
+                    row["frameworks"]["rnnbench"]["median_ms"]
+                    / row["frameworks"]["flax"]["median_ms"]
+                )
+            results.append(row)
+            parts = [
+                f"{fw} {row['frameworks'][fw]['median_ms']:7.1f} ms "
+                f"({row['frameworks'][fw]['gflops']:5.1f} GF/s, "
+                f"{row['frameworks'][fw]['pct_peak']:4.1f}%)"
+                for fw in frameworks
+            ]
+            ratio = (
+                f"  rnnbench/torch {row['ratio_rnnbench_torch']:.2f}"
+                if "ratio_rnnbench_torch" in row
+                else ""
+            )
+            log(
+                f"{sname} {cell:4s} | "
+                + " | ".join(parts)
+                + ratio
+                + f"  (load {os.getloadavg()[0]:.1f})"
+            )
+            row["loadavg_after"] = os.getloadavg()[0]
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "jax": jax.__version__,
+        "torch": torch.__version__,
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "peak_gflops": peak,
+        "loadavg_end": os.getloadavg(),
+        "repeats": repeats,
+        "steps_per_repeat": steps_per_repeat,
+        "results": results,
+    }
 
 
 def markdown_table(report: dict) -> str:
-  fws = [fw for fw in FRAMEWORKS if fw in report["results"][0]["frameworks"]]
-  head = ("| shape | cell | " + " | ".join(f"{fw} ms" for fw in fws)
-          + " | rnnbench/torch | rnnbench/flax | "
-          + " | ".join(f"{fw} GF/s (% peak)" for fw in fws)
-          + " | " + " | ".join(f"{fw} min / CPU ms" for fw in fws) + " |")
-  lines = [head, "|" + "---|" * (4 + 3 * len(fws))]
-  for r in report["results"]:
-    f = r["frameworks"]
-    ratio = f"{r['ratio_rnnbench_torch']:.2f}" if "ratio_rnnbench_torch" in r else "-"
-    ratio_f = f"{r['ratio_rnnbench_flax']:.2f}" if "ratio_rnnbench_flax" in r else "-"
-    lines.append(f"| {r['shape']} | {r['cell']} | "
-                 + " | ".join(f"{f[fw]['median_ms']:.1f}" for fw in fws) + f" | {ratio} | {ratio_f} | "
-                 + " | ".join(f"{f[fw]['gflops']:.0f} ({f[fw]['pct_peak']:.0f}%)" for fw in fws)
-                 + " | " + " | ".join(f"{f[fw]['min_ms']:.0f} / {f[fw]['cpu_ms']:.0f}" for fw in fws)
-                 + " |")
-  return "\n".join(lines)
+    fws = [fw for fw in FRAMEWORKS if fw in report["results"][0]["frameworks"]]
+    head = (
+        "| shape | cell | "
+        + " | ".join(f"{fw} ms" for fw in fws)
+        + " | rnnbench/torch | rnnbench/flax | "
+        + " | ".join(f"{fw} GF/s (% peak)" for fw in fws)
+        + " | "
+        + " | ".join(f"{fw} min / CPU ms" for fw in fws)
+        + " |"
+    )
+    lines = [head, "|" + "---|" * (4 + 3 * len(fws))]
+    for r in report["results"]:
+        f = r["frameworks"]
+        ratio = f"{r['ratio_rnnbench_torch']:.2f}" if "ratio_rnnbench_torch" in r else "-"
+        ratio_f = f"{r['ratio_rnnbench_flax']:.2f}" if "ratio_rnnbench_flax" in r else "-"
+        lines.append(
+            f"| {r['shape']} | {r['cell']} | "
+            + " | ".join(f"{f[fw]['median_ms']:.1f}" for fw in fws)
+            + f" | {ratio} | {ratio_f} | "
+            + " | ".join(f"{f[fw]['gflops']:.0f} ({f[fw]['pct_peak']:.0f}%)" for fw in fws)
+            + " | "
+            + " | ".join(f"{f[fw]['min_ms']:.0f} / {f[fw]['cpu_ms']:.0f}" for fw in fws)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--shapes", default="S1,S2,S3", help="comma list of " + ",".join(SHAPES))
-  p.add_argument("--cells", default="lstm,gru,rnn", help="comma list of lstm,gru,rnn")
-  p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
-  p.add_argument("--repeats", type=int, default=10, help="interleaved timed repeats")
-  p.add_argument("--steps_per_repeat", type=int, default=1)
-  p.add_argument("--warmup", type=int, default=2, help="untimed steps (compile) per framework")
-  p.add_argument("--lengths", action="store_true",
-                 help="pass full-length `lengths` to rnnbench (the masked path users get with "
-                      "padded batches)")
-  p.add_argument("--out", default="", help="write the results as JSON here")
-  args = p.parse_args(argv)
-  shapes = [s for s in args.shapes.split(",") if s]
-  cells = [c for c in args.cells.split(",") if c]
-  fws = [f for f in args.frameworks.split(",") if f]
-  for s in shapes:
-    if s not in SHAPES:
-      p.error(f"unknown shape {s!r}; expected {sorted(SHAPES)}")
-  for c in cells:
-    if c not in GATES:
-      p.error(f"unknown cell {c!r}; expected {sorted(GATES)}")
-  for f in fws:
-    if f not in MAKERS:
-      p.error(f"unknown framework {f!r}; expected {list(MAKERS)}")
-  t0 = time.time()
-  report = run(shapes, cells, fws, args.repeats, args.warmup, args.steps_per_repeat,
-               args.lengths)
-  report["command"] = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
-  report["wall_s"] = time.time() - t0
-  print()
-  print(markdown_table(report))
-  print(f"\n# wall time {report['wall_s']:.0f} s")
-  if args.out:
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as f:
-      json.dump(report, f, indent=1)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--shapes", default="S1,S2,S3", help="comma list of " + ",".join(SHAPES))
+    p.add_argument("--cells", default="lstm,gru,rnn", help="comma list of lstm,gru,rnn")
+    p.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    p.add_argument("--repeats", type=int, default=10, help="interleaved timed repeats")
+    p.add_argument("--steps_per_repeat", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (compile) per framework")
+    p.add_argument(
+        "--lengths",
+        action="store_true",
+        help="pass full-length `lengths` to rnnbench (the masked path users get with "
+        "padded batches)",
+    )
+    p.add_argument("--out", default="", help="write the results as JSON here")
+    args = p.parse_args(argv)
+    shapes = [s for s in args.shapes.split(",") if s]
+    cells = [c for c in args.cells.split(",") if c]
+    fws = [f for f in args.frameworks.split(",") if f]
+    for s in shapes:
+        if s not in SHAPES:
+            p.error(f"unknown shape {s!r}; expected {sorted(SHAPES)}")
+    for c in cells:
+        if c not in GATES:
+            p.error(f"unknown cell {c!r}; expected {sorted(GATES)}")
+    for f in fws:
+        if f not in MAKERS:
+            p.error(f"unknown framework {f!r}; expected {list(MAKERS)}")
+    t0 = time.time()
+    report = run(shapes, cells, fws, args.repeats, args.warmup, args.steps_per_repeat, args.lengths)
+    report["command"] = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
+    report["wall_s"] = time.time() - t0
+    print()
+    print(markdown_table(report))
+    print(f"\n# wall time {report['wall_s']:.0f} s")
+    if args.out:
+        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(report, f, indent=1)
 
 
 if __name__ == "__main__":
-  hugepages.ensure()
-  main()
+    hugepages.ensure()
+    main()

@@ -51,8 +51,9 @@ def _one_batch(config, dataset, batch_size: int, seed: int) -> dict:
     return next(train.eval_stream(dataset, "test", c, buckets))
 
 
-def gradient_flow(config, params=None, dataset=None, *, batch_size: int = 32,
-                  seed: int = 0) -> dict:
+def gradient_flow(
+    config, params=None, dataset=None, *, batch_size: int = 32, seed: int = 0
+) -> dict:
     """Norm of dLoss/dx_t against the distance from the readout (see module docstring)."""
     dataset = dataset if dataset is not None else train.load_dataset(config)
     graphdef, state, _, _ = train.init_state(config, dataset)
@@ -67,8 +68,8 @@ def gradient_flow(config, params=None, dataset=None, *, batch_size: int = 32,
         loss, _ = train.task_loss(dataset.task, logits, aux, batch)
         return loss
 
-    grads = jax.jit(jax.grad(loss_of_inputs))(feats)          # [B, T, F]
-    per_step = jnp.sqrt(jnp.square(grads).sum(-1))             # [B, T]
-    norms = np.asarray(per_step.mean(0))[:t_valid][::-1]       # index = distance from readout
+    grads = jax.jit(jax.grad(loss_of_inputs))(feats)  # [B, T, F]
+    per_step = jnp.sqrt(jnp.square(grads).sum(-1))  # [B, T]
+    norms = np.asarray(per_step.mean(0))[:t_valid][::-1]  # index = distance from readout
     rel = norms / max(float(norms[0]), 1e-30)
     return {"distance": np.arange(t_valid), "grad_norm": norms, "relative": rel}

@@ -33,15 +33,24 @@ from typing import Any
 
 # (key in final.json, table header, display scale, key in validation events of metrics.jsonl)
 METRICS = {
-    "classify": [("test_accuracy", "test acc (%)", 100.0), ("val_accuracy", "val acc (%)", 100.0),
-                 ("test_loss", "test loss", 1.0)],
-    "ctc": [("test_cer", "test CER (%)", 100.0), ("test_wer", "test WER (%)", 100.0),
-            ("val_cer", "val CER (%)", 100.0), ("val_wer", "val WER (%)", 100.0),
-            ("test_loss", "test loss", 1.0)],
+    "classify": [
+        ("test_accuracy", "test acc (%)", 100.0),
+        ("val_accuracy", "val acc (%)", 100.0),
+        ("test_loss", "test loss", 1.0),
+    ],
+    "ctc": [
+        ("test_cer", "test CER (%)", 100.0),
+        ("test_wer", "test WER (%)", 100.0),
+        ("val_cer", "val CER (%)", 100.0),
+        ("val_wer", "val WER (%)", 100.0),
+        ("test_loss", "test loss", 1.0),
+    ],
 }
 PRIMARY = {"classify": "test_accuracy", "ctc": "test_cer"}
-CURVE_METRIC = {"classify": ("accuracy", "validation accuracy (%)", 100.0),
-                "ctc": ("cer", "validation CER (%)", 100.0)}
+CURVE_METRIC = {
+    "classify": ("accuracy", "validation accuracy (%)", 100.0),
+    "ctc": ("cer", "validation CER (%)", 100.0),
+}
 
 # Zhang et al. 2017, "Hello Edge: Keyword Spotting on Microcontrollers" (arXiv:1711.07128),
 # Speech Commands v1, 12 classes, small (S) models, test accuracy in %.
@@ -83,6 +92,7 @@ class Sweep:
 
 
 # ----------------------------------------------------------------------------- reading
+
 
 def _read_json(path: str) -> Any:
     with open(path) as f:
@@ -151,8 +161,10 @@ def load_sweep(sweep_dir: str) -> Sweep:
 
     Raises ReportError when the directory is missing or holds no runs at all.
     """
-    expected = ("a sweep directory from `python -m experiments.sweep`: sweep.json and/or run "
-                "directories holding config.json / final.json / error.txt")
+    expected = (
+        "a sweep directory from `python -m experiments.sweep`: sweep.json and/or run "
+        "directories holding config.json / final.json / error.txt"
+    )
     if not os.path.isdir(sweep_dir):
         raise ReportError(f"sweep directory {sweep_dir!r} does not exist; expected {expected}")
     spec_path = os.path.join(sweep_dir, "sweep.json")
@@ -164,41 +176,71 @@ def load_sweep(sweep_dir: str) -> Sweep:
         entries = spec.get("runs") or []
         if not entries:
             raise ReportError(f"{spec_path} lists no runs; expected {expected}")
-        runs = [_load_run(sweep_dir, e["name"], e.get("workdir") or e["name"],
-                          e.get("overrides") or {}, e.get("state", "")) for e in entries]
+        runs = [
+            _load_run(
+                sweep_dir,
+                e["name"],
+                e.get("workdir") or e["name"],
+                e.get("overrides") or {},
+                e.get("state", ""),
+            )
+            for e in entries
+        ]
         return Sweep(sweep_dir, runs, {k: v for k, v in spec.items() if k != "runs"})
 
-    names = sorted(n for n in os.listdir(sweep_dir)
-                   if any(os.path.exists(os.path.join(sweep_dir, n, f))
-                          for f in ("config.json", "final.json", "error.txt")))
+    names = sorted(
+        n
+        for n in os.listdir(sweep_dir)
+        if any(
+            os.path.exists(os.path.join(sweep_dir, n, f))
+            for f in ("config.json", "final.json", "error.txt")
+        )
+    )
     if not names:
-        raise ReportError(f"{sweep_dir!r} holds no sweep.json and no run directories; "
-                          f"expected {expected}")
+        raise ReportError(
+            f"{sweep_dir!r} holds no sweep.json and no run directories; expected {expected}"
+        )
     runs = [_load_run(sweep_dir, n, n, {}, "") for n in names]
     flat = [_flatten(r.config or {}) for r in runs]
     keys = sorted({k for f in flat for k in f})
-    varied = [k for k in keys if not k.startswith("wandb.")
-              and len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+    varied = [
+        k
+        for k in keys
+        if not k.startswith("wandb.")
+        and len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1
+    ]
     for run, f in zip(runs, flat):
         run.overrides = {k: f.get(k) for k in varied}
     # A configuration without a seed that others have: that run is missing, not just absent.
     seeds = list(dict.fromkeys(r.overrides["seed"] for r in runs if "seed" in r.overrides))
-    configs = list(dict.fromkeys(json.dumps({k: v for k, v in r.overrides.items() if k != "seed"},
-                                            sort_keys=True) for r in runs))
-    have = {(json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True),
-             json.dumps(r.overrides.get("seed"))) for r in runs}
+    configs = list(
+        dict.fromkeys(
+            json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True)
+            for r in runs
+        )
+    )
+    have = {
+        (
+            json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True),
+            json.dumps(r.overrides.get("seed")),
+        )
+        for r in runs
+    }
     short = _short_keys(varied)
     for c in configs if seeds else []:
         for seed in seeds:
             if (c, json.dumps(seed)) not in have:
                 ov = {**json.loads(c), "seed": seed}
-                name = ",".join([f"{short[k]}={_fmt_value(v)}" for k, v in ov.items()
-                                 if k != "seed"] + [f"seed={seed}"])
+                name = ",".join(
+                    [f"{short[k]}={_fmt_value(v)}" for k, v in ov.items() if k != "seed"]
+                    + [f"seed={seed}"]
+                )
                 runs.append(Run(name, os.path.join(sweep_dir, name), ov, "missing"))
     return Sweep(sweep_dir, runs, {})
 
 
 # ----------------------------------------------------------------------------- aggregation
+
 
 def stats(values: list[float]) -> dict:
     """mean, sample std (ddof=1; None for n < 2), min, max, n and the values themselves."""
@@ -208,8 +250,14 @@ def stats(values: list[float]) -> dict:
         return {"n": 0, "mean": None, "std": None, "min": None, "max": None, "values": []}
     mean = sum(values) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return {"n": n, "mean": mean, "std": std, "min": min(values), "max": max(values),
-            "values": values}
+    return {
+        "n": n,
+        "mean": mean,
+        "std": std,
+        "min": min(values),
+        "max": max(values),
+        "values": values,
+    }
 
 
 def detect_task(runs: list[Run]) -> str:
@@ -237,6 +285,7 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
 def _key_order(keys: list[str], runs: list[Run]) -> list[str]:
     """Override keys in the grid's order, read from run names (`cell=gru,hidden=64,seed=1`),
     since sweep.json may store each run's overrides with sorted keys."""
+
     def position(k):
         for r in runs:
             parts = [p.split("=", 1)[0] for p in r.name.split(",")]
@@ -245,6 +294,7 @@ def _key_order(keys: list[str], runs: list[Run]) -> list[str]:
                 if tail in parts:
                     return parts.index(tail)
         return len(keys)
+
     return sorted(keys, key=position)  # stable: keys not found keep their order, last
 
 
@@ -274,14 +324,16 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         raise ValueError(f"unknown reference {reference!r}; known: {REFERENCES}")
     task = detect_task(sweep.runs)
     if reference == "hello_edge" and task != "classify":
-        raise ValueError("--reference=hello_edge holds keyword-spotting accuracies; this sweep "
-                         f"is a {task} task")
+        raise ValueError(
+            f"--reference=hello_edge holds keyword-spotting accuracies; this sweep is a {task} task"
+        )
     groups: dict[str, list[Run]] = {}
     for run in sweep.runs:
         cfg = {k: v for k, v in run.overrides.items() if k != "seed"}
         groups.setdefault(json.dumps(cfg, sort_keys=True, default=str), []).append(run)
-    keys = _key_order(list(dict.fromkeys(k for r in sweep.runs for k in r.overrides
-                                         if k != "seed")), sweep.runs)
+    keys = _key_order(
+        list(dict.fromkeys(k for r in sweep.runs for k in r.overrides if k != "seed")), sweep.runs
+    )
     short = _short_keys(keys)
     seeds = list(dict.fromkeys(r.overrides.get("seed") for r in sweep.runs))
 
@@ -294,23 +346,40 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         row = {
             "config": cfg,
             "label": ", ".join(f"{short[k]}={_fmt_value(cfg[k])}" for k in keys if k in cfg)
-                     or "(base config)",
-            "n": len(done), "expected": len(runs),
-            "metrics": {m: stats([r.final.get(m) for r in done if m in r.final])
-                        for m, _, _ in METRICS[task]},
-            "num_params": stats([r.final.get("num_params") for r in done
-                                 if r.final.get("num_params") is not None]),
-            "train_time_s": stats([r.final.get("train_time_s") for r in done
-                                   if r.final.get("train_time_s") is not None]),
-            "wall_time_s": stats([r.final.get("wall_time_s") for r in done
-                                  if r.final.get("wall_time_s") is not None]),
-            "steps_per_s": stats([r.final.get("steps_per_s") for r in done
-                                  if r.final.get("steps_per_s") is not None]),
+            or "(base config)",
+            "n": len(done),
+            "expected": len(runs),
+            "metrics": {
+                m: stats([r.final.get(m) for r in done if m in r.final])
+                for m, _, _ in METRICS[task]
+            },
+            "num_params": stats(
+                [r.final.get("num_params") for r in done if r.final.get("num_params") is not None]
+            ),
+            "train_time_s": stats(
+                [
+                    r.final.get("train_time_s")
+                    for r in done
+                    if r.final.get("train_time_s") is not None
+                ]
+            ),
+            "wall_time_s": stats(
+                [r.final.get("wall_time_s") for r in done if r.final.get("wall_time_s") is not None]
+            ),
+            "steps_per_s": stats(
+                [r.final.get("steps_per_s") for r in done if r.final.get("steps_per_s") is not None]
+            ),
             "steps": sorted({r.final.get("steps") for r in done if r.final.get("steps")}),
             "failed": [{"run": r.name, "tag": _run_tag(r), "error": r.error} for r in failed],
             "missing": [{"run": r.name, "tag": _run_tag(r), "state": r.state} for r in missing],
-            "runs": [{"run": r.name, "state": r.state,
-                      "workdir": os.path.relpath(r.workdir, sweep.sweep_dir)} for r in runs],
+            "runs": [
+                {
+                    "run": r.name,
+                    "state": r.state,
+                    "workdir": os.path.relpath(r.workdir, sweep.sweep_dir),
+                }
+                for r in runs
+            ],
         }
         if reference == "hello_edge":
             ref = _hello_edge(next((r for r in runs if r.config), None), cfg)
@@ -327,7 +396,8 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
             f"{len(bad) - n_failed} missing/running/pending): "
             + ", ".join(f"{r.name} ({r.state})" for r in bad[:10])
             + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
-            + "; their rows show n < expected.")
+            + "; their rows show n < expected."
+        )
     return {
         "sweep_dir": sweep.sweep_dir,
         "sweep": sweep.spec,
@@ -343,7 +413,8 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         "run_flax_versions": _counts(f.get("flax_version") for f in finals),
         "run_models_in_program": _counts(f.get("models_in_program", 1) for f in finals),
         "run_devices": _counts(", ".join(f.get("devices") or []) for f in finals),
-        "num_runs": len(sweep.runs), "num_done": len(finals),
+        "num_runs": len(sweep.runs),
+        "num_done": len(finals),
         "rows": rows,
         "warnings": warnings,
     }
@@ -359,8 +430,10 @@ def _counts(values) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- environment
 
+
 def environment(cwd: str | None = None) -> dict:
     """git HEAD (and whether tracked files differ from it), date, CPU model, cores, versions."""
+
     def git(*args):
         try:
             r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
@@ -386,13 +459,20 @@ def environment(cwd: str | None = None) -> dict:
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    return {"git_head": head, "git_dirty": dirty,
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "jax_version": version("jax"), "flax_version": version("flax")}
+    return {
+        "git_head": head,
+        "git_dirty": dirty,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax_version": version("jax"),
+        "flax_version": version("flax"),
+    }
 
 
 # ----------------------------------------------------------------------------- rendering
+
 
 def fmt_stat(s: dict, scale: float = 1.0, digits: int = 2) -> str:
     """'93.12 ± 0.41' (n >= 2), '93.12' (n = 1), '—' (n = 0)."""
@@ -411,13 +491,20 @@ def _fmt_params(s: dict) -> str:
 
 
 def _fmt_failed(row) -> str:
-    return "; ".join(f"{f['tag']}: {(f['error'] or '').split(':', 1)[0][:40]}"
-                     for f in row["failed"]) or ""
+    return (
+        "; ".join(f"{f['tag']}: {(f['error'] or '').split(':', 1)[0][:40]}" for f in row["failed"])
+        or ""
+    )
 
 
 def _fmt_missing(row) -> str:
-    return "; ".join(m["tag"] + ("" if m["state"] == "missing" else f" ({m['state']})")
-                     for m in row["missing"]) or ""
+    return (
+        "; ".join(
+            m["tag"] + ("" if m["state"] == "missing" else f" ({m['state']})")
+            for m in row["missing"]
+        )
+        or ""
+    )
 
 
 def table_columns(report: dict) -> list[str]:
@@ -443,8 +530,11 @@ def table_rows(report: dict) -> list[list[str]]:
         cells = cells or [row["label"]]
         cells.append(f"{row['n']}/{row['expected']}")
         cells += [fmt_stat(row["metrics"][m], scale) for m, _, scale in METRICS[report["task"]]]
-        cells += [_fmt_params(row["num_params"]), fmt_stat(row["train_time_s"], digits=0),
-                  fmt_stat(row["steps_per_s"], digits=1)]
+        cells += [
+            _fmt_params(row["num_params"]),
+            fmt_stat(row["train_time_s"], digits=0),
+            fmt_stat(row["steps_per_s"], digits=1),
+        ]
         if report["reference"] == "hello_edge":
             ref = row.get("reference")
             cells.append(f"{ref['test_accuracy_pct']:.1f} ({ref['name']})" if ref else "—")
@@ -461,8 +551,14 @@ def report_command(sweep_dir: str, out: str, reference: str | None = None) -> st
 
 def sweep_command(spec: dict, sweep_dir: str) -> str:
     """The sweep runner's command line, rebuilt from sweep.json (config, sweep, --override)."""
-    args = ["python", "-m", "experiments.sweep", f"--config={spec.get('config')}",
-            f"--sweep={spec.get('sweep')}", f"--workdir={sweep_dir}"]
+    args = [
+        "python",
+        "-m",
+        "experiments.sweep",
+        f"--config={spec.get('config')}",
+        f"--sweep={spec.get('sweep')}",
+        f"--workdir={sweep_dir}",
+    ]
     common = (spec.get("identity") or {}).get("common_overrides") or {}
     args += [f"--override={k}={v}" for k, v in common.items()]
     return shlex.join(args)
@@ -476,11 +572,18 @@ def render_markdown(report: dict) -> str:
     """The results table with a header that says how to regenerate it and on what."""
     env, spec = report["environment"], report["sweep"]
     title = os.path.basename(report["out"])
-    what = f"`{spec['sweep']}` sweep of `{spec['config']}`" if spec.get("sweep") else \
-        f"runs in `{report['sweep_dir']}`"
-    lines = [f"# {title}: {what}", "",
-             "Generated by `rnnbench/report.py`; do not edit by hand. Reproduce with:", "",
-             "```"]
+    what = (
+        f"`{spec['sweep']}` sweep of `{spec['config']}`"
+        if spec.get("sweep")
+        else f"runs in `{report['sweep_dir']}`"
+    )
+    lines = [
+        f"# {title}: {what}",
+        "",
+        "Generated by `rnnbench/report.py`; do not edit by hand. Reproduce with:",
+        "",
+        "```",
+    ]
     if report.get("reproduce_command"):
         lines += [f"{report['reproduce_command']}", "# which runs:"]
     if spec.get("command") or spec.get("sweep"):
@@ -489,13 +592,17 @@ def render_markdown(report: dict) -> str:
         lines.append(report["report_command"])
     lines += ["```", ""]
     head = env.get("git_head")
-    head_text = (f"`{_short_commit(head)}`" + (" (+ uncommitted changes)" if env.get("git_dirty")
-                                                else "")) if head else "unknown (not a git tree)"
-    commits = ", ".join(f"`{_short_commit(c)}` ({n} runs)"
-                        for c, n in report["run_commits"].items()) or "none recorded"
+    head_text = (
+        (f"`{_short_commit(head)}`" + (" (+ uncommitted changes)" if env.get("git_dirty") else ""))
+        if head
+        else "unknown (not a git tree)"
+    )
+    commits = (
+        ", ".join(f"`{_short_commit(c)}` ({n} runs)" for c, n in report["run_commits"].items())
+        or "none recorded"
+    )
     run_versions = ", ".join(f"jax {j}" for j in report["run_jax_versions"]) or "jax ?"
-    run_versions += "; " + (", ".join(f"flax {f}" for f in report["run_flax_versions"])
-                            or "flax ?")
+    run_versions += "; " + (", ".join(f"flax {f}" for f in report["run_flax_versions"]) or "flax ?")
     devices = ", ".join(report["run_devices"]) or "?"
     primary = report["primary_metric"]
     lines += [
@@ -515,28 +622,41 @@ def render_markdown(report: dict) -> str:
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
-    lines += ["", "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
-              "n = finished / expected runs. Train time is the seconds spent in training steps "
-              "(the first step's compilation included, evaluation excluded); steps/s is over "
-              "those steps. Failed and missing runs are named in their row and left out of the "
-              "means."]
+    lines += [
+        "",
+        "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
+        "n = finished / expected runs. Train time is the seconds spent in training steps "
+        "(the first step's compilation included, evaluation excluded); steps/s is over "
+        "those steps. Failed and missing runs are named in their row and left out of the "
+        "means.",
+    ]
     shared = {k: v for k, v in report["run_models_in_program"].items() if int(k) > 1}
     if shared:
-        lines[-1] += (" Seeds of one configuration trained together as one vmapped program "
-                      f"({', '.join(f'{v} runs in programs of {k}' for k, v in shared.items())}): "
-                      "their train time and steps/s are those of the whole program.")
+        lines[-1] += (
+            " Seeds of one configuration trained together as one vmapped program "
+            f"({', '.join(f'{v} runs in programs of {k}' for k, v in shared.items())}): "
+            "their train time and steps/s are those of the whole program."
+        )
     if report["reference"] == "hello_edge":
         datasets = ", ".join(DATASET_DESCRIPTIONS.get(d, d) for d in report["datasets"]) or "?"
-        lines += ["", "**Reference, not a comparison.** Hello Edge (Zhang et al. 2017, "
-                  "arXiv:1711.07128) reports test accuracy on the real Google Speech Commands v1 "
-                  "recordings, 12 classes, small models: LSTM 92.9 %, GRU 93.5 % (matched here by "
-                  "cell); also Basic LSTM 92.0 % and CRNN 94.0 %. This table is measured on "
-                  f"{datasets}: the data differ (synthetic eSpeak speech / FSDD versus real "
-                  "Speech Commands), as do the model sizes and training budgets, so those numbers "
-                  "are a reference point, not a comparison."]
+        lines += [
+            "",
+            "**Reference, not a comparison.** Hello Edge (Zhang et al. 2017, "
+            "arXiv:1711.07128) reports test accuracy on the real Google Speech Commands v1 "
+            "recordings, 12 classes, small models: LSTM 92.9 %, GRU 93.5 % (matched here by "
+            "cell); also Basic LSTM 92.0 % and CRNN 94.0 %. This table is measured on "
+            f"{datasets}: the data differ (synthetic eSpeak speech / FSDD versus real "
+            "Speech Commands), as do the model sizes and training budgets, so those numbers "
+            "are a reference point, not a comparison.",
+        ]
     base = os.path.basename(report["out"])
-    lines += ["", f"![learning curves]({base}_curves.png)", "",
-              f"![{primary} against parameters]({base}_params.png)", ""]
+    lines += [
+        "",
+        f"![learning curves]({base}_curves.png)",
+        "",
+        f"![{primary} against parameters]({base}_params.png)",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -548,8 +668,13 @@ def render_csv(report: dict) -> str:
     header = list(keys) + ["label", "n", "expected"]
     for m in report["metrics"]:
         header += [f"{m}_mean", f"{m}_std", f"{m}_n"]
-    header += ["num_params", "train_time_s_mean", "train_time_s_std", "steps_per_s_mean",
-               "wall_time_s_mean"]
+    header += [
+        "num_params",
+        "train_time_s_mean",
+        "train_time_s_std",
+        "steps_per_s_mean",
+        "wall_time_s_mean",
+    ]
     if report["reference"]:
         header += ["reference_name", "reference_test_accuracy_pct"]
     header += ["failed", "missing"]
@@ -565,19 +690,26 @@ def render_csv(report: dict) -> str:
             s = row["metrics"][m]
             out += [num(s["mean"]), num(s["std"]), s["n"]]
         p = row["num_params"]
-        out += [int(p["mean"]) if p["n"] else "", num(row["train_time_s"]["mean"]),
-                num(row["train_time_s"]["std"]), num(row["steps_per_s"]["mean"]),
-                num(row["wall_time_s"]["mean"])]
+        out += [
+            int(p["mean"]) if p["n"] else "",
+            num(row["train_time_s"]["mean"]),
+            num(row["train_time_s"]["std"]),
+            num(row["steps_per_s"]["mean"]),
+            num(row["wall_time_s"]["mean"]),
+        ]
         if report["reference"]:
             ref = row.get("reference")
             out += [ref["name"], ref["test_accuracy_pct"]] if ref else ["", ""]
-        out += [" ".join(f["run"] for f in row["failed"]),
-                " ".join(m["run"] for m in row["missing"])]
+        out += [
+            " ".join(f["run"] for f in row["failed"]),
+            " ".join(m["run"] for m in row["missing"]),
+        ]
         w.writerow(out)
     return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- plots
+
 
 def curves(sweep: Sweep, report: dict) -> list[dict]:
     """Per configuration: validation metric per step over its finished seeds (mean, min, max) and
@@ -594,23 +726,32 @@ def curves(sweep: Sweep, report: dict) -> list[dict]:
             for e in run.events:
                 if e.get("split") == "validation" and e.get(key) is not None:
                     per_step.setdefault(int(e["step"]), []).append(
-                        (float(e[key]) * scale, float(e.get("time_s", math.nan))))
+                        (float(e[key]) * scale, float(e.get("time_s", math.nan)))
+                    )
         steps = sorted(per_step)
         ys = [[v for v, _ in per_step[s]] for s in steps]
-        out.append({"label": row["label"], "step": steps,
-                    "time_s": [sum(t for _, t in per_step[s]) / len(per_step[s]) for s in steps],
-                    "mean": [sum(y) / len(y) for y in ys], "min": [min(y) for y in ys],
-                    "max": [max(y) for y in ys]})
+        out.append(
+            {
+                "label": row["label"],
+                "step": steps,
+                "time_s": [sum(t for _, t in per_step[s]) / len(per_step[s]) for s in steps],
+                "mean": [sum(y) / len(y) for y in ys],
+                "min": [min(y) for y in ys],
+                "max": [max(y) for y in ys],
+            }
+        )
     return out
 
 
 def _figure(figsize):
     from matplotlib.figure import Figure  # no pyplot: no global state, Agg canvas
+
     return Figure(figsize=figsize, layout="constrained")
 
 
 def _colors(n: int):
     from matplotlib import colormaps
+
     cmap = colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -651,16 +792,29 @@ def plot_params(report: dict, path: str) -> None:
     for row, color in zip(rows, _colors(len(rows))):
         s = row["metrics"][primary]
         x, y = row["num_params"]["mean"], s["mean"] * scale
-        ax.errorbar([x], [y], yerr=[(s["std"] or 0.0) * scale], fmt="o", color=color,
-                    capsize=3, label=f"{row['label']} (n={s['n']})")
-        ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, 5),
-                    fontsize="x-small")
+        ax.errorbar(
+            [x],
+            [y],
+            yerr=[(s["std"] or 0.0) * scale],
+            fmt="o",
+            color=color,
+            capsize=3,
+            label=f"{row['label']} (n={s['n']})",
+        )
+        ax.annotate(
+            row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize="x-small"
+        )
     if report["reference"] == "hello_edge":
         for name, acc in HELLO_EDGE.items():
             ax.axhline(acc, color="grey", linestyle=":", linewidth=0.8)
-            ax.annotate(f"Hello Edge {name} (Speech Commands)", (0.01, acc),
-                        xycoords=("axes fraction", "data"), fontsize="xx-small", color="grey",
-                        va="bottom")
+            ax.annotate(
+                f"Hello Edge {name} (Speech Commands)",
+                (0.01, acc),
+                xycoords=("axes fraction", "data"),
+                fontsize="xx-small",
+                color="grey",
+                va="bottom",
+            )
     if rows:
         ax.set_xscale("log")
         ax.legend(fontsize="x-small", loc="best")
@@ -675,10 +829,12 @@ def plot_params(report: dict, path: str) -> None:
 
 # ----------------------------------------------------------------------------- writing
 
+
 def _tmp_beside(path: str, suffix: str) -> tuple[int, str]:
     """A temp file in `path`'s directory (so the rename is atomic), readable like any output."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-",
-                               suffix=suffix)
+    fd, tmp = tempfile.mkstemp(
+        dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=suffix
+    )
     os.fchmod(fd, 0o644)  # mkstemp makes 0600
     return fd, tmp
 
@@ -714,18 +870,34 @@ def _savefig_atomic(fig, path: str) -> None:
 
 
 def output_paths(out: str) -> dict[str, str]:
-    return {"md": out + ".md", "csv": out + ".csv", "json": out + ".json",
-            "curves": out + "_curves.png", "params": out + "_params.png"}
+    return {
+        "md": out + ".md",
+        "csv": out + ".csv",
+        "json": out + ".json",
+        "curves": out + "_curves.png",
+        "params": out + "_params.png",
+    }
 
 
-def make_report(sweep_dir: str, out: str, *, reference: str | None = None,
-                report_command: str | None = None, reproduce_command: str | None = None) -> dict:
+def make_report(
+    sweep_dir: str,
+    out: str,
+    *,
+    reference: str | None = None,
+    report_command: str | None = None,
+    reproduce_command: str | None = None,
+) -> dict:
     """Reads `sweep_dir`, writes `out`.{md,csv,json} and `out`_{curves,params}.png; returns the
     report dict (its "warnings" list names runs without results)."""
     sweep = load_sweep(sweep_dir)
     report = aggregate(sweep, reference)
-    report.update(out=out, report_command=report_command, reproduce_command=reproduce_command,
-                  environment=environment(), files=output_paths(out))
+    report.update(
+        out=out,
+        report_command=report_command,
+        reproduce_command=reproduce_command,
+        environment=environment(),
+        files=output_paths(out),
+    )
     paths = report["files"]
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     plot_curves(sweep, report, paths["curves"])
