@@ -122,7 +122,11 @@ def _last_line(path: str) -> str:
 
 
 def _load_run(sweep_dir: str, name: str, workdir: str, overrides: dict, state: str) -> Run:
+    # sweep.json may name the workdir absolutely, relative to the sweep dir, or relative to the
+    # directory the sweep was launched from; runs always live directly in the sweep dir.
     path = workdir if os.path.isabs(workdir) else os.path.join(sweep_dir, workdir)
+    if not os.path.isdir(path):
+        path = os.path.join(sweep_dir, os.path.basename(os.path.normpath(workdir)))
     run = Run(name=name, workdir=path, overrides=dict(overrides), state="missing")
     cfg = os.path.join(path, "config.json")
     if os.path.exists(cfg):

@@ -353,3 +353,16 @@ def test_smoke_grid_keeps_first_configurations_and_seeds():
     assert reproduce.smoke_grid(grid) == [{"c": "a", "seed": 0}, {"c": "a", "seed": 1},
                                           {"c": "b", "seed": 0}, {"c": "b", "seed": 1}]
     assert reproduce.smoke_grid([{"c": "d"}, {"c": "e"}, {"c": "f"}]) == [{"c": "d"}, {"c": "e"}]
+
+
+def test_workdirs_named_relative_to_the_launch_directory(tmp_path):
+    """The sweep runner records workdirs as it was given them (e.g. runs/kws_cells/<name>,
+    relative to where it was launched); the report still finds every run in the sweep dir."""
+    sweep_dir = kws_sweep(tmp_path, with_failures=False)
+    spec = json.load(open(os.path.join(sweep_dir, "sweep.json")))
+    for run in spec["runs"]:
+        run["workdir"] = os.path.join("runs", "kws_cells", run["name"])
+    _write(os.path.join(sweep_dir, "sweep.json"), spec)
+    rep = report.make_report(sweep_dir, str(tmp_path / "out" / "kws_cells"))
+    assert rep["warnings"] == []
+    assert _row(rep, "lstm")["n"] == 3 and _row(rep, "gru")["n"] == 3
