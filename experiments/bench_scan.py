@@ -33,6 +33,8 @@ import statistics
 import sys
 import time
 
+from rnnbench.report import cpu_model
+
 DEFAULT_T = (100, 300, 1000, 3000, 16000)
 DEFAULT_CELLS = ("mingru", "minlstm", "lru", "lstm", "gru")
 PARALLEL_CAPABLE = ("mingru", "minlstm", "lru")
@@ -44,15 +46,6 @@ def default_repeats(T: int) -> int:
     return 15 if T <= 300 else 9 if T <= 1000 else 5 if T <= 3000 else 3
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict:

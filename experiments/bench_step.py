@@ -37,13 +37,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
 
 from rnnbench import hugepages
+from rnnbench.report import cpu_model
 
 
 SHAPES = {
@@ -236,15 +236,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # ----------------------------------------------------------------------------- main
