@@ -5,12 +5,11 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from rnnbench.data import load
 from rnnbench.data.__main__ import describe, main
-from test_data_speech_commands import WORDS, make_speech_commands
+from test_data_speech_commands import make_speech_commands
 
 FSDD = os.environ.get("RNNBENCH_FSDD_DIR")
 
