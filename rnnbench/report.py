@@ -794,9 +794,10 @@ def plot_params(report: dict, path: str) -> None:
     primary = report["primary_metric"]
     scale = dict((m, s) for m, _, s in METRICS[report["task"]])[primary]
     header = dict((m, h) for m, h, _ in METRICS[report["task"]])[primary]
-    fig = _figure((7, 5))
-    ax = fig.subplots()
     rows = [r for r in report["rows"] if r["metrics"][primary]["n"] and r["num_params"]["n"]]
+    crowded = len(rows) > 6  # then the legend names the points, outside the axes
+    fig = _figure((10, 5) if crowded else (7, 5))
+    ax = fig.subplots()
     for row, color in zip(rows, _colors(len(rows))):
         s = row["metrics"][primary]
         x, y = row["num_params"]["mean"], s["mean"] * scale
@@ -809,9 +810,10 @@ def plot_params(report: dict, path: str) -> None:
             capsize=3,
             label=f"{row['label']} (n={s['n']})",
         )
-        ax.annotate(
-            row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize="x-small"
-        )
+        if not crowded:
+            ax.annotate(
+                row["label"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize="x-small"
+            )
     if report["reference"] == "hello_edge":
         for name, acc in HELLO_EDGE.items():
             ax.axhline(acc, color="grey", linestyle=":", linewidth=0.8)
@@ -825,7 +827,10 @@ def plot_params(report: dict, path: str) -> None:
             )
     if rows:
         ax.set_xscale("log")
-        ax.legend(fontsize="x-small", loc="best")
+        if crowded:
+            ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+        else:
+            ax.legend(fontsize="x-small", loc="best")
     else:
         ax.text(0.5, 0.5, "no finished runs", transform=ax.transAxes, ha="center")
     ax.set_xlabel("parameters")
