@@ -58,10 +58,12 @@ class Adding:
         second = jax.random.randint(k2, (batch_size,), half, t)
         steps = jnp.arange(t)[None, :]
         markers = ((steps == first[:, None]) | (steps == second[:, None])).astype(jnp.float32)
-        return {"inputs": jnp.stack([values, markers], axis=-1),
-                "lengths": jnp.full((batch_size,), t, jnp.int32),
-                "weights": jnp.ones((batch_size,), jnp.float32),
-                "targets": (values * markers).sum(axis=1)}
+        return {
+            "inputs": jnp.stack([values, markers], axis=-1),
+            "lengths": jnp.full((batch_size,), t, jnp.int32),
+            "weights": jnp.ones((batch_size,), jnp.float32),
+            "targets": (values * markers).sum(axis=1),
+        }
 
 
 def _one_hot_check(name: str, **ints) -> None:
@@ -70,8 +72,27 @@ def _one_hot_check(name: str, **ints) -> None:
             raise ValueError(f"{name}: {k} must be an int >= {lo}, got {v!r}")
 
 
+class _SymbolRecall:
+    """Shared by the recall tasks: one-hot inputs over the symbols plus noise and delimiter,
+    per-step logits over the symbols, baseline log(num_symbols) (uniform guessing)."""
+
+    num_symbols: int
+
+    @property
+    def num_inputs(self) -> int:
+        return self.num_symbols + 2
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_symbols
+
+    @property
+    def baseline(self) -> float:
+        return math.log(self.num_symbols)
+
+
 @dataclasses.dataclass(frozen=True)
-class CopyMemory:
+class CopyMemory(_SymbolRecall):
     """Copy memory (Arjovsky, Shah & Bengio 2016): remember 10 symbols across T blanks.
 
     Inputs, one-hot over `num_symbols + 2` categories (symbols 0..7, blank 8, delimiter 9), total
@@ -95,20 +116,12 @@ class CopyMemory:
     task: str = "tag"
 
     def __post_init__(self):
-        _one_hot_check("copy", length=(self.length, 0), copy_len=(self.copy_len, 1),
-                       num_symbols=(self.num_symbols, 2))
-
-    @property
-    def num_inputs(self) -> int:
-        return self.num_symbols + 2
-
-    @property
-    def num_outputs(self) -> int:
-        return self.num_symbols
-
-    @property
-    def baseline(self) -> float:
-        return math.log(self.num_symbols)
+        _one_hot_check(
+            "copy",
+            length=(self.length, 0),
+            copy_len=(self.copy_len, 1),
+            num_symbols=(self.num_symbols, 2),
+        )
 
     @property
     def seq_len(self) -> int:
@@ -120,16 +133,19 @@ class CopyMemory:
         symbols = jax.random.randint(key, (batch_size, n), 0, self.num_symbols)
         tokens = jnp.full((batch_size, total), blank, jnp.int32)
         tokens = tokens.at[:, :n].set(symbols).at[:, n + t].set(delim)
-        targets = jnp.zeros((batch_size, total), jnp.int32).at[:, n + t:].set(symbols)
-        mask = jnp.zeros((batch_size, total), jnp.float32).at[:, n + t:].set(1.0)
-        return {"inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
-                "lengths": jnp.full((batch_size,), total, jnp.int32),
-                "weights": jnp.ones((batch_size,), jnp.float32),
-                "targets": targets, "target_mask": mask}
+        targets = jnp.zeros((batch_size, total), jnp.int32).at[:, n + t :].set(symbols)
+        mask = jnp.zeros((batch_size, total), jnp.float32).at[:, n + t :].set(1.0)
+        return {
+            "inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
+            "lengths": jnp.full((batch_size,), total, jnp.int32),
+            "weights": jnp.ones((batch_size,), jnp.float32),
+            "targets": targets,
+            "target_mask": mask,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
-class SelectiveCopy:
+class SelectiveCopy(_SymbolRecall):
     """Selective copying (Gu & Dao 2023, the Mamba paper): `num_tokens` symbols scattered at
     random positions among noise tokens, then recall them in order of appearance.
 
@@ -149,23 +165,14 @@ class SelectiveCopy:
     task: str = "tag"
 
     def __post_init__(self):
-        _one_hot_check("selective", num_tokens=(self.num_tokens, 1),
-                       num_symbols=(self.num_symbols, 2))
+        _one_hot_check(
+            "selective", num_tokens=(self.num_tokens, 1), num_symbols=(self.num_symbols, 2)
+        )
         if not isinstance(self.length, int) or self.length < self.num_tokens:
-            raise ValueError(f"selective: length must be an int >= num_tokens "
-                             f"({self.num_tokens}), got {self.length!r}")
-
-    @property
-    def num_inputs(self) -> int:
-        return self.num_symbols + 2
-
-    @property
-    def num_outputs(self) -> int:
-        return self.num_symbols
-
-    @property
-    def baseline(self) -> float:
-        return math.log(self.num_symbols)
+            raise ValueError(
+                f"selective: length must be an int >= num_tokens "
+                f"({self.num_tokens}), got {self.length!r}"
+            )
 
     @property
     def seq_len(self) -> int:
@@ -176,22 +183,29 @@ class SelectiveCopy:
         noise, delim = self.num_symbols, self.num_symbols + 1
         k_pos, k_sym = jax.random.split(key)
         # n distinct positions per row, in increasing order: the n smallest of T uniform keys
-        pos = jnp.sort(jnp.argsort(jax.random.uniform(k_pos, (batch_size, t)), axis=1)[:, :n],
-                       axis=1)
+        pos = jnp.sort(
+            jnp.argsort(jax.random.uniform(k_pos, (batch_size, t)), axis=1)[:, :n], axis=1
+        )
         symbols = jax.random.randint(k_sym, (batch_size, n), 0, self.num_symbols)
         rows = jnp.arange(batch_size)[:, None]
         tokens = jnp.full((batch_size, total), noise, jnp.int32)
         tokens = tokens.at[rows, pos].set(symbols).at[:, t].set(delim)
         targets = jnp.zeros((batch_size, total), jnp.int32).at[:, t:].set(symbols)
         mask = jnp.zeros((batch_size, total), jnp.float32).at[:, t:].set(1.0)
-        return {"inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
-                "lengths": jnp.full((batch_size,), total, jnp.int32),
-                "weights": jnp.ones((batch_size,), jnp.float32),
-                "targets": targets, "target_mask": mask}
+        return {
+            "inputs": jax.nn.one_hot(tokens, self.num_inputs, dtype=jnp.float32),
+            "lengths": jnp.full((batch_size,), total, jnp.int32),
+            "weights": jnp.ones((batch_size,), jnp.float32),
+            "targets": targets,
+            "target_mask": mask,
+        }
 
 
-TASKS: dict[str, Callable[..., object]] = {"adding": Adding, "copy": CopyMemory,
-                                           "selective": SelectiveCopy}
+TASKS: dict[str, Callable[..., object]] = {
+    "adding": Adding,
+    "copy": CopyMemory,
+    "selective": SelectiveCopy,
+}
 
 
 def make(name: str, **params):
