@@ -46,8 +46,6 @@ def default_repeats(T: int) -> int:
     return 15 if T <= 300 else 9 if T <= 1000 else 5 if T <= 3000 else 3
 
 
-
-
 def machine_info() -> dict:
     import jax
     import flax
@@ -270,69 +268,51 @@ def markdown(report) -> str:
             "are more reliable than absolute times because repeats are interleaved.",
             "",
         ]
-    lines += [
-        "## Median ms per train step",
-        "",
-        "| T | " + " | ".join(vs) + " |",
-        "|---:|" + "---:|" * len(vs),
-    ]
-    for T in Ts:
-        lines.append(
-            f"| {T} | "
-            + " | ".join(_fmt_ms(by[(v, T)]["step_ms_median"]) if (v, T) in by else "" for v in vs)
-            + " |"
-        )
+
+    def table(title, columns, cell):
+        """A Markdown table with one row per T; `cell(column, T)` gives the text ("" if absent)."""
+        rows = [
+            "",
+            f"## {title}",
+            "",
+            "| T | " + " | ".join(columns) + " |",
+            "|---:|" + "---:|" * len(columns),
+        ]
+        return rows + [f"| {T} | " + " | ".join(cell(c, T) for c in columns) + " |" for T in Ts]
+
+    def have(*keys):
+        return all(k in by for k in keys)
+
+    lines += table(
+        "Median ms per train step",
+        vs,
+        lambda v, T: _fmt_ms(by[(v, T)]["step_ms_median"]) if have((v, T)) else "",
+    )[1:]
     pairs = [c for c in PARALLEL_CAPABLE if f"{c}-seq" in vs and f"{c}-par" in vs]
     if pairs:
-        lines += [
-            "",
-            "## par / seq step-time ratio (> 1: the parallel form is slower)",
-            "",
-            "| T | " + " | ".join(pairs) + " |",
-            "|---:|" + "---:|" * len(pairs),
-        ]
-        for T in Ts:
-            lines.append(
-                f"| {T} | "
-                + " | ".join(
-                    f"{by[(p + '-par', T)]['step_ms_median'] / by[(p + '-seq', T)]['step_ms_median']:.2f}"
-                    if (p + "-par", T) in by and (p + "-seq", T) in by
-                    else ""
-                    for p in pairs
-                )
-                + " |"
-            )
-    lines += [
-        "",
-        "## Compile time of the step (s)",
-        "",
-        "| T | " + " | ".join(vs) + " |",
-        "|---:|" + "---:|" * len(vs),
-    ]
-    for T in Ts:
-        lines.append(
-            f"| {T} | "
-            + " | ".join(f"{by[(v, T)]['compile_s']:.1f}" if (v, T) in by else "" for v in vs)
-            + " |"
-        )
-    lines += [
-        "",
-        "## XLA temp memory of the step (MiB; `compiled.memory_analysis()`)",
-        "",
-        "| T | " + " | ".join(vs) + " |",
-        "|---:|" + "---:|" * len(vs),
-    ]
-    for T in Ts:
-        lines.append(
-            f"| {T} | "
-            + " | ".join(
-                f"{by[(v, T)]['memory'].get('temp_size_in_bytes', float('nan')) / 2**20:,.1f}"
-                if (v, T) in by
+        lines += table(
+            "par / seq step-time ratio (> 1: the parallel form is slower)",
+            pairs,
+            lambda p, T: (
+                f"{by[(p + '-par', T)]['step_ms_median'] / by[(p + '-seq', T)]['step_ms_median']:.2f}"
+                if have((p + "-par", T), (p + "-seq", T))
                 else ""
-                for v in vs
-            )
-            + " |"
+            ),
         )
+    lines += table(
+        "Compile time of the step (s)",
+        vs,
+        lambda v, T: f"{by[(v, T)]['compile_s']:.1f}" if have((v, T)) else "",
+    )
+    lines += table(
+        "XLA temp memory of the step (MiB; `compiled.memory_analysis()`)",
+        vs,
+        lambda v, T: (
+            f"{by[(v, T)]['memory'].get('temp_size_in_bytes', float('nan')) / 2**20:,.1f}"
+            if have((v, T))
+            else ""
+        ),
+    )
     lines.append("")
     return "\n".join(lines)
 
