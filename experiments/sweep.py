@@ -26,8 +26,10 @@ _WANDB = flags.DEFINE_enum("wandb", "offline", ["online", "offline", "disabled"]
                            "W&B mode of the runs (local and submitit backends).")
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "wandb", "submitit"],
                              "Where runs execute.")
-_VMAP_SEEDS = flags.DEFINE_bool("vmap_seeds", True, "Train runs that differ only in `seed` "
-                                "together, as one compiled program in one subprocess.")
+_VMAP_SEEDS = flags.DEFINE_enum("vmap_seeds", "auto", ["auto", "true", "false"],
+                                "Train runs that differ only in `seed` together, as one compiled "
+                                "program in one subprocess (auto: with a GPU/TPU; on a CPU-only "
+                                "machine one run per subprocess measured faster).")
 _OVERRIDE = flags.DEFINE_multi_string("override", [], "key=value applied to every run, e.g. "
                                       "--override num_steps=500 (repeatable).")
 _PIN = flags.DEFINE_enum("pin", "auto", ["auto", "true", "false"], "Pin each local subprocess to "
@@ -64,8 +66,9 @@ def main(argv):
     from rnnbench import sweep
     try:
         s = sweep.resolve(_CONFIG.value, _SWEEP.value, _WORKDIR.value, _OVERRIDE.value)
+        vmap_seeds = None if _VMAP_SEEDS.value == "auto" else _VMAP_SEEDS.value == "true"
         if _DRY_RUN.value:
-            sweep.dry_run(s, _VMAP_SEEDS.value, _WANDB.value)
+            sweep.dry_run(s, vmap_seeds, _WANDB.value)
             return 0
         if _BACKEND.value == "wandb":
             paths = sweep.wandb_sweep_files(s)
@@ -75,7 +78,7 @@ def main(argv):
             return 0
         pin = None if _PIN.value == "auto" else _PIN.value == "true"
         failed = sweep.run_sweep(
-            s, parallel=_PARALLEL.value, vmap_seeds=_VMAP_SEEDS.value, wandb_mode=_WANDB.value,
+            s, parallel=_PARALLEL.value, vmap_seeds=vmap_seeds, wandb_mode=_WANDB.value,
             backend=_BACKEND.value, pin=pin, progress=not _QUIET.value,
             submitit_cluster=_CLUSTER.value, submitit_params=_params(_SUBMITIT_PARAM.value))
     except sweep.SweepError as e:

@@ -342,11 +342,26 @@ def cpu_slots(parallel: int, pin: bool) -> list[set[int] | None]:
     return [set(cores[(i * k) % len(cores):][:k]) for i in range(parallel)]
 
 
+def cpu_only() -> bool:
+    """True unless $JAX_PLATFORMS names an accelerator or, when unset, a GPU/TPU device node
+    exists (checked without importing jax in the runner)."""
+    platforms = os.environ.get("JAX_PLATFORMS", "")
+    if platforms:
+        return not any(p in platforms for p in ("cuda", "gpu", "rocm", "tpu"))
+    return not any(map(os.path.exists, ("/dev/nvidia0", "/dev/kfd", "/dev/accel0")))
+
+
 def should_pin(parallel: int) -> bool:
     """Default: pin when several runs share a CPU-only machine."""
-    platforms = os.environ.get("JAX_PLATFORMS", "")
-    gpu = os.path.exists("/dev/nvidia0") or any(p in platforms for p in ("cuda", "gpu", "tpu"))
-    return parallel > 1 and not gpu and hasattr(os, "sched_setaffinity")
+    return parallel > 1 and cpu_only() and hasattr(os, "sched_setaffinity")
+
+
+def should_vmap_seeds() -> bool:
+    """Default of `vmap_seeds`: on with an accelerator, off on a CPU-only machine. On the 2-core
+    CPU here one vmapped program of 3 seeds had 0.90-0.93x the throughput of 3 single runs
+    (single-threaded, huge pages; results/perf.md), and single runs also spread more evenly over
+    `--parallel` processes."""
+    return not cpu_only()
 
 
 def _preexec(cores: set[int] | None):
@@ -505,7 +520,11 @@ class SubmititLauncher:
 
 # ----------------------------------------------------------------------------- the runner
 
-def dry_run(s: Sweep, vmap_seeds: bool, wandb_mode: str = "offline", out=sys.stdout) -> None:
+def dry_run(s: Sweep, vmap_seeds: bool | None = None, wandb_mode: str = "offline",
+            out=sys.stdout) -> None:
+    """Prints the runs, their overrides and the first command; `vmap_seeds=None`: the default of
+    this machine (`should_vmap_seeds`)."""
+    vmap_seeds = should_vmap_seeds() if vmap_seeds is None else vmap_seeds
     done = {r.name for r in s.runs if State.finished(r)}
     units = make_units([r for r in s.runs if r.name not in done], vmap_seeds)
     print(f"sweep {s.name!r} of {s.config_arg}: {len(s.runs)} runs, {len(done)} done, "
@@ -536,11 +555,13 @@ def _lock(sweep_dir: str):
     return f
 
 
-def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool = True,
+def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
               wandb_mode: str = "offline", backend: str = "local", pin: bool | None = None,
               progress: bool = True, submitit_cluster: str | None = None,
               submitit_params: dict | None = None) -> int:
-    """Runs every unfinished run of `s`; returns the number of failed runs."""
+    """Runs every unfinished run of `s`; returns the number of failed runs. `vmap_seeds=None`:
+    the default of this machine (`should_vmap_seeds`)."""
+    vmap_seeds = should_vmap_seeds() if vmap_seeds is None else vmap_seeds
     if parallel < 1:
         raise SweepError(f"--parallel must be >= 1, got {parallel}")
     os.makedirs(s.sweep_dir, exist_ok=True)

@@ -169,12 +169,28 @@ def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache
     assert r.returncode == 2 and "holds a different sweep" in r.stderr
 
 
+def test_vmap_seeds_default_follows_the_platform(monkeypatch):
+    # CPU only (JAX_PLATFORMS decides when set): one run per subprocess, measured faster here
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    assert sw.cpu_only() and not sw.should_vmap_seeds() and sw.should_pin(2)
+    monkeypatch.setenv("JAX_PLATFORMS", "cuda,cpu")
+    assert not sw.cpu_only() and sw.should_vmap_seeds() and not sw.should_pin(2)
+
+
+def test_dry_run_without_vmap_lists_one_subprocess_per_run(config_file, tmp_path, cache_dir):
+    r = _cli([f"--config={config_file}:lstm", "--sweep=big", f"--workdir={tmp_path / 'd'}",
+              "--dry_run", "--vmap_seeds=false"], cache_dir)
+    assert r.returncode == 0, r.stderr
+    assert "12 runs, 0 done, 12 subprocess(es) to start;" in r.stdout
+    assert "--seeds" not in r.stdout and "--config.seed=0" in r.stdout
+
+
 def test_dry_run_prints_runs_without_training(config_file, tmp_path, cache_dir):
     d = tmp_path / "dry"
     r = _cli([f"--config={config_file}:lstm", "--sweep=big", f"--workdir={d}", "--dry_run",
-              "--override=num_steps=2"], cache_dir)
+              "--override=num_steps=2", "--vmap_seeds=true"], cache_dir)
     assert r.returncode == 0, r.stderr
-    assert "12 runs, 0 done, 4 subprocess(es)" in r.stdout
+    assert "12 runs, 0 done, 4 subprocess(es) to start (seeds vmapped)" in r.stdout
     assert "cell=gru,hidden=16,seed=2" in r.stdout and "model.cell=gru model.hidden=16" in r.stdout
     assert "every run: num_steps=2" in r.stdout and "--seeds=0,1,2" in r.stdout
     assert not d.exists()
@@ -233,7 +249,7 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     d = str(tmp_path / "four")
     # seed=0 and seed=1 train as one vmapped subprocess, hidden=12 alone, broken alone
     args = [f"--config={config_file}", "--sweep=four", f"--workdir={d}", "--parallel=2",
-            "--wandb=disabled"]
+            "--wandb=disabled", "--vmap_seeds=true"]
     env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
