@@ -5,10 +5,17 @@
 Times the real train step of `experiments/configs/kws.py:lstm` (features, model, loss, Adam) on
 random 1-second audio batches: N models stacked on a leading axis and `jax.vmap`-ed in ONE jitted
 program, against the single-model program run N times. Repeats are interleaved; prints medians and
-the ratio vmapped / sequential throughput (> 1: one program is faster).
+the ratio vmapped / sequential throughput (> 1: one program is faster), and the minor page faults
+of each (getrusage). The sweep runner's setting is one pinned single-threaded process:
+
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+      taskset -c 0 python -m experiments.bench_seeds --models=3
+  GLIBC_TUNABLES=glibc.malloc.hugetlb=0 ...   # without huge pages
 """
 
 import argparse
+import os
+import resource
 import statistics
 import time
 
@@ -39,7 +46,12 @@ def main():
              "weights": np.ones((64,), np.float32)}
     stacked = {k: np.stack([v] * n) for k, v in batch.items()}
     print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, batch 64 "
-          f"per model, T=101 frames (51 after the stride-2 front-end)")
+          f"per model, T=101 frames (51 after the stride-2 front-end), "
+          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
     for hidden in [int(h) for h in args.hidden.split(",")]:
         config = kws.get_config("lstm")
         config.model.hidden = hidden
@@ -53,20 +65,24 @@ def main():
             single_state, m = single(single_state, batch)
             states, mm = many(states, stacked)
         jax.block_until_ready((m, mm))
-        t_seq, t_vmap = [], []
+        t_seq, t_vmap, f_seq, f_vmap = [], [], [], []
         for _ in range(args.repeats):
-            t0 = time.perf_counter()
+            f0, t0 = faults(), time.perf_counter()
             for _ in range(n):
                 single_state, m = single(single_state, batch)
             jax.block_until_ready(m)
             t_seq.append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
+            f_seq.append(faults() - f0)
+            f0, t0 = faults(), time.perf_counter()
             states, mm = many(states, stacked)
             jax.block_until_ready(mm)
             t_vmap.append(time.perf_counter() - t0)
+            f_vmap.append(faults() - f0)
         seq, vm = statistics.median(t_seq), statistics.median(t_vmap)
-        print(f"H={hidden:4d}: {n} sequential steps {seq * 1e3:7.1f} ms | one vmapped step of "
-              f"{n} models {vm * 1e3:7.1f} ms | vmapped/sequential throughput {seq / vm:.2f}x")
+        print(f"H={hidden:4d}: {n} sequential steps {seq * 1e3:7.1f} ms "
+              f"({statistics.median(f_seq):.0f} faults) | one vmapped step of {n} models "
+              f"{vm * 1e3:7.1f} ms ({statistics.median(f_vmap):.0f} faults) | "
+              f"vmapped/sequential throughput {seq / vm:.2f}x")
 
 
 if __name__ == "__main__":
