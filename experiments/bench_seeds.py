@@ -11,6 +11,8 @@ of each (getrusage). The sweep runner's setting is one pinned single-threaded pr
   XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
       taskset -c 0 python -m experiments.bench_seeds --models=3
   GLIBC_TUNABLES=glibc.malloc.hugetlb=0 ...   # without huge pages
+  ... --frontend=0                            # no conv front-end: the LSTM runs 101 steps
+  ... --part=recurrence                       # only the fused LSTM recurrence, fwd + bwd
 """
 
 import argparse
@@ -22,11 +24,55 @@ import time
 from rnnbench import hugepages
 
 
+def side_by_side(single, single_args, many, many_args, n: int, repeats: int):
+    """Medians of (N calls of `single`, one call of `many`), interleaved, with minor page faults.
+
+    `single` returns (new first argument, outputs); it is threaded through its N calls, as a train
+    state is. Returns (t_seq, faults_seq, t_vmap, faults_vmap)."""
+    import jax
+
+    def faults():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+    first, rest = single_args[0], single_args[1:]
+    many_first, many_rest = many_args[0], many_args[1:]
+    for _ in range(2):  # compile + warm up
+        first, out = single(first, *rest)
+        many_first, many_out = many(many_first, *many_rest)
+    jax.block_until_ready((out, many_out))
+    t_seq, t_vmap, f_seq, f_vmap = [], [], [], []
+    for _ in range(repeats):
+        f0, t0 = faults(), time.perf_counter()
+        for _ in range(n):
+            first, out = single(first, *rest)
+        jax.block_until_ready(out)
+        t_seq.append(time.perf_counter() - t0)
+        f_seq.append(faults() - f0)
+        f0, t0 = faults(), time.perf_counter()
+        many_first, many_out = many(many_first, *many_rest)
+        jax.block_until_ready(many_out)
+        t_vmap.append(time.perf_counter() - t0)
+        f_vmap.append(faults() - f0)
+    med = statistics.median
+    return med(t_seq), med(f_seq), med(t_vmap), med(f_vmap)
+
+
+def report(label: str, n: int, seq, f_seq, vm, f_vmap) -> None:
+    print(f"{label}: {n} sequential {seq * 1e3:7.1f} ms ({f_seq:.0f} faults) | one vmapped of "
+          f"{n} {vm * 1e3:7.1f} ms ({f_vmap:.0f} faults) | vmapped/sequential throughput "
+          f"{seq / vm:.2f}x", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--hidden", default="64,256")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--frontend", type=int, default=64,
+                        help="conv front-end channels of the step (0: LSTM on all 101 frames)")
+    parser.add_argument("--part", choices=["step", "recurrence"], default="step",
+                        help="the whole train step, or only the fused LSTM recurrence (forward + "
+                        "backward, T=51, batch 64) of rnnbench/fused.py")
     args = parser.parse_args()
 
     import jax
@@ -35,54 +81,46 @@ def main():
 
     from experiments.configs import kws
     from rnnbench import data as data_lib
-    from rnnbench import train
+    from rnnbench import fused, train
 
     n = args.models
     rng = np.random.default_rng(0)
-    fake = data_lib.Dataset("fake", "classify", [str(i) for i in range(12)], {})
-    batch = {"audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
-             "audio_lengths": np.full((64,), 16000, np.int32),
-             "labels": rng.integers(0, 12, 64).astype(np.int32),
-             "weights": np.ones((64,), np.float32)}
-    stacked = {k: np.stack([v] * n) for k, v in batch.items()}
-    print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, batch 64 "
-          f"per model, T=101 frames (51 after the stride-2 front-end), "
+    print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, "
+          f"part={args.part}, batch 64 per model, frontend={args.frontend}, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
-
-    def faults():
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
     for hidden in [int(h) for h in args.hidden.split(",")]:
+        if args.part == "recurrence":
+            T = 51
+            xp = jnp.asarray(rng.normal(size=(n, T, 64, 4 * hidden)), jnp.float32)
+            w = jnp.asarray(rng.normal(size=(n, hidden, 4 * hidden)) * 0.1, jnp.float32)
+            h0 = jnp.zeros((n, 64, hidden))
+
+            def grads(w, xp, h0):
+                def loss(w, xp):
+                    ys, _ = fused.lstm_recurrence(w, xp, h0, h0)
+                    return jnp.sum(ys ** 2)
+                dw, dxp = jax.grad(loss, argnums=(0, 1))(w, xp)
+                return w - 1e-3 * dw, dxp
+
+            res = side_by_side(jax.jit(grads), (w[0], xp[0], h0[0]), jax.jit(jax.vmap(grads)),
+                               (w, xp, h0), n, args.repeats)
+            report(f"H={hidden:4d} recurrence", n, *res)
+            continue
+        fake = data_lib.Dataset("fake", "classify", [str(i) for i in range(12)], {})
+        batch = {"audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
+                 "audio_lengths": np.full((64,), 16000, np.int32),
+                 "labels": rng.integers(0, 12, 64).astype(np.int32),
+                 "weights": np.ones((64,), np.float32)}
+        stacked = {k: np.stack([v] * n) for k, v in batch.items()}
         config = kws.get_config("lstm")
         config.model.hidden = hidden
+        config.model.frontend.channels = args.frontend
         graphdef, state, tx, _ = train.init_state(config, fake)
         step, _ = train.make_steps(config, graphdef, tx, "classify")
-        single = jax.jit(step)
-        many = jax.jit(jax.vmap(step))
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[state] * n)
-        single_state = state
-        for _ in range(2):  # compile + warm up
-            single_state, m = single(single_state, batch)
-            states, mm = many(states, stacked)
-        jax.block_until_ready((m, mm))
-        t_seq, t_vmap, f_seq, f_vmap = [], [], [], []
-        for _ in range(args.repeats):
-            f0, t0 = faults(), time.perf_counter()
-            for _ in range(n):
-                single_state, m = single(single_state, batch)
-            jax.block_until_ready(m)
-            t_seq.append(time.perf_counter() - t0)
-            f_seq.append(faults() - f0)
-            f0, t0 = faults(), time.perf_counter()
-            states, mm = many(states, stacked)
-            jax.block_until_ready(mm)
-            t_vmap.append(time.perf_counter() - t0)
-            f_vmap.append(faults() - f0)
-        seq, vm = statistics.median(t_seq), statistics.median(t_vmap)
-        print(f"H={hidden:4d}: {n} sequential steps {seq * 1e3:7.1f} ms "
-              f"({statistics.median(f_seq):.0f} faults) | one vmapped step of {n} models "
-              f"{vm * 1e3:7.1f} ms ({statistics.median(f_vmap):.0f} faults) | "
-              f"vmapped/sequential throughput {seq / vm:.2f}x")
+        res = side_by_side(jax.jit(step), (state, batch), jax.jit(jax.vmap(step)),
+                           (states, stacked), n, args.repeats)
+        report(f"H={hidden:4d} train step", n, *res)
 
 
 if __name__ == "__main__":
