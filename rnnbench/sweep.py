@@ -358,7 +358,7 @@ def should_pin(parallel: int) -> bool:
 
 def should_vmap_seeds() -> bool:
     """Default of `vmap_seeds`: on with an accelerator, off on a CPU-only machine. On the 2-core
-    CPU here one vmapped program of 3 seeds had 0.90-0.93x the throughput of 3 single runs
+    CPU here one vmapped program of 3 seeds had 0.92-0.95x the throughput of 3 single runs
     (single-threaded, huge pages; results/perf.md), and single runs also spread more evenly over
     `--parallel` processes."""
     return not cpu_only()
