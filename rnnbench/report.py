@@ -629,7 +629,8 @@ def render_markdown(report: dict) -> str:
     cols = table_columns(report)
     lines.append("| " + " | ".join(cols) + " |")
     lines.append("|" + "|".join("---" for _ in cols) + "|")
-    lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(report)]
+    rows = table_rows(report)
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     lines += [
         "",
         "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
@@ -638,6 +639,9 @@ def render_markdown(report: dict) -> str:
         "those steps. Failed and missing runs are named in their row and left out of the "
         "means.",
     ]
+    n_keys = cols.index("n") if "n" in cols else 0
+    if any(cell == "" for cells in rows for cell in cells[:n_keys]):
+        lines[-1] += " An empty cell in a swept-key column means the config's own value."
     shared = {k: v for k, v in report["run_models_in_program"].items() if int(k) > 1}
     if shared:
         lines[-1] += (
