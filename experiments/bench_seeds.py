@@ -88,6 +88,12 @@ def main():
     print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, "
           f"part={args.part}, batch 64 per model, frontend={args.frontend}, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+    fake = data_lib.Dataset("fake", "classify", [str(i) for i in range(12)], {})
+    batch = {"audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
+             "audio_lengths": np.full((64,), 16000, np.int32),
+             "labels": rng.integers(0, 12, 64).astype(np.int32),
+             "weights": np.ones((64,), np.float32)}
+    stacked = {k: np.stack([v] * n) for k, v in batch.items()}
     for hidden in [int(h) for h in args.hidden.split(",")]:
         if args.part == "recurrence":
             T = 51
@@ -106,12 +112,6 @@ def main():
                                (w, xp, h0), n, args.repeats)
             report(f"H={hidden:4d} recurrence", n, *res)
             continue
-        fake = data_lib.Dataset("fake", "classify", [str(i) for i in range(12)], {})
-        batch = {"audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
-                 "audio_lengths": np.full((64,), 16000, np.int32),
-                 "labels": rng.integers(0, 12, 64).astype(np.int32),
-                 "weights": np.ones((64,), np.float32)}
-        stacked = {k: np.stack([v] * n) for k, v in batch.items()}
         config = kws.get_config("lstm")
         config.model.hidden = hidden
         config.model.frontend.channels = args.frontend
