@@ -33,6 +33,7 @@ import statistics
 import sys
 import time
 
+from rnnbench import atomic
 from rnnbench.report import cpu_model
 
 DEFAULT_T = (100, 300, 1000, 3000, 16000)
@@ -367,16 +368,14 @@ def plot(report, path):
         fontsize=8,
     )
     fig.tight_layout(rect=(0, 0.03, 1, 1))
-    fig.savefig(path, dpi=120)
+    atomic.save_figure(fig, path)
     plt.close(fig)
 
 
 def write_outputs(report, out_dir, final: bool):
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "scan_cost.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(out_dir, "scan_cost.md"), "w") as f:
-        f.write(markdown(report))
+    atomic.write_json(os.path.join(out_dir, "scan_cost.json"), report, indent=1)
+    atomic.write_text(os.path.join(out_dir, "scan_cost.md"), markdown(report))
     if final:
         plot(report, os.path.join(out_dir, "scan_cost.png"))
 

@@ -35,14 +35,13 @@ and gets the same allocator setting.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
 import sys
 import time
 
-from rnnbench import hugepages
+from rnnbench import atomic, hugepages
 from rnnbench.report import cpu_model
 
 
@@ -413,9 +412,7 @@ def main(argv=None):
     print(markdown_table(report))
     print(f"\n# wall time {report['wall_s']:.0f} s")
     if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+        atomic.write_json(args.out, report, indent=1)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import shlex
@@ -42,6 +43,7 @@ if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 
 from experiments.configs import common, longrange as lr_config  # noqa: E402
+from rnnbench import atomic  # noqa: E402
 
 SCAN_COST = "scan_cost.md"
 METRIC = {"adding": ("loss", "test MSE"), "copy": ("accuracy", "recall accuracy"),
@@ -190,15 +192,15 @@ def train_grid(task, lengths, variants, seeds, steps, runs, hidden=0, scan="sequ
 # ----------------------------------------------------------------------------- outputs
 
 def _write_data(out_stem: str, records: list[dict], meta: dict) -> None:
-    with open(out_stem + ".json", "w") as f:
-        json.dump({"meta": meta, "data": records}, f, indent=1, default=float)
-    keys = list(records[0]) if records else []
-    with open(out_stem + ".csv", "w", newline="") as f:
-        w = csv.DictWriter(f, keys)
-        w.writeheader()
-        for r in records:
-            w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
-                        for k, v in r.items()})
+    atomic.write_json(out_stem + ".json", {"meta": meta, "data": records}, indent=1,
+                      default=float)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, list(records[0]) if records else [])
+    w.writeheader()
+    for r in records:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                    for k, v in r.items()})
+    atomic.write_text(out_stem + ".csv", buf.getvalue())
 
 
 def _caption(out_stem: str, title: str, sentences: list[str], meta: dict) -> None:
@@ -214,8 +216,7 @@ def _caption(out_stem: str, title: str, sentences: list[str], meta: dict) -> Non
               f"Setup: {meta['setup']}",
               f"Cost of sequential vs parallel scans vs T: see [{SCAN_COST}]({SCAN_COST}) "
               "(experiments/bench_scan.py)."]
-    with open(out_stem + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    atomic.write_text(out_stem + ".md", "\n".join(lines) + "\n")
 
 
 def summarise(task, rows):
@@ -271,7 +272,7 @@ def plot_length(task, rows, out, meta) -> str:
     ax.legend(fontsize=8)
     stem = os.path.join(out, f"{task}_length")
     fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
+    atomic.save_figure(fig, stem + ".png")
     plt.close(fig)
     _write_data(stem, records, meta)
     label = METRIC[task][1] if METRIC[task][1].startswith("test") else "test " + METRIC[task][1]
@@ -317,7 +318,7 @@ def plot_curves(task, rows, out, meta) -> str:
     ax.legend(fontsize=8)
     stem = os.path.join(out, f"{task}_curves")
     fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
+    atomic.save_figure(fig, stem + ".png")
     plt.close(fig)
     meta = dict(meta, curve_length=l_star)
     _write_data(stem, records, meta)
@@ -376,7 +377,7 @@ def plot_gradflow(task, rows, out, meta, length=None) -> str:
     ax.legend(fontsize=8)
     stem = os.path.join(out, f"{task}_gradflow")
     fig.tight_layout()
-    fig.savefig(stem + ".png", dpi=120)
+    atomic.save_figure(fig, stem + ".png")
     plt.close(fig)
     meta = dict(meta, gradflow_length=length)
     _write_data(stem, records, meta)
@@ -459,13 +460,12 @@ def main(argv=None) -> dict:
         marker = "Wall time of the whole command: "
         i = text.index(marker) + len(marker)
         j = text.index(" s ", i)
-        with open(stem + ".md", "w") as f:
-            f.write(text[:i] + f"{wall:.0f}" + text[j:])
+        atomic.write_text(stem + ".md", text[:i] + f"{wall:.0f}" + text[j:])
     summary = {"rows": rows, "files": [s + ext for s in stems for ext in (".png", ".json",
                                                                          ".csv", ".md")],
                "wall_time_s": wall}
-    with open(os.path.join(args.out, f"{args.task}_runs.json"), "w") as f:
-        json.dump({"meta": dict(meta, wall_time_s=wall), "rows": rows}, f, indent=1)
+    atomic.write_json(os.path.join(args.out, f"{args.task}_runs.json"),
+                      {"meta": dict(meta, wall_time_s=wall), "rows": rows}, indent=1)
     if args.smoke:
         mse = rows[0]["metric"]
         assert mse < 0.08, f"smoke: adding T=50 GRU test MSE {mse:.4f} is not below 0.08"

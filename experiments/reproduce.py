@@ -26,6 +26,7 @@ import sys
 
 from absl import app, flags
 
+from rnnbench import atomic
 from rnnbench import report as report_lib
 
 
@@ -124,7 +125,7 @@ def sweeps():
     return {{{entry.sweep!r}: GRID}}
 '''
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    report_lib.write_text_atomic(path, text)
+    atomic.write_text(path, text)
 
 
 def run_sweep(cmd: list[str]) -> int:

@@ -28,8 +28,9 @@ import os
 import platform
 import shlex
 import subprocess
-import tempfile
 from typing import Any
+
+from rnnbench import atomic
 
 # (key in final.json, table header, display scale, key in validation events of metrics.jsonl)
 METRICS = {
@@ -790,7 +791,7 @@ def plot_curves(sweep: Sweep, report: dict, path: str) -> None:
     else:
         axes[1].legend(fontsize="small", loc="best")
     fig.suptitle(f"{os.path.basename(report['out'])}: mean over seeds, band = min-max")
-    _savefig_atomic(fig, path)
+    atomic.save_figure(fig, path)
 
 
 def plot_params(report: dict, path: str) -> None:
@@ -841,49 +842,10 @@ def plot_params(report: dict, path: str) -> None:
     ax.set_ylabel(header)
     ax.grid(alpha=0.3, which="both")
     ax.set_title(f"{os.path.basename(report['out'])}: {primary} against model size")
-    _savefig_atomic(fig, path)
+    atomic.save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------------- writing
-
-
-def _tmp_beside(path: str, suffix: str) -> tuple[int, str]:
-    """A temp file in `path`'s directory (so the rename is atomic), readable like any output."""
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-", suffix=suffix
-    )
-    os.fchmod(fd, 0o644)  # mkstemp makes 0600
-    return fd, tmp
-
-
-def write_text_atomic(path: str, text: str) -> None:
-    """Writes `text` to a temp file beside `path`, then renames it over `path`."""
-    fd, tmp = _tmp_beside(path, os.path.splitext(path)[1])
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Strict JSON (no NaN), written atomically like `write_text_atomic`."""
-    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=False, default=str) + "\n")
-
-
-def _savefig_atomic(fig, path: str) -> None:
-    fd, tmp = _tmp_beside(path, ".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def output_paths(out: str) -> dict[str, str]:
@@ -919,7 +881,7 @@ def make_report(
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     plot_curves(sweep, report, paths["curves"])
     plot_params(report, paths["params"])
-    write_text_atomic(paths["csv"], render_csv(report))
-    write_json_atomic(paths["json"], report)
-    write_text_atomic(paths["md"], render_markdown(report))
+    atomic.write_text(paths["csv"], render_csv(report))
+    atomic.write_json(paths["json"], report, strict=True)
+    atomic.write_text(paths["md"], render_markdown(report))
     return report

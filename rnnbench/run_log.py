@@ -9,28 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from typing import Any
 
 import ml_collections
 
+from rnnbench import atomic
+
 WANDB_MODES = ("online", "offline", "disabled")
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-    """Writes JSON to a temp file beside `path`, then renames it over `path`."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
@@ -45,7 +31,7 @@ def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> No
             raise ValueError(f"{workdir} holds a run of a different config (differs in "
                              f"{', '.join(diff)}); use a new --workdir or the same config")
         return
-    write_json_atomic(path, current)
+    atomic.write_json(path, current, sort_keys=True)
 
 
 def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -85,7 +71,7 @@ class RunLog:
                 self.wandb = None
 
     def finish(self, final: dict) -> None:
-        write_json_atomic(os.path.join(self.workdir, "final.json"), final)
+        atomic.write_json(os.path.join(self.workdir, "final.json"), final, sort_keys=True)
         if self.wandb is not None:
             try:
                 self.wandb.summary.update(
@@ -111,10 +97,7 @@ def _truncate_after(path: str, step: int) -> list[dict]:
                 events.append(event)
         except (ValueError, KeyError):
             continue  # a line cut short by a kill
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.writelines(keep)
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(keep))
     return events
 
 
@@ -138,6 +121,5 @@ def _start_wandb(workdir: str, config, mode: str):
         warnings.warn(f"W&B could not start in {mode} mode ({type(e).__name__}: {e}); "
                       "logging to local files only")
         return None
-    with open(run_id_path, "w") as f:
-        f.write(run.id)
+    atomic.write_text(run_id_path, run.id)
     return run

@@ -36,7 +36,7 @@ import sys
 import time
 from typing import Any, Iterable, Mapping
 
-from rnnbench import hugepages, run_log
+from rnnbench import atomic, hugepages
 
 Overrides = dict[str, Any]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -451,10 +451,10 @@ class State:
 
     def write(self) -> None:
         os.makedirs(self.s.sweep_dir, exist_ok=True)
-        run_log.write_json_atomic(self.path, {
+        atomic.write_json(self.path, {
             "identity": self.s.identity(), "config": self.s.config_arg, "sweep": self.s.name,
             "group": self.s.group, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "counts": self.counts(), "runs": list(self.runs.values())})
+            "counts": self.counts(), "runs": list(self.runs.values())}, sort_keys=True)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -658,8 +658,8 @@ def _write_error(r: Run, argv: list[str], rc: int | None, log_path: str, log: st
     attempt = log[last + 1:] if last >= 0 else log
     tb = attempt.find("Traceback (most recent call last)")
     body = attempt[tb:] if tb >= 0 else "\n".join(attempt.splitlines()[-200:])
-    with open(os.path.join(r.workdir, "error.txt"), "w") as f:
-        f.write(f"command: {shlex.join(argv)}\nexit status: {rc}\nfull log: {log_path}\n\n{body}\n")
+    atomic.write_text(os.path.join(r.workdir, "error.txt"),
+                      f"command: {shlex.join(argv)}\nexit status: {rc}\nfull log: {log_path}\n\n{body}\n")
 
 
 # ----------------------------------------------------------------------------- W&B sweep files

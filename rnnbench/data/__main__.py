@@ -12,6 +12,7 @@ import collections
 import json
 import sys
 
+from rnnbench import atomic
 from rnnbench.data import NAMES, Dataset, load
 
 
@@ -70,8 +71,7 @@ def main(argv=None) -> int:
         return 2
     info = describe(ds)
     if args.output:
-        with open(args.output, "w") as f:
-            json.dump(info, f, indent=2)
+        atomic.write_json(args.output, info)
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -82,20 +82,6 @@ def read_many(paths, sample_rate: int = SAMPLE_RATE, *, on_error: str = "raise")
     return out, kept
 
 
-def atomic_save_npz(path: str, **arrays) -> None:
-    """Write an .npz atomically (temp file in the same directory + os.replace)."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> str:
     """``cache_dir`` if given, else ``$RNNBENCH_CACHE``, else ``~/.cache/rnnbench``."""
     if cache_dir is not None:

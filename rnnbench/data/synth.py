@@ -68,8 +68,9 @@ import os
 import numpy as np
 import scipy.fft
 
+from rnnbench import atomic
 from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, SAMPLE_RATE, Dataset, Split
-from rnnbench.data.audio import atomic_save_npz, default_cache_dir, resample, to_int16
+from rnnbench.data.audio import default_cache_dir, resample, to_int16
 from rnnbench.data.espeak import ESpeak
 
 RECIPE_VERSION = 1
@@ -198,7 +199,7 @@ def _save(path: str, spec: dict, splits: dict[str, Split]) -> None:
             arrays[f"{s}/labels"] = sp.labels
         if sp.transcripts is not None:
             arrays[f"{s}/transcripts"] = np.array(sp.transcripts, dtype=str)
-    atomic_save_npz(path, **arrays)
+    atomic.save_npz(path, **arrays)
 
 
 def _load_cached(path: str) -> dict[str, Split]:
