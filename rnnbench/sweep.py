@@ -27,6 +27,7 @@ import importlib.util
 import io
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -659,7 +660,8 @@ def _write_error(r: Run, argv: list[str], rc: int | None, log_path: str, log: st
     tb = attempt.find("Traceback (most recent call last)")
     body = attempt[tb:] if tb >= 0 else "\n".join(attempt.splitlines()[-200:])
     atomic.write_text(os.path.join(r.workdir, "error.txt"),
-                      f"command: {shlex.join(argv)}\nexit status: {rc}\nfull log: {log_path}\n\n{body}\n")
+                      f"command: {shlex.join(argv)}\nexit status: {rc}\n"
+                      f"full log: {log_path}\n\n{body}\n")
 
 
 # ----------------------------------------------------------------------------- W&B sweep files
@@ -703,13 +705,10 @@ def wandb_sweep_files(s: Sweep) -> list[str]:
         spec = {"name": name, "project": s.project, "method": "grid", "command": cmd,
                 "parameters": {f"config.{k}": {"values": v} for k, v in block.items()}}
         path = os.path.join(s.sweep_dir, f"wandb_sweep{'' if len(blocks) == 1 else i + 1}.yaml")
-        with open(path, "w") as f:
-            n = 1
-            for v in block.values():
-                n *= len(v)
-            f.write(f"# W&B grid sweep {name}: {n} runs of "
-                    f"sweep {s.name!r} ({s.config_arg}). Run from the repo root with the venv "
-                    f"active:\n#   wandb sweep {path}\n#   wandb agent <entity>/{s.project}/<id>\n")
-            yaml.safe_dump(spec, f, sort_keys=False)
+        n = math.prod(len(v) for v in block.values())
+        atomic.write_text(path, f"# W&B grid sweep {name}: {n} runs of sweep {s.name!r} "
+                          f"({s.config_arg}). Run from the repo root with the venv active:\n"
+                          f"#   wandb sweep {path}\n#   wandb agent <entity>/{s.project}/<id>\n"
+                          + yaml.safe_dump(spec, sort_keys=False))
         paths.append(path)
     return paths
