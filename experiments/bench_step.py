@@ -237,6 +237,76 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
 
 
 
+def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
+    """Where rnnbench's LSTM train step spends its time: median ms of the full step and of its
+    parts (timed interleaved, one jit each), with the sequential-matmul and weight-gradient floors.
+
+    Parts, for one layer at `shape` (time-major xp [T, B, 4H]):
+      full step           the rnnbench train step (`make_rnnbench`, forward + backward + Adam)
+      projection+recurrence fwd+bwd   grad of x @ W_ih followed by the fused recurrence
+      recurrence fwd+bwd  grad of `fused.lstm_recurrence` alone (xp given)
+      recurrence fwd      the forward alone (nothing stored)
+      fwd storing         the custom VJP's forward (stores the gate activations)
+      bwd                 the custom VJP's backward (backward scan + dW_hh)
+      dW_hh matmul        the one [H, T*B] x [T*B, 4H] matmul inside bwd
+      T x h @ W_hh        a scan of T [B, H] x [H, 4H] matmuls: the sequential floor of a pass
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rnnbench import fused
+
+    B, T, F, H = shape["batch"], shape["time"], shape["features"], shape["hidden"]
+    x, y = make_data(shape)
+    k = jax.random.split(jax.random.key(0), 5)
+    w_hh = jax.random.normal(k[0], (H, 4 * H)) * 0.05
+    w_ih = jax.random.normal(k[1], (F, 4 * H)) * 0.1
+    xp = jax.random.normal(k[2], (T, B, 4 * H))
+    h0 = c0 = jnp.zeros((B, H))
+    xt = jnp.asarray(np.swapaxes(x, 0, 1))
+
+    def rec_loss(w_hh, xp):
+        return jnp.sum(fused.lstm_recurrence(w_hh, xp, h0, c0)[1][0])
+
+    def layer_loss(w_hh, w_ih, x):
+        return rec_loss(w_hh, jnp.einsum("tbf,fg->tbg", x, w_ih))
+
+    def matmul_scan(w, h):
+        return jax.lax.scan(lambda h, _: (jnp.tanh(jnp.dot(h, w)[:, :H]), None), h, None,
+                            length=T)[0]
+
+    fwd_store = jax.jit(lambda w, xp: fused._lstm_fwd(w, xp, h0, c0, None, 1))
+    saved = fwd_store(w_hh, xp)[1]
+    cts = (jnp.zeros((T, B, H)), (jnp.ones((B, H)), jnp.zeros((B, H))))
+    bwd = jax.jit(lambda saved, cts: fused._lstm_bwd(1, saved, cts))
+    hs, dg = jax.random.normal(k[3], (T, B, H)), jax.random.normal(k[4], (T, B, 4 * H))
+    jitted = {
+        "projection+recurrence fwd+bwd": (jax.jit(jax.grad(layer_loss, (0, 1))), (w_hh, w_ih, xt)),
+        "recurrence fwd+bwd": (jax.jit(jax.grad(rec_loss, (0, 1))), (w_hh, xp)),
+        "recurrence fwd": (jax.jit(rec_loss), (w_hh, xp)),
+        "fwd storing": (fwd_store, (w_hh, xp)),
+        "bwd": (bwd, (saved, cts)),
+        "dW_hh matmul": (jax.jit(fused._wgrad), (hs, dg)),
+        "T x h @ W_hh": (jax.jit(matmul_scan), (w_hh, h0)),
+    }
+    fns = {"full step": make_rnnbench(shape, "lstm", x, y)}
+    for name, (f, a) in jitted.items():
+        fns[name] = lambda f=f, a=a: jax.block_until_ready(f(*a))
+    for f in fns.values():
+        f(), f()
+    times = {n: [] for n in fns}
+    for _ in range(repeats):
+        for n, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[n].append(1e3 * (time.perf_counter() - t0))
+    out = {n: {"median_ms": statistics.median(v), "min_ms": min(v)} for n, v in times.items()}
+    for n, v in out.items():
+        log(f"{n:32s} median {v['median_ms']:7.1f} ms   min {v['min_ms']:7.1f} ms")
+    return out
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -391,6 +461,9 @@ def main(argv=None):
         "padded batches)",
     )
     p.add_argument("--out", default="", help="write the results as JSON here")
+    p.add_argument("--breakdown", action="store_true",
+                   help="instead of the comparison: time the parts of rnnbench's LSTM step at "
+                   "each of --shapes (see lstm_breakdown)")
     args = p.parse_args(argv)
     shapes = [s for s in args.shapes.split(",") if s]
     cells = [c for c in args.cells.split(",") if c]
@@ -404,6 +477,11 @@ def main(argv=None):
     for f in fws:
         if f not in MAKERS:
             p.error(f"unknown framework {f!r}; expected {list(MAKERS)}")
+    if args.breakdown:
+        for s in shapes:
+            print(f"# {s} {SHAPES[s]}: LSTM step parts, {args.repeats} interleaved repeats")
+            lstm_breakdown(SHAPES[s], args.repeats)
+        return
     t0 = time.time()
     report = run(shapes, cells, fws, args.repeats, args.warmup, args.steps_per_repeat, args.lengths)
     report["command"] = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
