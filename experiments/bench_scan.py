@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 
-from rnnbench import atomic
+from rnnbench import atomic, hugepages
 from rnnbench.report import cpu_model
 
 DEFAULT_T = (100, 300, 1000, 3000, 16000)
@@ -385,12 +385,6 @@ def _ints(s):
 
 
 def main(argv=None):
-    try:  # same allocator setting as experiments.bench_step, when that module is present
-        from experiments.bench_step import ensure_hugetlb
-
-        ensure_hugetlb()
-    except ImportError:
-        pass
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--T", type=_ints, default=DEFAULT_T, help="comma-separated sequence lengths")
     p.add_argument(
@@ -433,4 +427,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    hugepages.ensure()  # same allocator setting as the other entry points (results/perf.md)
     main()
