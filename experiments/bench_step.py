@@ -248,6 +248,10 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
       recurrence fwd      the forward alone (nothing stored)
       fwd storing         the custom VJP's forward (stores the gate activations)
       bwd                 the custom VJP's backward (backward scan + dW_hh)
+      projection fwd      x @ W_ih + b alone ([T, B, F] -> [T, B, 4H])
+      projection grad     its gradient for W_ih and b given dxp (x^T dxp and the bias sum);
+                          also with the projection written as one 3-D dot_general, which XLA
+                          CPU differentiates into a (time, batch)-contracting, slower matmul
       dW_hh matmul        the one [H, T*B] x [T*B, 4H] matmul inside bwd
       T x h @ W_hh        a scan of T [B, H] x [H, 4H] matmuls: the sequential floor of a pass
     """
@@ -264,13 +268,20 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
     w_ih = jax.random.normal(k[1], (F, 4 * H)) * 0.1
     xp = jax.random.normal(k[2], (T, B, 4 * H))
     h0 = c0 = jnp.zeros((B, H))
+    b = jnp.zeros((4 * H,))
     xt = jnp.asarray(np.swapaxes(x, 0, 1))
 
     def rec_loss(w_hh, xp):
         return jnp.sum(fused.lstm_recurrence(w_hh, xp, h0, c0)[1][0])
 
+    def project(w_ih, b, x):  # as cells.Cell._dot: leading dims flattened, one 2-D matmul
+        return (x.reshape(-1, F) @ w_ih).reshape(T, B, -1) + b
+
+    def project_3d(w_ih, b, x):  # the 3-D dot_general `x @ w_ih` gives (for comparison)
+        return jnp.einsum("tbf,fg->tbg", x, w_ih) + b
+
     def layer_loss(w_hh, w_ih, x):
-        return rec_loss(w_hh, jnp.einsum("tbf,fg->tbg", x, w_ih))
+        return rec_loss(w_hh, project(w_ih, 0.0, x))
 
     def matmul_scan(w, h):
         return jax.lax.scan(lambda h, _: (jnp.tanh(jnp.dot(h, w)[:, :H]), None), h, None,
@@ -287,6 +298,11 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
         "recurrence fwd": (jax.jit(rec_loss), (w_hh, xp)),
         "fwd storing": (fwd_store, (w_hh, xp)),
         "bwd": (bwd, (saved, cts)),
+        "projection fwd": (jax.jit(project), (w_ih, b, xt)),
+        "projection grad (dW_ih, db)": (jax.jit(jax.grad(
+            lambda w, b, x, dg: jnp.vdot(project(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
+        "projection grad, 3-D dot": (jax.jit(jax.grad(
+            lambda w, b, x, dg: jnp.vdot(project_3d(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
         "dW_hh matmul": (jax.jit(fused._wgrad), (hs, dg)),
         "T x h @ W_hh": (jax.jit(matmul_scan), (w_hh, h0)),
     }

@@ -37,7 +37,9 @@ def test_bench_step_compares_the_three_frameworks(monkeypatch):
 def test_bench_step_breakdown_times_every_part():
     out = bench_step.lstm_breakdown(TINY, repeats=2, log=lambda *_: None)
     assert set(out) == {"full step", "projection+recurrence fwd+bwd", "recurrence fwd+bwd",
-                        "recurrence fwd", "fwd storing", "bwd", "dW_hh matmul", "T x h @ W_hh"}
+                        "recurrence fwd", "fwd storing", "bwd", "projection fwd",
+                        "projection grad (dW_ih, db)", "projection grad, 3-D dot",
+                        "dW_hh matmul", "T x h @ W_hh"}
     assert all(0 < v["min_ms"] <= v["median_ms"] for v in out.values())
 
 
