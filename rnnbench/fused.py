@@ -1,8 +1,8 @@
 """Fused recurrences with a hand-written backward pass (`jax.custom_vjp`) for the plain cells.
 
 `layers.RNN` uses these instead of its generic `lax.scan` over `cell.step` when the cell is a plain
-`cells.LSTM` or `cells.SimpleRNN` (tanh or relu) -- and `cells.GRU(variant="pytorch")` if "gru" is
-added to `KINDS` -- in full precision (`dtype=None`) with no zoneout or recurrent dropout (see
+`cells.LSTM`, `cells.GRU(variant="pytorch")` or `cells.SimpleRNN` (tanh or relu) whose kind is in
+`KINDS`, in full precision (`dtype=None`) with no zoneout or recurrent dropout (see
 `recurrence_for`). The math is the
 same; what changes is the backward pass:
 
@@ -42,10 +42,10 @@ from rnnbench import cells as cells_lib
 Array = jax.Array
 
 ENABLED = True
-# Which cells `recurrence_for` dispatches to a fused path. The GRU one is correct (tests/test_fused.py)
-# but measured no faster than the generic scan on our CPUs (results/perf.md), so it is opt-in:
-# `fused.KINDS.add("gru")`.
-KINDS = {"lstm", "rnn"}
+# Which cells `recurrence_for` dispatches to a fused path; remove a kind to use the generic scan for
+# it. The GRU joined once the input projection became a 2-D matmul: its train step is then 0.86-0.95x
+# the generic scan's (results/perf.md).
+KINDS = {"lstm", "gru", "rnn"}
 
 
 @contextlib.contextmanager
