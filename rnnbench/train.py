@@ -71,6 +71,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.optimizer.schedule not in SCHEDULES:
         raise ValueError(f"unknown config.optimizer.schedule {config.optimizer.schedule!r}; "
                          f"known: {SCHEDULES}")
+    warmup = config.optimizer.get("warmup_steps", 0)
+    if warmup < 0:
+        raise ValueError(f"config.optimizer.warmup_steps must be >= 0, got {warmup}")
+    if config.optimizer.schedule == "cosine" and max(warmup, 1) >= config.num_steps:
+        raise ValueError(
+            f"config.optimizer.warmup_steps={warmup} leaves no steps for the cosine decay of "
+            f"config.num_steps={config.num_steps}; lower --config.optimizer.warmup_steps or "
+            "raise --config.num_steps (or use --config.optimizer.schedule=constant)")
     n = jax.device_count()
     if config.batch_size % n:
         raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number "

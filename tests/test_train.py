@@ -144,6 +144,7 @@ def test_ctc_length_check_names_the_example():
     ("dataset", "timit", "unknown config.dataset 'timit'"),
     ("batch_size", 0, "config.batch_size must be positive"),
     ("model.hidden", -1, "config.model.hidden must be positive"),
+    ("optimizer.warmup_steps", -5, "config.optimizer.warmup_steps must be >= 0"),
 ])
 def test_config_errors(path, value, match):
     config = small_config()
@@ -154,6 +155,19 @@ def test_config_errors(path, value, match):
     node[leaf] = value
     with pytest.raises(ValueError, match=match):
         train.check_config(config)
+
+
+def test_warmup_longer_than_a_cosine_run_is_refused_by_name():
+    """optax would raise 'requires positive decay_steps' from deep inside the optimizer."""
+    config = small_config()
+    config.optimizer.schedule, config.optimizer.warmup_steps = "cosine", 50
+    config.num_steps = 50
+    with pytest.raises(ValueError, match=r"warmup_steps=50 .*config.num_steps=50; lower "
+                                         r"--config.optimizer.warmup_steps"):
+        train.check_config(config)
+    config.num_steps = 51
+    train.check_config(config)  # one decay step is enough
+    train.make_optimizer(config.optimizer, config.num_steps)
 
 
 def test_variant_parsing():
