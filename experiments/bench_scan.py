@@ -373,7 +373,6 @@ def plot(report, path):
 
 
 def write_outputs(report, out_dir, final: bool):
-    os.makedirs(out_dir, exist_ok=True)
     atomic.write_json(os.path.join(out_dir, "scan_cost.json"), report, indent=1)
     atomic.write_text(os.path.join(out_dir, "scan_cost.md"), markdown(report))
     if final:

@@ -309,8 +309,9 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
     fns = {"full step": make_rnnbench(shape, "lstm", x, y)}
     for name, (f, a) in jitted.items():
         fns[name] = lambda f=f, a=a: jax.block_until_ready(f(*a))
-    for f in fns.values():
-        f(), f()
+    for f in fns.values():  # compile, then one warm call
+        f()
+        f()
     times = {n: [] for n in fns}
     for _ in range(repeats):
         for n, f in fns.items():

@@ -124,7 +124,6 @@ def get_config(variant=None):
 def sweeps():
     return {{{entry.sweep!r}: GRID}}
 '''
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     atomic.write_text(path, text)
 
 

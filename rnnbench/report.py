@@ -878,7 +878,6 @@ def make_report(
         files=output_paths(out),
     )
     paths = report["files"]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     plot_curves(sweep, report, paths["curves"])
     plot_params(report, paths["params"])
     atomic.write_text(paths["csv"], render_csv(report))

@@ -451,7 +451,6 @@ class State:
         return out
 
     def write(self) -> None:
-        os.makedirs(self.s.sweep_dir, exist_ok=True)
         atomic.write_json(self.path, {
             "identity": self.s.identity(), "config": self.s.config_arg, "sweep": self.s.name,
             "group": self.s.group, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -654,7 +653,6 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
 
 def _write_error(r: Run, argv: list[str], rc: int | None, log_path: str, log: str) -> None:
     """error.txt in the run's workdir: the command, exit status and the traceback."""
-    os.makedirs(r.workdir, exist_ok=True)
     last = log.rfind("\n=== ")  # this attempt's part of the log
     attempt = log[last + 1:] if last >= 0 else log
     tb = attempt.find("Traceback (most recent call last)")
@@ -695,7 +693,6 @@ def wandb_sweep_files(s: Sweep) -> list[str]:
     W&B agent (WANDB_SWEEP_ID set, no --workdir)."""
     import yaml
     blocks = product_blocks([r.overrides for r in s.runs])
-    os.makedirs(s.sweep_dir, exist_ok=True)
     paths = []
     for i, block in enumerate(blocks):
         name = s.group if len(blocks) == 1 else f"{s.group}-{i + 1}"
