@@ -57,6 +57,10 @@ Cells (gate slices of the fused input projection `project_inputs(x) -> [..., G*H
        hidden_size is the output size H; D is a full [in_features, H] matrix (the paper's
        element-wise D assumes in = out). The fused input projection is [γ Re(Bx), γ Im(Bx), Dx].
 
+Their matmuls (the input projection, the LRU's readout C h) run at the cell's `precision` policy
+(`rnnbench.precision`, exact float32 by default) through `cell_base.Cell._dot`; the scans
+themselves are element-wise.
+
 None of these cells has a recurrent matmul, so variational recurrent dropout (`h_mask`) has
 nothing to act on and raises. The LRU's output needs x (the D x skip), so `LRU.hidden(carry)`
 returns only Re(C h); zoneout in `layers.RNN` (which replaces y by `cell.hidden(carry)`) would
@@ -73,7 +77,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rnnbench import cells
+from rnnbench import cell_base
+from rnnbench import precision as precision_lib
 
 Array = jax.Array
 
@@ -155,7 +160,12 @@ class _LinearRecurrence(nnx.Module):
         if not isinstance(parallel, bool):
             raise ValueError(f"parallel must be a bool, got {parallel!r}")
 
-    _dot = cells.Cell._dot
+    _dot = cell_base.Cell._dot
+
+    def _set_precision(self, precision: str, dtype) -> None:
+        """The matmul policy and compute dtype, as `cell_base.Cell` sets them."""
+        self.precision = precision_lib.check(precision)
+        self.dtype = precision_lib.compute_dtype(precision, dtype)
 
     def _state_dtype(self):
         return self.param_dtype
@@ -217,7 +227,8 @@ class _MinRNN(_LinearRecurrence):
         use_bias: bool = True,
         dtype=None,
         param_dtype=jnp.float32,
-        kernel_init: Callable = cells.default_kernel_init,
+        precision: str = precision_lib.DEFAULT,
+        kernel_init: Callable = cell_base.default_kernel_init,
         rngs: nnx.Rngs,
     ):
         self._check_common(in_features, hidden_size, parallel)
@@ -229,7 +240,7 @@ class _MinRNN(_LinearRecurrence):
         self.parallel = parallel
         self.activation = activation
         self.use_bias = use_bias
-        self.dtype = dtype
+        self._set_precision(precision, dtype)
         self.param_dtype = param_dtype
         g = self.num_gates * hidden_size
         self.w_ih = nnx.Param(kernel_init(rngs.params(), (in_features, g), param_dtype))
@@ -296,6 +307,7 @@ class LRU(_LinearRecurrence):
         use_bias: bool = False,
         dtype=None,
         param_dtype=jnp.float32,
+        precision: str = precision_lib.DEFAULT,
         rngs: nnx.Rngs,
     ):
         self._check_common(in_features, hidden_size, parallel)
@@ -312,7 +324,7 @@ class LRU(_LinearRecurrence):
         self.parallel = parallel
         self.r_min, self.r_max, self.max_phase = r_min, r_max, max_phase
         self.use_bias = use_bias
-        self.dtype = dtype
+        self._set_precision(precision, dtype)
         self.param_dtype = param_dtype
         pd = param_dtype
         tiny = jnp.finfo(pd).tiny
@@ -367,6 +379,3 @@ class LRU(_LinearRecurrence):
         return self._c(h) + xp[..., 2 * self.state_size :]
 
 
-cells.register("mingru", MinGRU, parallel=True)
-cells.register("minlstm", MinLSTM, parallel=True)
-cells.register("lru", LRU, parallel=True)

@@ -19,19 +19,33 @@ from rnnbench import atomic
 WANDB_MODES = ("online", "offline", "disabled")
 
 
-def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Writes config.json, or checks that an existing one (a run to resume) matches `config`."""
+def check_config_matches(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError if `workdir` holds config.json of a different config (or a broken
+    one); writes nothing, so it can run before the workdir is claimed."""
     path = os.path.join(workdir, "config.json")
-    current = json.loads(config.to_json_best_effort())
-    if os.path.exists(path):
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"--workdir {workdir} is a file, not a directory")
+    if not os.path.exists(path):
+        return
+    try:
         with open(path) as f:
             saved = json.load(f)
-        if saved != current:
-            diff = sorted(diff_keys(saved, current))
-            raise ValueError(f"{workdir} holds a run of a different config (differs in "
-                             f"{', '.join(diff)}); use a new --workdir or the same config")
-        return
-    atomic.write_json(path, current, sort_keys=True)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); it is not a run this version wrote, "
+                         f"use a new --workdir or remove it") from None
+    current = json.loads(config.to_json_best_effort())
+    if saved != current:
+        diff = sorted(diff_keys(saved, current))
+        raise ValueError(f"{workdir} holds a run of a different config (differs in "
+                         f"{', '.join(diff)}); use a new --workdir or the same config")
+
+
+def check_or_write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes config.json, or checks that an existing one (a run to resume) matches `config`."""
+    check_config_matches(workdir, config)
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        atomic.write_json(path, json.loads(config.to_json_best_effort()), sort_keys=True)
 
 
 def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:

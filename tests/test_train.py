@@ -10,17 +10,19 @@ import optax
 import pytest
 
 from experiments.configs import common, ctc
-from rnnbench import train
+from rnnbench import input_pipeline, objectives, optim, train
+from rnnbench.data import batching
+from rnnbench.objectives import ctc as ctc_objective
 from toy import SR, small_config, tone_dataset
 
 def _overfit(config, dataset, steps=40):
-    graphdef, state, tx, _ = train.init_state(config, dataset)
-    train_step, _ = train.make_steps(config, graphdef, tx, dataset.task)
+    objective = objectives.make(config, dataset)
+    graphdef, state, tx, _ = train.init_state(config, dataset, objective)
+    train_step, _ = train.make_steps(config, graphdef, tx, objective)
     step = jax.jit(train_step)
-    batch = next(train.batching.train_batches(
+    batch = next(batching.train_batches(
         dataset.splits["train"], batch_size=config.batch_size, seed=0,
-        buckets=train.auto_buckets(dataset),
-        encode=dataset.encode if dataset.task == "ctc" else None))
+        buckets=input_pipeline.auto_buckets(dataset), encode=objective.encoder(dataset)))
     losses = []
     for _ in range(steps):
         state, m = step(state, batch)
@@ -67,8 +69,8 @@ def test_regularisers_add_loss_terms():
 
 def test_stability_penalty_by_hand():
     h = jnp.array([[[0.0], [1.0], [3.0], [9.0]]])  # diffs 1, 2, 6 -> squares 1, 4, 36
-    np.testing.assert_allclose(train.stability_penalty(h, jnp.array([3])), (1 + 4) / 2)
-    np.testing.assert_allclose(train.stability_penalty(h, jnp.array([4])), (1 + 4 + 36) / 3)
+    np.testing.assert_allclose(optim.stability_penalty(h, jnp.array([3])), (1 + 4) / 2)
+    np.testing.assert_allclose(optim.stability_penalty(h, jnp.array([4])), (1 + 4 + 36) / 3)
 
 
 def test_full_run_writes_workdir_and_resumes(tmp_path):
@@ -110,7 +112,7 @@ def test_non_finite_stops_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     config = small_config("lstm")
     config.num_steps = 6
     config.checkpoint_every = 1
-    make = train.make_optimizer
+    make = optim.make_optimizer
     monkeypatch.setattr(train, "make_optimizer",
                         lambda c, n: optax.chain(make(c, n), nan_at_step(4)))
     with pytest.raises(FloatingPointError, match=r"non-finite .* at step 4 .*step 3\)"):
@@ -132,7 +134,7 @@ def test_ctc_length_check_names_the_example():
     ds = tone_dataset("ctc")
     ds.splits["train"].transcripts[3] = "abababababababababababababababab"  # 32 labels, ~0.2 s
     with pytest.raises(ValueError, match=r"train example 3 .* need >= \d+ frames for CTC"):
-        train.check_ctc_lengths(config, ds, (SR,))
+        ctc_objective.check_ctc_lengths(config, ds)
 
 
 @pytest.mark.parametrize("path,value,match", [
@@ -167,7 +169,7 @@ def test_warmup_longer_than_a_cosine_run_is_refused_by_name():
         train.check_config(config)
     config.num_steps = 51
     train.check_config(config)  # one decay step is enough
-    train.make_optimizer(config.optimizer, config.num_steps)
+    optim.make_optimizer(config.optimizer, config.num_steps)
 
 
 def test_variant_parsing():

@@ -13,7 +13,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from rnnbench import train  # noqa: E402
+from rnnbench import input_pipeline, objectives, train  # noqa: E402
+from rnnbench.data import batching  # noqa: E402
 from toy import small_config, tone_dataset  # noqa: E402
 
 
@@ -31,12 +32,13 @@ if __name__ == "__main__":
         c = config(steps, steps)
         ds = tone_dataset(n=32)
         placement = train.Placement.create()
-        graphdef, state, tx, _ = train.init_state(c, ds)
-        step_fn, _ = train.make_steps(c, graphdef, tx, ds.task)
+        objective = objectives.make(c, ds)
+        graphdef, state, tx, _ = train.init_state(c, ds, objective)
+        step_fn, _ = train.make_steps(c, graphdef, tx, objective)
         step_fn = jax.jit(step_fn, out_shardings=placement.replicated)
         state = placement.put_state(state)
-        batches = train.batching.train_batches(ds.splits["train"], batch_size=c.batch_size,
-                                               seed=0, buckets=train.auto_buckets(ds))
+        batches = batching.train_batches(ds.splits["train"], batch_size=c.batch_size,
+                                         seed=0, buckets=input_pipeline.auto_buckets(ds))
         losses = []
         for _ in range(steps):
             state, m = step_fn(state, placement.put_batch(next(batches)))

@@ -1,0 +1,106 @@
+"""Recognition with CTC: `optax.ctc_loss` per utterance divided by its label count; CER and WER
+of greedy (best-path) decoding, the fast default used during training.
+
+batch: labels [batch, L] int32 (1..alphabet, 0 = padding), label_lengths [batch].
+model: `models.CTCRecognizer` -> frame logits [batch, time', alphabet + 1] (blank = 0).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from rnnbench import features, metrics
+from rnnbench.objectives import Objective, register, valid_rows
+
+
+def frontend_stride(config) -> int:
+    """Time downsampling of the model's convolutional front-end (1 without one)."""
+    front = config.model.get("frontend") or {}
+    return front.get("stride", 2) if front.get("channels", 0) else 1
+
+
+def check_ctc_lengths(config, dataset) -> None:
+    """CTC needs frames >= labels + repeated neighbours; optax silently returns a huge loss
+    otherwise, so check every utterance before training and name the first offender."""
+    f = config.features
+    stride = frontend_stride(config)
+    for split_name, split in dataset.splits.items():
+        for i, (a, text) in enumerate(zip(split.audio, split.transcripts)):
+            ids = dataset.encode(text)
+            need = len(ids) + int(np.sum(ids[1:] == ids[:-1]))
+            frames = features.num_frames(a.shape[0], sample_rate=dataset.sample_rate,
+                                         win_ms=f.get("win_ms", 25.0), hop_ms=f.get("hop_ms", 10.0))
+            frames = -(-int(frames) // stride)
+            if frames < need:
+                raise ValueError(
+                    f"{dataset.name} {split_name} example {i} ({text!r}): {len(ids)} labels need "
+                    f">= {need} frames for CTC but the model sees {frames} (audio {a.shape[0]} "
+                    f"samples, hop {f.get('hop_ms', 10.0)} ms, front-end stride {stride}); "
+                    f"use a smaller stride or hop")
+
+
+def label_padding(labels, label_lengths):
+    """[batch, L] 1.0 on padded label positions (optax's `label_paddings`)."""
+    return (jnp.arange(labels.shape[1])[None, :] >= label_lengths[:, None]).astype(jnp.float32)
+
+
+def frame_padding(logits, lengths):
+    """[batch, time] 1.0 on padded frames (optax's `logit_paddings`)."""
+    return (jnp.arange(logits.shape[1])[None, :] >= lengths[:, None]).astype(jnp.float32)
+
+
+def ctc_per_label(logits, lengths, labels, label_lengths):
+    """CTC negative log-likelihood per utterance divided by its label count, [batch]."""
+    per_seq = optax.ctc_loss(logits, frame_padding(logits, lengths), labels,
+                             label_padding(labels, label_lengths), blank_id=0)
+    return per_seq / jnp.maximum(label_lengths, 1)
+
+
+class TextObjective(Objective):
+    """Shared by the recognisers: transcripts in, CER/WER out. Subclasses decode in
+    `eval_outputs` to `hyp_ids [batch, L']` (0 = padding) and `hyp_lengths [batch]`."""
+
+    data_task = "ctc"
+    primary = "cer"
+    higher_is_better = False
+
+    def encoder(self, dataset):
+        return dataset.encode
+
+    def new_accumulator(self):
+        return dict(super().new_accumulator(), refs=[], hyps=[])
+
+    def accumulate(self, acc, dataset, batch, out):
+        super().accumulate(acc, dataset, batch, out)
+        for r in valid_rows(batch):
+            acc["refs"].append(dataset.decode(batch["labels"][r, :batch["label_lengths"][r]]))
+            acc["hyps"].append(dataset.decode(self.hypothesis(out, r)))
+
+    def hypothesis(self, out, row) -> np.ndarray:
+        """Label ids of one decoded row."""
+        return out["hyp_ids"][row, :out["hyp_lengths"][row]]
+
+    def summarize(self, acc, dataset):
+        out = super().summarize(acc, dataset)
+        out.update(metrics.error_rates(acc["refs"], acc["hyps"]))
+        return out
+
+
+@register
+class CTC(TextObjective):
+    name = "ctc"
+    model_kind = "ctc"
+
+    def check(self, config, dataset):
+        check_ctc_lengths(config, dataset)
+
+    def per_example(self, logits, aux, batch):
+        return ctc_per_label(logits, aux["lengths"], batch["labels"], batch["label_lengths"]), {}
+
+    def eval_outputs(self, model, logits, aux, batch):
+        return {"best_path": jnp.argmax(logits, -1), "frame_lengths": aux["lengths"]}
+
+    def hypothesis(self, out, row):
+        return metrics.ctc_greedy_collapse(out["best_path"][row, :out["frame_lengths"][row]])
