@@ -78,7 +78,9 @@ class Objective:
         return {}
 
     # ------------------------------------------------------------------ host, evaluation
-    def new_accumulator(self) -> dict:
+    def new_accumulator(self, final: bool = False) -> dict:
+        """Per-model evaluation totals; `final` marks the final evaluation (which may decode
+        more thoroughly than validation during training)."""
         return {k: 0.0 for k in ("loss_sum", "count", *self.sum_keys)}
 
     def accumulate(self, acc: dict, dataset, batch: Batch, out: dict) -> None:

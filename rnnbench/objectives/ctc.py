@@ -1,5 +1,9 @@
-"""Recognition with CTC: `optax.ctc_loss` per utterance divided by its label count; CER and WER
-of greedy (best-path) decoding, the fast default used during training.
+"""Recognition with CTC: `optax.ctc_loss` per utterance divided by its label count; CER and WER.
+
+Decoding: greedy (best path) during training's validation, the fast default; the final
+evaluation uses prefix beam search when `config.decode.beam` > 0, with shallow fusion of a
+character n-gram LM estimated from the training transcripts when `config.decode.lm_order` > 0
+(`lm_weight`, `insertion_bonus`, `token_prune`: see rnnbench/ctc_decode.py).
 
 batch: labels [batch, L] int32 (1..alphabet, 0 = padding), label_lengths [batch].
 model: `models.CTCRecognizer` -> frame logits [batch, time', alphabet + 1] (blank = 0).
@@ -7,11 +11,12 @@ model: `models.CTCRecognizer` -> frame logits [batch, time', alphabet + 1] (blan
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnbench import features, metrics
+from rnnbench import char_lm, ctc_decode, features, metrics
 from rnnbench.objectives import Objective, register, valid_rows
 
 
@@ -58,6 +63,24 @@ def ctc_per_label(logits, lengths, labels, label_lengths):
     return per_seq / jnp.maximum(label_lengths, 1)
 
 
+def decode_settings(config) -> dict:
+    """config.decode with defaults: beam 0 (greedy), no LM."""
+    d = {"beam": 0, "lm_order": 0, "lm_weight": 0.0, "insertion_bonus": 0.0, "token_prune": None}
+    given = dict((config.get("decode") if config is not None else None) or {})
+    unknown = sorted(set(given) - set(d))
+    if unknown:
+        raise ValueError(f"unknown config.decode fields {unknown}; known: {sorted(d)}")
+    d.update(given)
+    if d["beam"] < 0:
+        raise ValueError(f"config.decode.beam must be >= 0 (0 = greedy), got {d['beam']}")
+    if d["lm_weight"] < 0 or (d["lm_weight"] > 0 and not d["lm_order"]):
+        raise ValueError(f"config.decode.lm_weight={d['lm_weight']} needs lm_weight >= 0 and an "
+                         f"LM (config.decode.lm_order > 0, got {d['lm_order']})")
+    if d["lm_order"] and not d["beam"]:
+        raise ValueError("config.decode.lm_order > 0 needs beam search (config.decode.beam > 0)")
+    return d
+
+
 class TextObjective(Objective):
     """Shared by the recognisers: transcripts in, CER/WER out. Subclasses decode in
     `eval_outputs` to `hyp_ids [batch, L']` (0 = padding) and `hyp_lengths [batch]`."""
@@ -69,17 +92,18 @@ class TextObjective(Objective):
     def encoder(self, dataset):
         return dataset.encode
 
-    def new_accumulator(self):
-        return dict(super().new_accumulator(), refs=[], hyps=[])
+    def new_accumulator(self, final: bool = False):
+        return dict(super().new_accumulator(final), refs=[], hyps=[], final=final)
 
     def accumulate(self, acc, dataset, batch, out):
         super().accumulate(acc, dataset, batch, out)
         for r in valid_rows(batch):
             acc["refs"].append(dataset.decode(batch["labels"][r, :batch["label_lengths"][r]]))
-            acc["hyps"].append(dataset.decode(self.hypothesis(out, r)))
+            acc["hyps"].append(dataset.decode(self.hypothesis(out, r, acc["final"])))
 
-    def hypothesis(self, out, row) -> np.ndarray:
-        """Label ids of one decoded row."""
+    def hypothesis(self, out, row, final: bool) -> np.ndarray:
+        """Label ids of one decoded row (`final`: the final evaluation, which may decode with
+        a beam; validation during training decodes greedily)."""
         return out["hyp_ids"][row, :out["hyp_lengths"][row]]
 
     def summarize(self, acc, dataset):
@@ -95,12 +119,28 @@ class CTC(TextObjective):
 
     def check(self, config, dataset):
         check_ctc_lengths(config, dataset)
+        self.decode = decode_settings(config)
+        self.lm = None
+        if self.decode["lm_order"]:
+            self.lm = char_lm.CharNgramLM.fit(dataset.splits["train"].transcripts,
+                                              order=self.decode["lm_order"],
+                                              alphabet=dataset.classes)
 
     def per_example(self, logits, aux, batch):
         return ctc_per_label(logits, aux["lengths"], batch["labels"], batch["label_lengths"]), {}
 
     def eval_outputs(self, model, logits, aux, batch):
-        return {"best_path": jnp.argmax(logits, -1), "frame_lengths": aux["lengths"]}
+        out = {"best_path": jnp.argmax(logits, -1), "frame_lengths": aux["lengths"]}
+        if self.decode["beam"]:
+            out["log_probs"] = jax.nn.log_softmax(logits, -1)
+        return out
 
-    def hypothesis(self, out, row):
-        return metrics.ctc_greedy_collapse(out["best_path"][row, :out["frame_lengths"][row]])
+    def hypothesis(self, out, row, final):
+        frames = out["frame_lengths"][row]
+        if not (final and self.decode["beam"]):
+            return metrics.ctc_greedy_collapse(out["best_path"][row, :frames])
+        d = self.decode
+        ids, _ = ctc_decode.prefix_beam_search(
+            out["log_probs"][row, :frames], beam=d["beam"], token_prune=d["token_prune"],
+            lm=self.lm, lm_weight=d["lm_weight"], insertion_bonus=d["insertion_bonus"])
+        return np.asarray(ids, np.int32)

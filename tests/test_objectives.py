@@ -1,0 +1,81 @@
+"""The objective registry and the task objects: picking, checks, losses and evaluation."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import ctc as ctc_config
+from rnnbench import objectives
+from rnnbench.objectives import ctc as ctc_objective
+from toy import tone_dataset
+
+
+def test_registry_picks_by_model_kind_and_dataset_task():
+    assert objectives.find("classifier", "classify").name == "classify"
+    assert objectives.find("classifier", "regress").name == "regress"
+    assert objectives.find("tagger", "tag").name == "tag"
+    assert objectives.find("ctc", "ctc").name == "ctc"
+    with pytest.raises(ValueError, match=r"digits is a ctc task but config.model.kind='tagger'; "
+                                         r"use one of \[.*'ctc'.*\]"):
+        objectives.find("tagger", "ctc", "digits")
+    with pytest.raises(ValueError, match="'poetry' task, which no objective trains"):
+        objectives.find("classifier", "poetry")
+    with pytest.raises(ValueError, match="registered twice"):
+        objectives.register(type("Dup", (objectives.Objective,), {"name": "ctc"}))
+
+
+def test_weighted_loss_ignores_padding_rows():
+    o = objectives.find("classifier", "classify")()
+    logits = jnp.array([[4.0, 0.0], [0.0, 4.0], [9.0, -9.0]])
+    batch = {"labels": jnp.array([0, 0, 1]), "weights": jnp.array([1.0, 1.0, 0.0])}
+    loss, sums = o.loss(logits, {}, batch)
+    ce = -np.log(np.exp(4) / (np.exp(4) + 1)), -np.log(1 / (np.exp(4) + 1))
+    np.testing.assert_allclose(loss, (ce[0] + ce[1]) / 2, rtol=1e-6)
+    assert float(sums["correct"]) == 1.0 and float(sums["count"]) == 2.0
+    acc = o.new_accumulator()
+    o.accumulate(acc, None, None, {k: np.asarray(v) for k, v in sums.items()})
+    o.accumulate(acc, None, None, {k: np.asarray(v) for k, v in sums.items()})
+    assert o.summarize(acc, None) == pytest.approx(
+        {"loss": (ce[0] + ce[1]) / 2, "examples": 4, "accuracy": 0.5})
+
+
+def test_tag_accuracy_counts_only_scored_steps():
+    o = objectives.find("tagger", "tag")()
+    logits = jnp.log(jnp.array([[[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]]]))
+    batch = {"targets": jnp.array([[0, 1, 1]]), "target_mask": jnp.array([[0.0, 1.0, 1.0]]),
+             "weights": jnp.ones(1)}
+    _, sums = o.loss(logits, {}, batch)
+    assert float(sums["correct"]) == 1.0 and float(sums["scored"]) == 2.0
+    np.testing.assert_allclose(o.train_metrics(sums)["accuracy"], 0.5)
+
+
+def _ctc_objective(**decode):
+    config = ctc_config.get_config("lstm")
+    config.decode = ml_collections.ConfigDict(decode)
+    return objectives.make(config, tone_dataset("ctc")), tone_dataset("ctc")
+
+
+def test_ctc_decode_settings_are_checked():
+    for bad, match in [({"beam": -1}, "beam must be >= 0"),
+                       ({"beam": 4, "lm_weight": 0.5}, "needs lm_weight >= 0 and an LM"),
+                       ({"lm_order": 3}, "needs beam search"),
+                       ({"beems": 3}, r"unknown config.decode fields \['beems'\]")]:
+        with pytest.raises(ValueError, match=match):
+            _ctc_objective(**bad)
+
+
+def test_ctc_final_evaluation_decodes_with_the_beam():
+    """Greedy reads '' off the best path (blank, blank: 0.16); the labelling 'a' has 0.4025 in
+    total over its three alignments, which the final evaluation's beam search finds."""
+    o, ds = _ctc_objective(beam=8, lm_order=2, lm_weight=0.0)
+    assert o.lm is not None  # estimated from the training transcripts
+    blank, a, b = 0, ds.encode("a")[0], ds.encode("b")[0]
+    p = np.full((2, len(ds.classes) + 1), 1e-12)
+    p[:, [blank, a, b]] = 0.4, 0.35, 0.25
+    p /= p.sum(-1, keepdims=True)
+    out = {"best_path": np.argmax(p, -1)[None], "frame_lengths": np.array([2]),
+           "log_probs": np.log(p)[None]}
+    assert ds.decode(o.hypothesis(out, 0, final=False)) == ""
+    assert ds.decode(o.hypothesis(out, 0, final=True)) == "a"
+    assert ctc_objective.decode_settings(ml_collections.ConfigDict({}))["beam"] == 0
