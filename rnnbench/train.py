@@ -208,11 +208,11 @@ class Placement:
 # ----------------------------------------------------------------------------- evaluation
 
 def evaluate(eval_step, params, dataset, split: str, config, buckets, placement,
-             objective: objectives.Objective) -> list[dict]:
+             objective: objectives.Objective, final: bool = False) -> list[dict]:
     """Full pass over `split` for each of the N stacked models in `params` (leading axis N).
     Returns N metric dicts (the objective's `summarize`: loss, accuracy or CER/WER, ...)."""
     n_models = jax.tree.leaves(params)[0].shape[0]
-    accs = [objective.new_accumulator() for _ in range(n_models)]
+    accs = [objective.new_accumulator(final) for _ in range(n_models)]
     for batch in input_pipeline.eval_stream(dataset, split, config, buckets,
                                             objective.encoder(dataset)):
         out = jax.device_get(eval_step(params, placement.put_batch(batch)))  # leaves [N, ...]
@@ -364,7 +364,7 @@ def final_evaluation(program: Program, state, eval_step, logs, t_train: float,
     finals: list[dict] = [{} for _ in logs]
     for split in ("validation", "test"):
         res = evaluate(eval_step, state["params"], program.dataset, split, program.config,
-                       program.buckets, placement, program.objective)
+                       program.buckets, placement, program.objective, final=True)
         prefix = "val" if split == "validation" else "test"
         for log, r, final in zip(logs, res, finals):
             log.write(program.config.num_steps, split, time_s=log.time_offset + t_train, **r)
