@@ -12,6 +12,7 @@ An `Objective` owns everything task-specific in training and evaluation, so the 
   eval_outputs(model, outputs, aux, batch) -> {name: array}           inside jit (e.g. decoding)
   accumulate(acc, dataset, batch, out)     host: fold one eval batch of one model into `acc`
   summarize(acc, dataset) -> metrics       host: {"loss", "examples", "accuracy" | "cer", ...}
+  prediction(out, row, dataset) -> str     host: what the model says for one row (inference)
 
 `make(config, dataset)` builds the objective for the pair (config.model.kind, dataset.task); it
 keeps `config` (e.g. decoding settings). Adding a task means adding one file here that subclasses
@@ -90,6 +91,11 @@ class Objective:
 
     def summarize(self, acc: dict, dataset) -> dict:
         return {"loss": acc["loss_sum"] / max(acc["count"], 1.0), "examples": int(acc["count"])}
+
+    def prediction(self, out: dict, row: int, dataset) -> str:
+        """The model's answer for one row of an eval batch, as text (class name, transcript)."""
+        raise ValueError(f"objective {self.name!r} does not predict text; "
+                         f"inference needs a classifier or a recogniser")
 
 
 def valid_rows(batch: Batch) -> np.ndarray:

@@ -28,6 +28,12 @@ class Classify(Objective):
     def train_metrics(self, sums):
         return {"accuracy": sums["correct"] / jnp.maximum(sums["count"], 1.0)}
 
+    def eval_outputs(self, model, logits, aux, batch):
+        return {"predicted": jnp.argmax(logits, -1)}
+
+    def prediction(self, out, row, dataset):
+        return dataset.classes[int(out["predicted"][row])]
+
     def summarize(self, acc, dataset):
         out = super().summarize(acc, dataset)
         out["accuracy"] = acc["correct"] / max(acc["count"], 1.0)

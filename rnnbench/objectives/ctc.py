@@ -111,16 +111,22 @@ class TextObjective(Objective):
         out.update(metrics.error_rates(acc["refs"], acc["hyps"]))
         return out
 
+    def prediction(self, out, row, dataset):
+        return dataset.decode(self.hypothesis(out, row, True))
+
 
 @register
 class CTC(TextObjective):
     name = "ctc"
     model_kind = "ctc"
 
-    def check(self, config, dataset):
-        check_ctc_lengths(config, dataset)
+    def __init__(self, config=None):
+        super().__init__(config)
         self.decode = decode_settings(config)
         self.lm = None
+
+    def check(self, config, dataset):
+        check_ctc_lengths(config, dataset)
         if self.decode["lm_order"]:
             self.lm = char_lm.CharNgramLM.fit(dataset.splits["train"].transcripts,
                                               order=self.decode["lm_order"],

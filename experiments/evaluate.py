@@ -1,0 +1,60 @@
+"""Score a trained run on any dataset: CER/WER (recognisers) or accuracy (classifiers).
+
+  python -m experiments.evaluate --workdir=runs/ctc_bilstm --dataset=fsdd_digits \\
+      --data_dir=/path/to/fsdd --split=test
+  python -m experiments.evaluate --workdir=runs/ctc_bilstm --dataset=manifest:my_audio/list.tsv
+
+`manifest:PATH` is a TSV of `audio path<TAB>transcript` (paths relative to the file; see
+rnnbench/data/manifest.py). Prints the metrics and writes one JSON (default
+<workdir>/eval_<dataset>_<split>.json) with the metrics, the run's step and every utterance's
+reference and hypothesis.
+"""
+
+import os
+import re
+import sys
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory.")
+_DATASET = flags.DEFINE_string("dataset", None, "A dataset name (see rnnbench.data) or "
+                               "manifest:PATH.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the dataset lives (real corpora).")
+_SPLIT = flags.DEFINE_string("split", "test", "Split to score (a manifest has only 'test').")
+_OUT = flags.DEFINE_string("out", None, "JSON path (default <workdir>/eval_<dataset>_<split>.json).")
+flags.mark_flags_as_required(["workdir", "dataset"])
+
+
+def load_dataset(name: str, data_dir: str | None):
+    from rnnbench import data as data_lib
+    from rnnbench.data import manifest
+
+    if name.startswith("manifest:"):
+        return manifest.load_manifest(path=name[len("manifest:"):])
+    return data_lib.load(name, data_dir=data_dir)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from rnnbench import atomic, inference, provenance
+
+    try:
+        run = inference.load_run(_WORKDIR.value)
+        dataset = load_dataset(_DATASET.value, _DATA_DIR.value)
+        metrics, records = inference.score(run, dataset, _SPLIT.value)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", _DATASET.value).strip("_")
+    out = _OUT.value or os.path.join(_WORKDIR.value, f"eval_{tag}_{_SPLIT.value}.json")
+    atomic.write_json(out, {"workdir": _WORKDIR.value, "step": run.step,
+                            "dataset": _DATASET.value, "split": _SPLIT.value,
+                            "metrics": metrics, "utterances": records,
+                            "provenance": provenance.record()}, indent=1)
+    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in metrics.items())
+    print(f"{_DATASET.value} {_SPLIT.value}: {shown}; per-utterance hypotheses in {out}")
+
+
+if __name__ == "__main__":
+    app.run(main)

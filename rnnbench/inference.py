@@ -1,0 +1,151 @@
+"""A trained run restored for inference: transcribe (or classify) audio, score any dataset.
+
+  run = load_run(workdir)                      # config.json + newest checkpoint
+  texts = predict(run, clips)                  # clips: int16 [n] arrays at 16 kHz
+  metrics, records = score(run, dataset, split)
+
+The model, features and decoding are the ones training used (`config.decode` for CTC beam
+search); `predict` returns transcripts for recognisers and class names for classifiers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from rnnbench import input_pipeline, objectives, train
+from rnnbench import data as data_lib
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    workdir: str
+    config: ml_collections.ConfigDict
+    objective: objectives.Objective
+    classes: list[str]
+    step: int
+    eval_step: Any  # jitted (params, batch) -> outputs
+    params: Any
+
+
+def _config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except FileNotFoundError:
+        raise ValueError(f"--workdir {workdir} has no config.json: not a training run "
+                         f"directory") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e})") from None
+
+
+def _classes(workdir: str, config) -> tuple[str, list[str]]:
+    """(dataset task, class names or alphabet) without loading audio where possible."""
+    path = os.path.join(workdir, "classes.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        return saved["task"], saved["classes"]
+    if config.model.get("kind", "classifier") != "classifier":
+        return "ctc", list(data_lib.CTC_ALPHABET)
+    ds = input_pipeline.load_dataset(config)  # class names live with the dataset
+    return ds.task, list(ds.classes)
+
+
+def load_run(workdir: str) -> TrainedRun:
+    """Restores the newest checkpoint of the run in `workdir` (ValueError if it has none)."""
+    config = _config(workdir)
+    task, classes = _classes(workdir, config)
+    stub = data_lib.Dataset(config.get("dataset", "?"), task, classes, {})
+    objective = objectives.find(config.model.get("kind", "classifier"), task)(config)
+    graphdef, state, _, _ = train.init_state(config, stub, objective)
+    mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
+    try:
+        step = mngr.latest_step()
+        if step is None:
+            raise ValueError(f"--workdir {workdir} has no checkpoint to restore; train it first")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+    finally:
+        mngr.close()
+    _, eval_step = train.make_steps(config, graphdef, None, objective)
+    return TrainedRun(workdir, config, objective, classes, int(step), jax.jit(eval_step),
+                      state["params"])
+
+
+def _bucket(n: int, step: int = 4000) -> int:
+    return -(-n // step) * step
+
+
+def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, size: int):
+    """Pads `clips` (and label ids) into one eval batch of `size` rows (weights 0 on filler)."""
+    n = len(clips)
+    rows = list(range(n)) + [n - 1] * (size - n)
+    lengths = np.array([clips[i].shape[0] for i in rows], np.int32)
+    audio = np.zeros((size, _bucket(int(lengths.max()))), np.float32)
+    for r, i in enumerate(rows):
+        audio[r, :lengths[r]] = clips[i].astype(np.float32) / 32768.0
+    batch = {"audio": audio, "audio_lengths": lengths,
+             "weights": (np.arange(size) < n).astype(np.float32)}
+    if task == "classify":
+        batch["labels"] = np.array([labels[i][0] if labels else 0 for i in rows], np.int32)
+    else:
+        ids = [labels[i] if labels else np.ones(1, np.int32) for i in rows]
+        width = _bucket(max(len(x) for x in ids), 8)
+        batch["labels"] = np.zeros((size, width), np.int32)
+        for r, x in enumerate(ids):
+            batch["labels"][r, :len(x)] = x
+        batch["label_lengths"] = np.array([len(x) for x in ids], np.int32)
+    return batch
+
+
+def _dataset_like(run: TrainedRun) -> data_lib.Dataset:
+    task = "classify" if run.config.model.get("kind", "classifier") == "classifier" else "ctc"
+    return data_lib.Dataset("inference", task, run.classes, {})
+
+
+def predict(run: TrainedRun, clips: list[np.ndarray], batch_size: int = 16) -> list[str]:
+    """int16 [n] clips at 16 kHz -> one transcript (or class name) per clip."""
+    ds = _dataset_like(run)
+    out_texts: list[str] = []
+    for s in range(0, len(clips), batch_size):
+        chunk = clips[s:s + batch_size]
+        batch = _batch(chunk, None, ds.task, batch_size)
+        out = jax.device_get(run.eval_step(run.params, batch))
+        out_texts += [run.objective.prediction(out, r, ds) for r in range(len(chunk))]
+    return out_texts
+
+
+def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
+    """-> (the objective's metrics on `split`, one record per utterance: reference and
+    hypothesis)."""
+    if split not in dataset.splits:
+        raise ValueError(f"dataset {dataset.name} has no split {split!r}; it has "
+                         f"{sorted(dataset.splits)}")
+    sp = dataset.splits[split]
+    if dataset.task == "classify":
+        refs = [dataset.classes[int(label)] for label in sp.labels]
+        labels = [np.array([int(label)]) for label in sp.labels]
+    else:
+        refs = list(sp.transcripts)
+        labels = [dataset.encode(t) for t in refs]
+    acc = run.objective.new_accumulator(final=True)
+    records = []
+    for s in range(0, len(sp.audio), batch_size):
+        chunk = sp.audio[s:s + batch_size]
+        batch = _batch(chunk, labels[s:s + batch_size], dataset.task, batch_size)
+        out = jax.device_get(run.eval_step(run.params, batch))
+        run.objective.accumulate(acc, dataset, batch, out)
+        for r in range(len(chunk)):
+            records.append({"index": s + r, "speaker": sp.speakers[s + r],
+                            "reference": refs[s + r],
+                            "hypothesis": run.objective.prediction(out, r, dataset)})
+    return run.objective.summarize(acc, dataset), records
