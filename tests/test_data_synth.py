@@ -6,11 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, load
+from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, load, synth
 from rnnbench.data import espeak as espeak_mod
-from rnnbench.data import synth
 
-SIZES = dict(train_size=48, validation_size=24, test_size=24)
+SIZES = {"train_size": 48, "validation_size": 24, "test_size": 24}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +32,8 @@ def test_espeak_renders_int16_speech():
     # repeat calls differ only slightly (eSpeak keeps flutter state; see espeak.py), voices differ
     y = es.synth("seven", voice="en-us+f2", rate=160, pitch=60)
     assert abs(y.shape[0] - x.shape[0]) < 0.02 * x.shape[0]
-    assert not np.array_equal(x[:5000], es.synth("seven", voice="en-us+m3", rate=160, pitch=60)[:5000])
+    other_voice = es.synth("seven", voice="en-us+m3", rate=160, pitch=60)
+    assert not np.array_equal(x[:5000], other_voice[:5000])
     assert es.synth("seven seven", voice="en-us+f2", rate=160).shape[0] > 1.5 * x.shape[0]
 
 
@@ -76,15 +76,15 @@ def test_synth_voices_disjoint_across_splits(commands):
     assert not voices["train"] & voices["validation"]
     assert not voices["validation"] & voices["test"]
     part = synth.voice_partition(espeak_mod.ESpeak().variants, seed=3)
-    for s in voices:
-        assert voices[s] <= set(part[s])
+    for s, heard in voices.items():
+        assert heard <= set(part[s])
 
 
 def test_synth_commands_deterministic_and_cached(commands, cache):
     files = [f for f in os.listdir(cache) if f.startswith("synth_commands-")]
     assert len(files) == 1 and re.fullmatch(r"synth_commands-[0-9a-f]{12}\.npz", files[0])
-    fresh = synth.synth_commands(protocol=12, seed=3, use_cache=False, **SIZES)  # rebuilt from scratch
-    cached = load("synth_commands", protocol=12, seed=3, cache_dir=cache, **SIZES)  # read from cache
+    fresh = synth.synth_commands(protocol=12, seed=3, use_cache=False, **SIZES)  # rebuilt
+    cached = load("synth_commands", protocol=12, seed=3, cache_dir=cache, **SIZES)  # from cache
     for s in ("train", "validation", "test"):
         for other in (fresh, cached):
             assert b"".join(a.tobytes() for a in commands.splits[s].audio) == \
@@ -113,8 +113,9 @@ def test_synth_commands_35(cache):
 
 
 def test_synth_digits(cache):
-    ds = load("synth_digits", seed=1, cache_dir=cache, train_size=10, validation_size=5, test_size=5)
-    again = synth.synth_digits(seed=1, use_cache=False, train_size=10, validation_size=5, test_size=5)
+    sizes = {"train_size": 10, "validation_size": 5, "test_size": 5}
+    ds = load("synth_digits", seed=1, cache_dir=cache, **sizes)
+    again = synth.synth_digits(seed=1, use_cache=False, **sizes)
     assert ds.task == "ctc" and ds.classes == CTC_ALPHABET
     vocab = set(DIGIT_WORDS) | {"oh"}
     for s, sp in ds.splits.items():

@@ -3,9 +3,11 @@
 Every split holds int16 mono 16 kHz clips of variable length. Classification
 datasets carry int32 ``labels``; CTC datasets carry ``transcripts`` over a
 character alphabet (``CTC_ALPHABET``: a-z, space, apostrophe; id 0 = blank).
+Spoken-language-understanding corpora also carry ``meanings``: one
+``{"intent": str, "slots": {name: value}}`` per utterance (schema: phrases.SCHEMA).
 
-Known names: synth_commands, synth_digits, speech_commands, fsdd, fsdd_digits,
-tfds:speech_commands.
+Known names: synth_commands, synth_digits, synth_phrases, synth_recall, speech_commands,
+fsdd, fsdd_digits, tfds:speech_commands.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ DIGIT_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 @dataclasses.dataclass
 class Split:
-    """One split. audio: N int16 [n_i] arrays; labels: int32 [N] or None."""
+    """One split. audio: N int16 [n_i] arrays; labels: int32 [N] or None; meanings: N dicts."""
 
     audio: list[np.ndarray]
     labels: np.ndarray | None
     transcripts: list[str] | None
     speakers: list[str]
+    meanings: list[dict] | None = None
 
     def __len__(self) -> int:
         return len(self.audio)
@@ -64,6 +67,7 @@ class Dataset:
 _REGISTRY = {
     "synth_commands": "rnnbench.data.synth:synth_commands",
     "synth_digits": "rnnbench.data.synth:synth_digits",
+    "synth_phrases": "rnnbench.data.phrases:synth_phrases",
     "synth_recall": "rnnbench.data.recall:synth_recall",
     "speech_commands": "rnnbench.data.speech_commands:load_speech_commands",
     "fsdd": "rnnbench.data.fsdd:load_fsdd",

@@ -1,8 +1,9 @@
-"""Dataset statistics: ``python -m rnnbench.data describe NAME [--data_dir=DIR] [--protocol=12|35] [--json]``.
+"""Dataset statistics: ``python -m rnnbench.data describe NAME [--data_dir=DIR] [--json]``.
 
 Prints, per split, the number of examples, examples per class (CTC: word counts of the
-transcripts) and the total duration. ``--json`` prints the same as JSON; ``--output=PATH``
-also writes it to a file.
+transcripts), examples per intent where the corpus has meanings (synth_phrases) and the total
+duration; a synthetic corpus not yet cached is built first. ``--json`` prints the same as
+JSON; ``--output=PATH`` also writes it to a file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from rnnbench.data import NAMES, Dataset, load
 
 
 def describe(ds: Dataset) -> dict:
-    """-> {"name", "task", "classes", "splits": {split: {examples, per_class, duration_s, speakers}}}."""
+    """-> {"name", "task", "classes", "splits": {split: {...}}}.
+
+    Per split: examples, per_class, duration_s, speakers; splits with meanings also get
+    "per_intent": {intent: examples}.
+    """
     out = {"name": ds.name, "task": ds.task, "sample_rate": ds.sample_rate,
            "classes": list(ds.classes), "splits": {}}
     for s, sp in ds.splits.items():
@@ -33,6 +38,9 @@ def describe(ds: Dataset) -> dict:
             "duration_s": round(sum(a.shape[0] for a in sp.audio) / ds.sample_rate, 2),
             "speakers": len(set(sp.speakers)),
         }
+        if sp.meanings is not None:
+            out["splits"][s]["per_intent"] = dict(sorted(collections.Counter(
+                m["intent"] for m in sp.meanings).items()))
     return out
 
 
@@ -43,6 +51,8 @@ def _print(info: dict) -> None:
         print(f"  {s}: {d['examples']} examples, {d['duration_s'] / 3600:.3f} h "
               f"({d['duration_s']:.1f} s), {d['speakers']} speakers")
         print("    " + ", ".join(f"{k}: {v}" for k, v in d["per_class"].items()))
+        if "per_intent" in d:
+            print("    intents: " + ", ".join(f"{k}: {v}" for k, v in d["per_intent"].items()))
 
 
 def main(argv=None) -> int:
@@ -54,7 +64,8 @@ def main(argv=None) -> int:
     d.add_argument("--protocol", type=int, default=12, choices=(12, 35))
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--cache_dir", default=None)
-    d.add_argument("--split", default=None, help="fsdd: official | speakers")
+    d.add_argument("--split", default=None,
+                   help="fsdd: official | speakers; synth_phrases: voices | phrasings")
     d.add_argument("--train_size", type=int, default=None)
     d.add_argument("--validation_size", type=int, default=None)
     d.add_argument("--test_size", type=int, default=None)

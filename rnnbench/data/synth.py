@@ -37,10 +37,14 @@ utterance with an extra inter-word gap of 0-120 ms (eSpeak ``wordgap``), with
 ("four oh seven"); labels use the character alphabet ``CTC_ALPHABET``.
 Default sizes: train 3000, validation 500, test 500 utterances.
 
+``synth_phrases`` (CTC, with a meaning per utterance) is built from the same pieces
+(voice partition, rendering, noise, workers, cache); its grammar lives in phrases.py.
+
 Caching. Corpora are written to ``{cache_dir}/{name}-{sha1(spec)[:12]}.npz``
 (``cache_dir`` argument, else ``$RNNBENCH_CACHE``, else ``~/.cache/rnnbench``),
 atomically (temp file + ``os.replace``); the spec covers the name, protocol,
-sizes, seed and RECIPE_VERSION, so any change rebuilds. The random choices for clip
+sizes, seed and RECIPE_VERSION, so any change rebuilds. Meanings, where a corpus has them, are
+stored as one JSON string per utterance. The random choices for clip
 ``i`` of a split depend only on (seed, split, i), and the same spec gives the same
 bytes. eSpeak NG keeps state between calls, so rendering happens in blocks of 2000
 items, each in a fresh spawned process (2 at a time by default, ``num_workers``),
@@ -64,6 +68,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections.abc import Callable
 
 import numpy as np
 import scipy.fft
@@ -87,18 +92,28 @@ ACCENTS = ["en", "en-us", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-
 SPLITS = ("train", "validation", "test")
 N_TEST_VOICES = 16
 N_VALIDATION_VOICES = 16
+BLOCK = 2000  # items per fresh worker process (part of the recipe: it fixes eSpeak's call history)
 
+
+# ----------------------------------------------------------------------------- shared pieces
 
 def voice_partition(variants: list[str], seed: int) -> dict[str, list[str]]:
     """Disjoint voice variants per split (16 test, 16 validation, rest train)."""
     perm = np.random.default_rng([seed, 7919]).permutation(sorted(variants)).tolist()
     n_te, n_va = N_TEST_VOICES, N_VALIDATION_VOICES
     if len(perm) < n_te + n_va + 1:
-        raise ValueError(f"need at least {n_te + n_va + 1} eSpeak voice variants, found {len(perm)}")
-    return {"test": perm[:n_te], "validation": perm[n_te:n_te + n_va], "train": perm[n_te + n_va:]}
+        raise ValueError(f"need at least {n_te + n_va + 1} eSpeak voice variants, "
+                         f"found {len(perm)}")
+    return {"test": perm[:n_te], "validation": perm[n_te:n_te + n_va],
+            "train": perm[n_te + n_va:]}
 
 
-def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+def draw_speakers(rng: np.random.Generator, voices: list[str], n: int) -> list[str]:
+    """``n`` voices drawn uniformly (with replacement) from one split's ``voices``."""
+    return [voices[j] for j in rng.integers(0, len(voices), size=n)]
+
+
+def colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     """Unit-RMS white/pink/brown noise, float32 [n]."""
     alpha = rng.integers(0, 3)
     m = scipy.fft.next_fast_len(n, real=True)
@@ -109,84 +124,65 @@ def _colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
 
 
-def _render(es: ESpeak, rng: np.random.Generator, text: str, variant: str, **extra) -> np.ndarray:
-    """Speak ``text`` with a random accent/rate/pitch; float32 [n] at 16 kHz, trimmed, scaled."""
+def render_speech(es: ESpeak, rng: np.random.Generator, text: str, variant: str, *,
+                  max_seconds: float | None = None, **extra) -> np.ndarray:
+    """Speak ``text`` with a random accent/rate/pitch; float32 [n] at 16 kHz, trimmed, scaled.
+
+    With ``max_seconds``, speech that lasts longer is rendered again 1.2x faster (up to
+    eSpeak's 450 words/min) until it fits; ``extra`` goes to ``ESpeak.synth`` (e.g. wordgap).
+    """
     accent = ACCENTS[rng.integers(len(ACCENTS))]
-    x = es.synth(text, voice=f"{accent}+{variant}", rate=int(rng.integers(130, 231)),
-                 pitch=int(rng.integers(15, 86)), pitch_range=int(rng.integers(10, 91)), **extra)
-    x = resample(x.astype(np.float32) / 32768.0, es.sample_rate, SAMPLE_RATE)
-    peak = float(np.abs(x).max()) if x.size else 0.0
-    if peak <= 0:
-        raise RuntimeError(f"eSpeak produced silence for {text!r} with voice {variant!r}")
-    idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
-    x = x[idx[0]: idx[-1] + 1]
+    rate, pitch, pitch_range = (int(rng.integers(*r)) for r in ((130, 231), (15, 86), (10, 91)))
+    while True:
+        x = es.synth(text, voice=f"{accent}+{variant}", rate=rate, pitch=pitch,
+                     pitch_range=pitch_range, **extra)
+        x = resample(x.astype(np.float32) / 32768.0, es.sample_rate, SAMPLE_RATE)
+        peak = float(np.abs(x).max()) if x.size else 0.0
+        if peak <= 0:
+            raise RuntimeError(f"eSpeak produced silence for {text!r} with voice {variant!r}")
+        idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
+        x = x[idx[0]: idx[-1] + 1]
+        if max_seconds is None or x.shape[0] <= max_seconds * SAMPLE_RATE or rate >= 450:
+            break
+        rate = min(450, int(rate * 1.2))
     return x * (10 ** (rng.uniform(-14, -1) / 20) / peak)
 
 
-def _add_noise(rng: np.random.Generator, clip: np.ndarray, speech_rms: float) -> np.ndarray:
+def add_noise(rng: np.random.Generator, clip: np.ndarray, speech_rms: float) -> np.ndarray:
+    """``clip`` + coloured noise at an SNR uniform in [10, 30] dB relative to ``speech_rms``."""
     snr_db = rng.uniform(10, 30)
-    return clip + _colored_noise(rng, clip.shape[0]) * (speech_rms / 10 ** (snr_db / 20))
+    return clip + colored_noise(rng, clip.shape[0]) * (speech_rms / 10 ** (snr_db / 20))
 
 
-def _command_clip(es, seed, split_id, i, cls, classes, variant) -> np.ndarray:
-    rng = np.random.default_rng([seed, split_id, i])
-    n = SAMPLE_RATE
-    if cls == "_silence_":
-        return to_int16(_colored_noise(rng, n) * 10 ** (rng.uniform(-55, -25) / 20))
-    if cls == "_unknown_":
-        others = [w for w in WORDS_35 if w not in classes]
-        word = others[rng.integers(len(others))]
-    else:
-        word = cls
-    speech = _render(es, rng, word, variant)[:n]
-    clip = np.zeros(n, np.float32)
-    off = int(rng.integers(0, n - speech.shape[0] + 1))
-    clip[off: off + speech.shape[0]] = speech
-    return to_int16(_add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2)))))
-
-
-def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
-    rng = np.random.default_rng([seed, split_id, i])
-    digits = rng.integers(0, 10, size=int(rng.integers(1, 8)))
-    words = [("oh" if rng.random() < 0.5 else "zero") if d == 0 else DIGIT_WORDS[d] for d in digits]
-    text = " ".join(words)
-    speech = _render(es, rng, text, variant, wordgap=int(rng.integers(0, 13)))
-    lead, trail = (int(rng.uniform(0.1, 0.4) * SAMPLE_RATE) for _ in range(2))
-    clip = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
-    return to_int16(_add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2))))), text
-
-
-BLOCK = 2000  # items rendered per fresh worker process (part of the recipe: it fixes eSpeak call history)
-
-
-def _render_block(kind: str, seed: int, classes, items) -> list:
-    """Render items [(split_id, i, class, voice)] in a fresh process (see espeak.py: determinism)."""
+def _render_block(clip_fn: Callable, items: list[tuple]) -> list:
+    """``[clip_fn(es, *item) for item in items]`` in a fresh process (espeak.py: determinism)."""
     es = ESpeak()
-    if kind == "commands":
-        return [_command_clip(es, seed, sid, i, cls, classes, v) for sid, i, cls, v in items]
-    return [_digit_clip(es, seed, sid, i, v) for sid, i, _, v in items]
+    return [clip_fn(es, *item) for item in items]
 
 
-def _render_all(kind: str, seed: int, classes, items: list, num_workers: int | None) -> list:
-    """Render ``items`` in blocks of BLOCK, each in a new spawned process, results in order.
+def render_all(clip_fn: Callable, items: list[tuple], num_workers: int | None) -> list:
+    """``clip_fn(es, *item)`` for every item, in blocks of BLOCK in new spawned processes.
 
-    eSpeak keeps state across calls, so each block starts from a fresh library and renders
-    its items in a fixed order: the output bytes depend only on the spec, not on the history
-    of the calling process or the number of workers.
+    ``clip_fn`` must be a module-level function (it is pickled). eSpeak keeps state across
+    calls, so each block starts from a fresh library and renders its items in a fixed order:
+    the output bytes depend only on the items, not on the history of the calling process or
+    the number of workers. Results come back in the order of ``items``.
     """
     blocks = [items[k: k + BLOCK] for k in range(0, len(items), BLOCK)]
     if not blocks:
         return []
     workers = max(1, min(num_workers or min(2, os.cpu_count() or 1), len(blocks)))
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx, max_tasks_per_child=1) as ex:
-        futures = [ex.submit(_render_block, kind, seed, classes, b) for b in blocks]
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
+                                                max_tasks_per_child=1) as ex:
+        futures = [ex.submit(_render_block, clip_fn, b) for b in blocks]
         return [x for f in futures for x in f.result()]
 
 
-def _cache_path(name: str, spec: dict, cache_dir) -> str:
-    blob = json.dumps(spec, sort_keys=True).encode()
-    return os.path.join(default_cache_dir(cache_dir), f"{name}-{hashlib.sha1(blob).hexdigest()[:12]}.npz")
+def cache_path(name: str, spec: dict, cache_dir) -> str:
+    """``{cache_dir}/{name}-{sha1(spec)[:12]}.npz``."""
+    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return os.path.join(default_cache_dir(cache_dir), f"{name}-{digest}.npz")
 
 
 def _save(path: str, spec: dict, splits: dict[str, Split]) -> None:
@@ -199,10 +195,13 @@ def _save(path: str, spec: dict, splits: dict[str, Split]) -> None:
             arrays[f"{s}/labels"] = sp.labels
         if sp.transcripts is not None:
             arrays[f"{s}/transcripts"] = np.array(sp.transcripts, dtype=str)
+        if sp.meanings is not None:
+            arrays[f"{s}/meanings"] = np.array(
+                [json.dumps(m, sort_keys=True) for m in sp.meanings], dtype=str)
     atomic.save_npz(path, **arrays)
 
 
-def _load_cached(path: str) -> dict[str, Split]:
+def _load(path: str) -> dict[str, Split]:
     with np.load(path, allow_pickle=False) as z:
         splits = {}
         for s in SPLITS:
@@ -213,16 +212,62 @@ def _load_cached(path: str) -> dict[str, Split]:
                 labels=z[f"{s}/labels"].astype(np.int32) if f"{s}/labels" in z else None,
                 transcripts=z[f"{s}/transcripts"].tolist() if f"{s}/transcripts" in z else None,
                 speakers=z[f"{s}/speakers"].tolist(),
+                meanings=([json.loads(m) for m in z[f"{s}/meanings"].tolist()]
+                          if f"{s}/meanings" in z else None),
             )
     return splits
 
 
-def _sizes(train_size, validation_size, test_size) -> dict[str, int]:
+def cached_splits(name: str, spec: dict, cache_dir, use_cache: bool,
+                  build: Callable[[], dict[str, Split]]) -> dict[str, Split]:
+    """The splits cached for ``spec`` if present, else ``build()`` (saved atomically)."""
+    path = cache_path(name, spec, cache_dir)
+    if use_cache and os.path.exists(path):
+        return _load(path)
+    splits = build()
+    if use_cache:
+        _save(path, spec, splits)
+    return splits
+
+
+def check_sizes(train_size, validation_size, test_size) -> dict[str, int]:
+    """{split: size}, each a non-negative int (ValueError naming the bad one)."""
     sizes = {"train": train_size, "validation": validation_size, "test": test_size}
     for k, v in sizes.items():
-        if not isinstance(v, (int, np.integer)) or v < 0:
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
             raise ValueError(f"{k}_size must be a non-negative int, got {v!r}")
     return {k: int(v) for k, v in sizes.items()}
+
+
+# ----------------------------------------------------------------------------- corpora
+
+def _command_clip(es, seed, split_id, i, cls, classes, variant) -> np.ndarray:
+    rng = np.random.default_rng([seed, split_id, i])
+    n = SAMPLE_RATE
+    if cls == "_silence_":
+        return to_int16(colored_noise(rng, n) * 10 ** (rng.uniform(-55, -25) / 20))
+    if cls == "_unknown_":
+        others = [w for w in WORDS_35 if w not in classes]
+        word = others[rng.integers(len(others))]
+    else:
+        word = cls
+    speech = render_speech(es, rng, word, variant)[:n]
+    clip = np.zeros(n, np.float32)
+    off = int(rng.integers(0, n - speech.shape[0] + 1))
+    clip[off: off + speech.shape[0]] = speech
+    return to_int16(add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2)))))
+
+
+def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
+    rng = np.random.default_rng([seed, split_id, i])
+    digits = rng.integers(0, 10, size=int(rng.integers(1, 8)))
+    words = [("oh" if rng.random() < 0.5 else "zero") if d == 0 else DIGIT_WORDS[d]
+             for d in digits]
+    text = " ".join(words)
+    speech = render_speech(es, rng, text, variant, wordgap=int(rng.integers(0, 13)))
+    lead, trail = (int(rng.uniform(0.1, 0.4) * SAMPLE_RATE) for _ in range(2))
+    clip = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
+    return to_int16(add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2))))), text
 
 
 def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
@@ -231,26 +276,25 @@ def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_di
     """Synthetic Speech Commands (see module docstring). ``data_dir`` is ignored."""
     if protocol not in (12, 35):
         raise ValueError(f"synth_commands: protocol must be 12 or 35, got {protocol!r}")
-    sizes = _sizes(train_size, validation_size, test_size)
+    sizes = check_sizes(train_size, validation_size, test_size)
     classes = CLASSES_12 if protocol == 12 else list(WORDS_35)
-    spec = dict(name="synth_commands", recipe=RECIPE_VERSION, block=BLOCK, protocol=protocol, seed=seed, **sizes)
-    path = _cache_path("synth_commands", spec, cache_dir)
-    if use_cache and os.path.exists(path):
-        return Dataset("synth_commands", "classify", list(classes), _load_cached(path))
-    voices = voice_partition(ESpeak().variants, seed)
-    plan = {}
-    for split_id, s in enumerate(SPLITS):
-        lrng = np.random.default_rng([seed, split_id, 104729])
-        labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
-        speakers = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=sizes[s])]
-        plan[s] = (labels, speakers)
-    items = [(split_id, i, classes[plan[s][0][i]], plan[s][1][i])
-             for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
-    audio = iter(_render_all("commands", seed, classes, items, num_workers))
-    splits = {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=plan[s][0],
-                       transcripts=None, speakers=plan[s][1]) for s in SPLITS}
-    if use_cache:
-        _save(path, spec, splits)
+    spec = dict(name="synth_commands", recipe=RECIPE_VERSION, block=BLOCK, protocol=protocol,
+                seed=seed, **sizes)
+
+    def build() -> dict[str, Split]:
+        voices = voice_partition(ESpeak().variants, seed)
+        plan = {}
+        for split_id, s in enumerate(SPLITS):
+            lrng = np.random.default_rng([seed, split_id, 104729])
+            labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
+            plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
+        items = [(seed, split_id, i, classes[plan[s][0][i]], classes, plan[s][1][i])
+                 for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+        audio = iter(render_all(_command_clip, items, num_workers))
+        return {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=plan[s][0],
+                         transcripts=None, speakers=plan[s][1]) for s in SPLITS}
+
+    splits = cached_splits("synth_commands", spec, cache_dir, use_cache, build)
     return Dataset("synth_commands", "classify", list(classes), splits)
 
 
@@ -258,23 +302,22 @@ def synth_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=
                  train_size: int = 3000, validation_size: int = 500, test_size: int = 500,
                  use_cache: bool = True, num_workers: int | None = None) -> Dataset:
     """Synthetic connected digit strings for CTC (see module docstring). ``protocol`` is ignored."""
-    sizes = _sizes(train_size, validation_size, test_size)
+    sizes = check_sizes(train_size, validation_size, test_size)
     spec = dict(name="synth_digits", recipe=RECIPE_VERSION, block=BLOCK, seed=seed, **sizes)
-    path = _cache_path("synth_digits", spec, cache_dir)
-    if use_cache and os.path.exists(path):
-        return Dataset("synth_digits", "ctc", list(CTC_ALPHABET), _load_cached(path))
-    voices = voice_partition(ESpeak().variants, seed)
-    speakers = {}
-    for split_id, s in enumerate(SPLITS):
-        lrng = np.random.default_rng([seed, split_id, 104729])
-        speakers[s] = [voices[s][j] for j in lrng.integers(0, len(voices[s]), size=sizes[s])]
-    items = [(split_id, i, None, speakers[s][i]) for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
-    pairs = iter(_render_all("digits", seed, None, items, num_workers))
-    splits = {}
-    for s in SPLITS:
-        got = [next(pairs) for _ in range(sizes[s])]
-        splits[s] = Split(audio=[a for a, _ in got], labels=None, transcripts=[t for _, t in got],
-                          speakers=speakers[s])
-    if use_cache:
-        _save(path, spec, splits)
+
+    def build() -> dict[str, Split]:
+        voices = voice_partition(ESpeak().variants, seed)
+        speakers = {s: draw_speakers(np.random.default_rng([seed, split_id, 104729]),
+                                     voices[s], sizes[s]) for split_id, s in enumerate(SPLITS)}
+        items = [(seed, split_id, i, speakers[s][i])
+                 for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+        pairs = iter(render_all(_digit_clip, items, num_workers))
+        splits = {}
+        for s in SPLITS:
+            got = [next(pairs) for _ in range(sizes[s])]
+            splits[s] = Split(audio=[a for a, _ in got], labels=None,
+                              transcripts=[t for _, t in got], speakers=speakers[s])
+        return splits
+
+    splits = cached_splits("synth_digits", spec, cache_dir, use_cache, build)
     return Dataset("synth_digits", "ctc", list(CTC_ALPHABET), splits)
