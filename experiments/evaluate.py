@@ -25,23 +25,15 @@ _OUT = flags.DEFINE_string("out", None, "JSON path (default <workdir>/eval_<data
 flags.mark_flags_as_required(["workdir", "dataset"])
 
 
-def load_dataset(name: str, data_dir: str | None):
-    from rnnbench import data as data_lib
-    from rnnbench.data import manifest
-
-    if name.startswith("manifest:"):
-        return manifest.load_manifest(path=name[len("manifest:"):])
-    return data_lib.load(name, data_dir=data_dir)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from rnnbench import atomic, inference, provenance
+    from rnnbench import data as data_lib
 
     try:
         run = inference.load_run(_WORKDIR.value)
-        dataset = load_dataset(_DATASET.value, _DATA_DIR.value)
+        dataset = data_lib.load(_DATASET.value, data_dir=_DATA_DIR.value)
         metrics, records = inference.score(run, dataset, _SPLIT.value)
     except ValueError as e:
         sys.exit(f"error: {e}")

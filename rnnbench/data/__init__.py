@@ -79,9 +79,13 @@ NAMES = tuple(_REGISTRY)
 
 def load(name: str, *, data_dir: str | None = None, protocol: int = 12, seed: int = 0,
          cache_dir=None, **options) -> Dataset:
-    """Load dataset ``name``; ``options`` are forwarded to its loader (sizes, split=...)."""
+    """Load dataset ``name``; ``options`` are forwarded to its loader (sizes, split=...).
+    ``manifest:PATH`` loads a TSV of audio paths and transcripts (rnnbench/data/manifest.py)."""
+    if name.startswith("manifest:"):
+        from rnnbench.data import manifest
+        return manifest.load_manifest(path=name[len("manifest:"):])
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}, manifest:PATH")
     module, fn = _REGISTRY[name].split(":")
     loader = getattr(importlib.import_module(module), fn)
     return loader(data_dir=data_dir, protocol=protocol, seed=seed, cache_dir=cache_dir, **options)
