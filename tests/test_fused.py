@@ -102,23 +102,60 @@ def test_kinds_choose_the_fused_cells():
     assert fused.recurrence_for(cells.LSTM(F, H, rngs=nnx.Rngs(0))) is not None
 
 
-@pytest.mark.parametrize("case", ["bf16", "cho", "zoneout", "recurrent_dropout", "subclass"])
+@pytest.mark.parametrize("case", ["bf16", "cho", "subclass"])
 def test_generic_scan_is_used_when_fused_does_not_apply(case):
     if case == "bf16":
         cell = cells.LSTM(F, H, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
         assert fused.recurrence_for(cell) is None
     elif case == "cho":
         assert fused.recurrence_for(cells.GRU(F, H, variant="cho", rngs=nnx.Rngs(0))) is None
-    elif case == "subclass":
+    else:
 
         class MyLSTM(cells.LSTM):
             pass
 
         assert fused.recurrence_for(MyLSTM(F, H, rngs=nnx.Rngs(0))) is None
-    else:
-        # The layer bypasses the fused path itself; check it still runs and gives finite grads.
-        kw = {case: 0.3}
-        layer = layers.RNN(cells.LSTM(F, H, rngs=nnx.Rngs(0)), **kw)
-        x = jnp.ones((B, T, F))
-        g = nnx.grad(lambda l: l(x, key=jax.random.key(0))[0].sum())(layer)
-        assert all(np.isfinite(np.asarray(l)).all() for l in jax.tree.leaves(g))
+
+
+@pytest.mark.parametrize("case", ["zoneout", "recurrent_dropout"])
+def test_zoneout_and_recurrent_dropout_match_generic_scan(case, monkeypatch):
+    """With a key, the layer leaves the fused path and gives the generic scan's outputs and
+    gradients for the same key; without one (eval), recurrent dropout is off and the fused path
+    runs, zoneout uses its expectation in the generic scan."""
+    used = []
+    recurrence_for = fused.recurrence_for
+    monkeypatch.setattr(
+        fused, "recurrence_for", lambda cell: used.append(recurrence_for(cell)) or used[-1]
+    )
+    layer = layers.RNN(_make("lstm"), **{case: 0.3})
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(B, T, F)), jnp.float32)
+    lengths = jnp.array([T, 3, 0, 7])
+    carry0 = jax.tree.map(
+        lambda z: jnp.asarray(rng.normal(size=z.shape), jnp.float32), layer.cell.initial_carry(B)
+    )
+    r_out = jnp.asarray(rng.normal(size=(B, T, H)), jnp.float32)
+
+    def loss_fn(layer, x, carry0, key):
+        y, carry = layer(x, lengths, initial_carry=carry0, key=key)
+        y_eval, _ = layer(x, lengths, initial_carry=carry0)  # key=None: the deterministic mode
+        loss = (y * r_out).sum() + sum(c.sum() for c in jax.tree.leaves(carry))
+        return loss, (y, carry, y_eval)
+
+    def run():  # traced anew each call: fused.ENABLED is read at trace time
+        grad_fn = nnx.value_and_grad(loss_fn, argnums=(0, 1, 2), has_aux=True)
+        used.clear()
+        (_, out), grads = jax.jit(grad_fn)(layer, x, carry0, jax.random.key(7))
+        return out, jax.tree.leaves((out, grads)), [r is not None for r in used]
+
+    (y, _, y_eval), fused_on, path_on = run()
+    with fused.disabled():
+        _, generic, path_off = run()
+    assert len(fused_on) == len(generic) >= 9  # y, carry, y_eval, weights, biases, x, carry0
+    for a, b in zip(fused_on, generic):
+        np.testing.assert_allclose(a, b, **TOL)
+    # the fused path ran only for the eval call, and only without zoneout
+    assert path_on == ([True] if case == "recurrent_dropout" else [])
+    assert path_off == ([False] if case == "recurrent_dropout" else [])
+    assert np.all(np.asarray(y)[2] == 0.0) and np.all(np.asarray(y)[1, 3:] == 0.0)  # padding
+    assert not np.allclose(y, y_eval, atol=1e-3)  # the key did switch dropout/zoneout on

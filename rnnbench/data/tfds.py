@@ -18,10 +18,11 @@ _SPLITS = {"train": "train", "validation": "validation", "test": "test"}
 
 def _import_tfds():
     try:
+        import tensorflow  # noqa: F401  (tfds.builder exists only with tensorflow present)
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError("tfds:speech_commands needs tensorflow-datasets; install it with "
-                          "pip install 'rnnbench[tfds]'") from e
+        raise ImportError("tfds:speech_commands needs tensorflow-datasets and tensorflow "
+                          "(tensorflow-cpu); install them with pip install 'rnnbench[tfds]'") from e
     return tfds
 
 
