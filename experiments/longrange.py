@@ -21,6 +21,13 @@ measured, plus the command and wall time):
 The cost of sequential vs parallel scans vs T is experiments/bench_scan.py's
 results/longrange/scan_cost.{json,png,md}; captions link to it.
 
+Every JSON's meta holds `provenance` (rnnbench/provenance.py: commit, machine, versions, precision)
+and every caption its one-line form.
+
+--gradflow_only re-renders just <task>_gradflow.*: it trains (or reuses) seed 0 of each cell at the
+gradient-flow length (--gradflow_length, else the one the grid's <out>/<task>_runs.json implies),
+one seed per program, and leaves the length and curve files and <task>_runs.json as they are.
+
 --smoke: adding T=50, GRU, 1 seed, 300 steps; asserts test MSE < 0.08 and that every plot and
 its data exist (a couple of minutes).
 """
@@ -38,12 +45,9 @@ import time
 
 import numpy as np
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
-from experiments.configs import common, longrange as lr_config  # noqa: E402
-from rnnbench import atomic  # noqa: E402
+from experiments.configs import common
+from experiments.configs import longrange as lr_config
+from rnnbench import atomic, provenance
 
 SCAN_COST = "scan_cost.md"
 METRIC = {"adding": ("loss", "test MSE"), "copy": ("accuracy", "recall accuracy"),
@@ -79,15 +83,15 @@ def parse_cells(text: str, scan: str = "sequential") -> list[str]:
     return out
 
 
-def parse_lengths(task: str, text: str) -> list:
+def parse_lengths(task: str, text: str, flag: str = "--lengths") -> list:
     vals = [v.strip() for v in text.split(",") if v.strip()]
     if not vals:
-        raise ValueError("--lengths is empty; give e.g. --lengths=25,50,100")
+        raise ValueError(f"{flag} is empty; give e.g. {flag}=25,50,100")
     try:
         lengths = [float(v) if task == "recall" else int(v) for v in vals]
     except ValueError:
         kind = "delays in seconds" if task == "recall" else "integers"
-        raise ValueError(f"--lengths must be comma-separated {kind}, got {text!r}") from None
+        raise ValueError(f"{flag} must be comma-separated {kind}, got {text!r}") from None
     for v in lengths:  # let the task / loader check its own bounds, naming the flag
         config = make_config(task, "gru", v, 0, 1)
         try:
@@ -98,7 +102,7 @@ def parse_lengths(task: str, text: str) -> list:
                 from rnnbench import tasks
                 tasks.make(task, **dict(config.task))
         except ValueError as e:
-            raise ValueError(f"--lengths: {e}") from None
+            raise ValueError(f"{flag}: {e}") from None
     return lengths
 
 
@@ -110,7 +114,7 @@ def make_config(task: str, variant: str, length, seed: int, steps: int, *, hidde
     c = common.apply_variant(c, variant)
     if task == "recall":
         c.data.options.delay_s = float(length)
-        c.buckets = (16000 + int(round(float(length) * 16000)),)
+        c.buckets = (16000 + round(float(length) * 16000),)
     else:
         c.task.length = int(length)
     c.seed = seed
@@ -206,16 +210,18 @@ def _write_data(out_stem: str, records: list[dict], meta: dict) -> None:
 def _caption(out_stem: str, title: str, sentences: list[str], meta: dict) -> None:
     lines = [f"# {title}", "", f"![{title}]({os.path.basename(out_stem)}.png)", ""]
     lines += sentences
-    lines += ["", f"Data: [{os.path.basename(out_stem)}.json]({os.path.basename(out_stem)}.json), "
-              f"[.csv]({os.path.basename(out_stem)}.csv).",
+    name = os.path.basename(out_stem)
+    lines += ["",
+              f"Data: [{name}.json]({name}.json), [.csv]({name}.csv).",
               f"Command: `{meta['command']}`",
-              f"Wall time of the whole command: {meta['wall_time_s']:.0f} s "
-              f"(machine: {meta['machine']}); training wall time of the grid as recorded in "
-              f"the runs' final.json (also when this command skipped finished runs): "
-              f"{meta['grid_wall_time_s']:.0f} s.",
+              (f"Wall time of the whole command: {meta['wall_time_s']:.0f} s "
+               f"(machine: {meta['machine']}); training wall time of the runs behind this plot "
+               f"as recorded in their final.json (also when this command skipped finished "
+               f"runs): {meta['grid_wall_time_s']:.0f} s."),
               f"Setup: {meta['setup']}",
-              f"Cost of sequential vs parallel scans vs T: see [{SCAN_COST}]({SCAN_COST}) "
-              "(experiments/bench_scan.py)."]
+              f"Provenance: {provenance.one_line(meta['provenance'])}",
+              (f"Cost of sequential vs parallel scans vs T: see [{SCAN_COST}]({SCAN_COST}) "
+               "(experiments/bench_scan.py).")]
     atomic.write_text(out_stem + ".md", "\n".join(lines) + "\n")
 
 
@@ -323,15 +329,31 @@ def plot_curves(task, rows, out, meta) -> str:
     meta = dict(meta, curve_length=l_star)
     _write_data(stem, records, meta)
     _caption(stem, f"{task}: learning curves at {length_tag(task, l_star)}",
-             [f"Validation metric (mean over seeds, band = min..max) vs step at "
-              f"{length_tag(task, l_star)} ({note}).", ""] + sentences, meta)
+             [(f"Validation metric (mean over seeds, band = min..max) vs step at "
+               f"{length_tag(task, l_star)} ({note})."), ""] + sentences, meta)
     return stem
+
+
+def _positive(values):
+    """values with non-positive entries as NaN (a break in a log-scale line)."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values > 0, values, np.nan)
+
+
+def _first_zero(norms):
+    """Smallest distance from which every gradient norm is exactly 0 (None if the last is not)."""
+    norms = np.asarray(norms)
+    if norms.size == 0 or norms[-1] != 0:
+        return None
+    nonzero = np.flatnonzero(norms)
+    return int(nonzero[-1]) + 1 if nonzero.size else 0
 
 
 def plot_gradflow(task, rows, out, meta, length=None) -> str:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from rnnbench import diagnostics, train
     table = summarise(task, rows)
     if length is None:
@@ -351,10 +373,9 @@ def plot_gradflow(task, rows, out, meta, length=None) -> str:
         untrained = diagnostics.gradient_flow(config, None, dataset)
         trained = diagnostics.gradient_flow(
             config, diagnostics.load_params(config, row["workdir"], dataset), dataset)
-        tiny = 1e-30
-        line, = ax.plot(untrained["distance"], np.maximum(untrained["relative"], tiny), "--",
-                        lw=1)
-        ax.plot(trained["distance"], np.maximum(trained["relative"], tiny), "-",
+        # exact zeros (float32 backward-pass underflow) have no place on a log axis: not drawn
+        line, = ax.plot(untrained["distance"], _positive(untrained["relative"]), "--", lw=1)
+        ax.plot(trained["distance"], _positive(trained["relative"]), "-",
                 color=line.get_color(), label=cell)
         for d in range(len(untrained["distance"])):
             records.append({"cell": cell, "distance": int(d),
@@ -364,11 +385,15 @@ def plot_gradflow(task, rows, out, meta, length=None) -> str:
                             "trained_relative": float(trained["relative"][d])})
         last = len(untrained["distance"]) - 1
         probe = sorted({d for d in (10, 25, 50, 100) if d < last} | {last})
+        zeros = [f"{name} from {_first_zero(flow['grad_norm'])}" for name, flow in
+                 (("untrained", untrained), ("trained", trained))
+                 if _first_zero(flow["grad_norm"]) is not None]
         sentences.append(
-            f"- **{cell}**: untrained " + ", ".join(
-                f"{untrained['relative'][d]:.2g} at {d}" for d in probe)
+            f"- **{cell}** (trained run's {METRIC[task][1]} {row['metric']:.3g}): untrained "
+            + ", ".join(f"{untrained['relative'][d]:.2g} at {d}" for d in probe)
             + "; trained " + ", ".join(f"{trained['relative'][d]:.2g} at {d}" for d in probe)
-            + " steps back.")
+            + " steps back" + (f"; exactly 0 (float32 underflow) {', '.join(zeros)} steps back"
+                               if zeros else "") + ".")
     ax.set_yscale("log")
     unit = "log-mel frames" if task == "recall" else "steps"
     ax.set_xlabel(f"distance from the readout ({unit})")
@@ -381,15 +406,55 @@ def plot_gradflow(task, rows, out, meta, length=None) -> str:
     plt.close(fig)
     meta = dict(meta, gradflow_length=length)
     _write_data(stem, records, meta)
+    head = (f"Mean over 32 examples of ||dLoss/dx_t||, relative to its value at the readout "
+            f"step, vs distance from the readout; dashed = at initialisation, solid = after "
+            f"training (seed 0, {row['steps'] if rows else '?'} steps). Norms are summed in "
+            f"float64 (a float32 sum of squares drops components below ~1e-19); a gradient that "
+            f"is exactly 0 (every component under float32's ~1e-38 in the backward pass) is not "
+            f"drawn.")
+    note = [meta["gradflow_runs_note"], ""] if meta.get("gradflow_runs_note") else []
     _caption(stem, f"{task}: gradient flow at {length_tag(task, length)}",
-             [f"Mean over 32 examples of ||dLoss/dx_t||, relative to its value at the readout "
-              f"step, vs distance from the readout; dashed = at initialisation, solid = after "
-              f"training (seed 0, {row['steps'] if rows else '?'} steps). Values below 1e-30 "
-              f"are drawn at 1e-30.", ""] + sentences, meta)
+             [head, ""] + note + sentences, meta)
     return stem
 
 
 # ----------------------------------------------------------------------------- main
+
+def _grid_rows_and_gradflow_length(task, out, length):
+    """The grid's rows saved in <out>/<task>_runs.json (None if absent) and the gradient-flow
+    length: `length` if given, else the one the grid's plot used (longest solved, else shortest)."""
+    path = os.path.join(out, f"{task}_runs.json")
+    if not os.path.exists(path):
+        if length is None:
+            raise ValueError(f"--gradflow_only needs --gradflow_length or the grid's {path} "
+                             f"(written by a run of the grid without --gradflow_only)")
+        return None, length
+    with open(path) as f:
+        grid_rows = json.load(f)["rows"]
+    if length is None:
+        length = (solved_length(task, summarise(task, grid_rows))
+                  or min(r["length"] for r in grid_rows))
+    return grid_rows, length
+
+
+def _retrained_note(task, rows, grid_rows) -> str:
+    """Caption sentence: which runs the trained curves come from, beside the grid's seed 0."""
+    label = METRIC[task][1]
+    note = (f"Trained curves: seed 0 of each cell at {length_tag(task, rows[0]['length'])}, "
+            f"trained (or reused) by this --gradflow_only command, one seed per program")
+    if not grid_rows:
+        return note + "."
+    grid = {r["cell"]: r["metric"] for r in grid_rows
+            if r["seed"] == 0 and r["length"] == rows[0]["length"]}
+    pairs = [f"{r['cell']} {r['metric']:.3g} ({grid[r['cell']]:.3g})" for r in rows
+             if r["cell"] in grid]
+    if not pairs:
+        return note + f" (the grid's {task}_runs.json has no seed 0 at this length)."
+    return (note + f"; the grid ({task}_runs.json) trained its seeds together as one vmapped "
+            f"program, at the commit it records, so these runs need not match its digits. "
+            f"{label[0].upper() + label[1:]} of these runs (the grid's seed 0): "
+            + ", ".join(pairs) + ".")
+
 
 def build_parser():
     p = argparse.ArgumentParser(prog="python -m experiments.longrange", description=__doc__,
@@ -407,6 +472,9 @@ def build_parser():
     p.add_argument("--gradflow_length", default=None,
                    help="length for the gradient-flow plot (default: the curves' length)")
     p.add_argument("--no_gradflow", action="store_true")
+    p.add_argument("--gradflow_only", action="store_true",
+                   help="re-render only <task>_gradflow.*: train (or reuse) seed 0 of each cell "
+                        "at the gradient-flow length, one seed per program")
     p.add_argument("--smoke", action="store_true",
                    help="adding T=50, gru, 1 seed, 300 steps; assert MSE < 0.08 and outputs exist")
     return p
@@ -425,11 +493,24 @@ def main(argv=None) -> dict:
     variants = parse_cells(args.cells, args.scan)
     lengths = parse_lengths(args.task, args.lengths or ",".join(
         str(v) for v in lr_config.DEFAULT_LENGTHS[args.task]))
+    if args.gradflow_only and args.no_gradflow:
+        raise ValueError("--gradflow_only and --no_gradflow exclude each other")
     os.makedirs(args.out, exist_ok=True)
-    rows = train_grid(args.task, lengths, variants, args.seeds, args.steps, args.runs,
+    gl = None
+    if args.gradflow_length is not None:
+        gl = parse_lengths(args.task, args.gradflow_length, "--gradflow_length")[0]
+    grid_rows = None
+    if args.gradflow_only:
+        grid_rows, gl = _grid_rows_and_gradflow_length(args.task, args.out, gl)
+        lengths, seeds_per_program = [gl], 1
+    else:
+        seeds_per_program = args.seeds
+    rows = train_grid(args.task, lengths, variants, seeds_per_program, args.steps, args.runs,
                       hidden=args.hidden, scan=args.scan, batch_size=args.batch_size)
     c0 = make_config(args.task, variants[0], lengths[0], 0, args.steps, hidden=args.hidden,
                      batch_size=args.batch_size)
+    record = provenance.record({"precision": c0.model.get("dtype") or "float32",
+                                "scan": args.scan, "seeds_per_program": seeds_per_program})
     meta = {"command": "python -m experiments.longrange " + " ".join(shlex.quote(a) for a in argv),
             "task": args.task, "lengths": lengths, "cells": variants, "seeds": args.seeds,
             "steps": args.steps, "hidden": args.hidden, "batch_size": args.batch_size,
@@ -439,20 +520,22 @@ def main(argv=None) -> dict:
                      f"lr {c0.optimizer.learning_rate} {c0.optimizer.schedule}, clip "
                      f"{c0.optimizer.clip_norm}, {args.steps} steps, scan {args.scan}; eval on "
                      + ("600 validation / 600 test clips of unseen voices" if args.task == "recall"
-                        else f"{c0.task_eval_size} fixed examples")}
+                        else f"{c0.task_eval_size} fixed examples"),
+            "provenance": record}
     meta["wall_time_s"] = time.time() - t_start  # training; updated below with plotting
     groups = {}
     for r in rows:  # seeds of one (length, cell) share one program: count its wall time once
         key = (r["length"], r["cell"])
         groups[key] = max(groups.get(key, 0.0), float(r.get("wall_time_s") or 0.0))
     meta["grid_wall_time_s"] = sum(groups.values())
-    stems = [plot_length(args.task, rows, args.out, meta),
-             plot_curves(args.task, rows, args.out, meta)]
-    if not args.no_gradflow:
-        gl = None
-        if args.gradflow_length is not None:
-            gl = float(args.gradflow_length) if args.task == "recall" else int(args.gradflow_length)
-        stems.append(plot_gradflow(args.task, rows, args.out, meta, gl))
+    if args.gradflow_only:
+        meta["gradflow_runs_note"] = _retrained_note(args.task, rows, grid_rows)
+        stems = [plot_gradflow(args.task, rows, args.out, meta, gl)]
+    else:
+        stems = [plot_length(args.task, rows, args.out, meta),
+                 plot_curves(args.task, rows, args.out, meta)]
+        if not args.no_gradflow:
+            stems.append(plot_gradflow(args.task, rows, args.out, meta, gl))
     wall = time.time() - t_start
     for stem in stems:  # the caption's wall time covers training + plots
         with open(stem + ".md") as f:
@@ -464,8 +547,9 @@ def main(argv=None) -> dict:
     summary = {"rows": rows, "files": [s + ext for s in stems for ext in (".png", ".json",
                                                                          ".csv", ".md")],
                "wall_time_s": wall}
-    atomic.write_json(os.path.join(args.out, f"{args.task}_runs.json"),
-                      {"meta": dict(meta, wall_time_s=wall), "rows": rows}, indent=1)
+    if not args.gradflow_only:  # the grid's record; a gradient-flow re-render leaves it be
+        atomic.write_json(os.path.join(args.out, f"{args.task}_runs.json"),
+                          {"meta": dict(meta, wall_time_s=wall), "rows": rows}, indent=1)
     if args.smoke:
         mse = rows[0]["metric"]
         assert mse < 0.08, f"smoke: adding T=50 GRU test MSE {mse:.4f} is not below 0.08"

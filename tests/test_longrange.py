@@ -8,7 +8,7 @@ import pytest
 
 from experiments import longrange
 from experiments.configs import longrange as lr_config
-
+from rnnbench import provenance
 
 # ----------------------------------------------------------------------------- configs
 
@@ -57,6 +57,16 @@ def test_bad_flags():
         longrange.parse_lengths("adding", "ten")
     with pytest.raises(ValueError, match="--task must be one of"):
         longrange.main(["--task=sorting"])
+
+
+def test_gradflow_only_bad_flags(tmp_path):
+    with pytest.raises(ValueError, match="--gradflow_only and --no_gradflow exclude each other"):
+        longrange.main(["--gradflow_only", "--no_gradflow", f"--out={tmp_path}"])
+    with pytest.raises(ValueError, match=r"--gradflow_only needs --gradflow_length or the grid's "
+                                         r".*adding_runs\.json"):
+        longrange.main(["--gradflow_only", "--lengths=10", f"--out={tmp_path}"])
+    with pytest.raises(ValueError, match="--gradflow_length: adding: length must be an int >= 2"):
+        longrange.main(["--gradflow_only", "--gradflow_length=1", f"--out={tmp_path}"])
 
 
 def test_parallel_config_matches_sequential():
@@ -113,9 +123,30 @@ def test_smoke_suite(tmp_path):
         assert "scan_cost.md" in caption and "Wall time" in caption
         data = json.loads((out / (stem + ".json")).read_text())
         assert data["data"] and data["meta"]["task"] == "adding"
+        prov = data["meta"]["provenance"]
+        assert prov["cores"] == os.cpu_count() and prov["seeds_per_program"] == 1
+        assert prov["precision"] == "float32" and "jax" in prov["versions"]
+        assert f"Provenance: {provenance.one_line(prov)}" in caption
     # a restart skips the finished runs
     again = longrange.main(["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}",
                             "--no_gradflow"])
     assert again["rows"][0]["metric"] == summary["rows"][0]["metric"]
     assert again["wall_time_s"] < summary["wall_time_s"]
     assert os.path.exists(tmp_path / "runs" / "adding" / "T50" / "gru" / "seed0" / "final.json")
+    # the gradient flow alone, from the grid's adding_runs.json: reuses seed 0, keeps the rest
+    runs_json = (out / "adding_runs.json").read_text()
+    length_md = (out / "adding_length.md").read_text()
+    only = longrange.main(["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}",
+                           "--gradflow_only"])
+    assert [(r["workdir"], r["metric"]) for r in only["rows"]] == [
+        (summary["rows"][0]["workdir"], summary["rows"][0]["metric"])]
+    assert only["files"] == [str(out / "adding_gradflow") + e for e in (".png", ".json", ".csv",
+                                                                         ".md")]
+    assert (out / "adding_runs.json").read_text() == runs_json
+    assert (out / "adding_length.md").read_text() == length_md
+    caption = (out / "adding_gradflow.md").read_text()
+    assert "--gradflow_only`" in caption and "seeds_per_program=1" in caption
+    m = summary["rows"][0]["metric"]
+    assert f"Test MSE of these runs (the grid's seed 0): gru {m:.3g} ({m:.3g})." in caption
+    data = json.loads((out / "adding_gradflow.json").read_text())
+    assert data["meta"]["gradflow_length"] == 50 and len(data["data"]) == 50
