@@ -47,7 +47,7 @@ import numpy as np
 
 from experiments.configs import common
 from experiments.configs import longrange as lr_config
-from rnnbench import atomic, provenance
+from rnnbench import atomic, input_pipeline, provenance
 
 SCAN_COST = "scan_cost.md"
 METRIC = {"adding": ("loss", "test MSE"), "copy": ("accuracy", "recall accuracy"),
@@ -175,7 +175,7 @@ def train_grid(task, lengths, variants, seeds, steps, runs, hidden=0, scan="sequ
                                    batch_size=batch_size) for s in range(seeds)]
             wds = [workdir(runs, task, length, v, s) for s in range(seeds)]
             if dataset is None:
-                dataset = train.load_dataset(configs[0])
+                dataset = input_pipeline.load_dataset(configs[0])
             t0 = time.time()
             finals = train.train_and_evaluate_many(configs, wds, wandb_mode="disabled",
                                                    progress=False, dataset=dataset)
@@ -369,7 +369,7 @@ def plot_gradflow(task, rows, out, meta, length=None) -> str:
         config = make_config(task, cell, length, 0, row["steps"], hidden=meta.get("hidden", 0),
                              batch_size=meta.get("batch_size", 0))
         if dataset is None:
-            dataset = train.load_dataset(config)
+            dataset = input_pipeline.load_dataset(config)
         untrained = diagnostics.gradient_flow(config, None, dataset)
         trained = diagnostics.gradient_flow(
             config, diagnostics.load_params(config, row["workdir"], dataset), dataset)

@@ -31,12 +31,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 from flax import nnx
 
-from rnnbench import train
+from rnnbench import input_pipeline, objectives, train
 
 
 def load_params(config, workdir: str, dataset=None, step: int | None = None):
     """Trained params of the run in `workdir` (latest checkpoint unless `step`)."""
-    dataset = dataset if dataset is not None else train.load_dataset(config)
+    dataset = dataset if dataset is not None else input_pipeline.load_dataset(config)
     _, state, _, _ = train.init_state(config, dataset)
     path = os.path.join(os.path.abspath(workdir), "checkpoints")
     with ocp.CheckpointManager(path) as mngr:
@@ -49,20 +49,23 @@ def load_params(config, workdir: str, dataset=None, step: int | None = None):
 
 
 def _one_batch(config, dataset, batch_size: int, seed: int) -> dict:
-    if isinstance(dataset, train.TASK_TYPES):
+    if input_pipeline.is_memory_task(dataset):
         return jax.device_get(dataset.batch(jax.random.PRNGKey(10_000 + seed), batch_size))
     c = config.copy_and_resolve_references()
     c.batch_size = batch_size
-    buckets = tuple(config.get("buckets") or ()) or train.auto_buckets(dataset)
-    return next(train.eval_stream(dataset, "test", c, buckets))
+    objective = objectives.make(config, dataset)
+    buckets = input_pipeline.buckets_for(config, dataset)
+    return next(input_pipeline.eval_stream(dataset, "test", c, buckets,
+                                           objective.encoder(dataset)))
 
 
 def input_gradients(
     config, params=None, dataset=None, *, batch_size: int = 32, seed: int = 0
 ) -> tuple[jax.Array, int]:
     """dLoss/dx [B, T, F] on one batch, and the valid length common to the batch."""
-    dataset = dataset if dataset is not None else train.load_dataset(config)
-    graphdef, state, _, _ = train.init_state(config, dataset)
+    dataset = dataset if dataset is not None else input_pipeline.load_dataset(config)
+    objective = objectives.make(config, dataset)
+    graphdef, state, _, _ = train.init_state(config, dataset, objective)
     params = state["params"] if params is None else params
     batch = _one_batch(config, dataset, batch_size, seed)
     feats, flen = train.compute_features(config, batch, None)
@@ -70,8 +73,8 @@ def input_gradients(
 
     def loss_of_inputs(x):
         model = nnx.merge(graphdef, params)
-        logits, aux = model(x, flen, key=None)
-        loss, _ = train.task_loss(dataset.task, logits, aux, batch)
+        outputs, aux = objective.forward(model, x, flen, batch, None)
+        loss, _ = objective.loss(outputs, aux, batch)
         return loss
 
     return jax.jit(jax.grad(loss_of_inputs))(feats), t_valid
