@@ -4,6 +4,7 @@
   SelfAttention      [batch, time, D] + lengths -> [batch, time, D]  (MHA + residual + layer norm)
 
 Both mask padded steps, so appending garbage after a sequence's length changes nothing.
+`precision` is the policy of their matmuls (`rnnbench.precision`; exact float32 by default).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
+from rnnbench import precision as precision_lib
 
 Array = jax.Array
 
@@ -27,10 +30,13 @@ class AttentionPooling(nnx.Module):
     A sequence of length 0 pools to zeros.
     """
 
-    def __init__(self, features: int, hidden: int | None = None, *, rngs: nnx.Rngs):
+    def __init__(self, features: int, hidden: int | None = None, *,
+                 precision: str = precision_lib.DEFAULT, rngs: nnx.Rngs):
         hidden = hidden or features
-        self.proj = nnx.Linear(features, hidden, rngs=rngs)
-        self.score = nnx.Linear(hidden, 1, use_bias=False, rngs=rngs)
+        self.precision = precision_lib.check(precision)
+        lax_precision = precision_lib.lax_precision(precision)
+        self.proj = nnx.Linear(features, hidden, precision=lax_precision, rngs=rngs)
+        self.score = nnx.Linear(hidden, 1, use_bias=False, precision=lax_precision, rngs=rngs)
 
     def __call__(self, h: Array, lengths: Array) -> tuple[Array, Array]:
         """h [batch, time, D], lengths [batch] -> (pooled [batch, D], weights [batch, time])."""
@@ -39,7 +45,9 @@ class AttentionPooling(nnx.Module):
         scores = jnp.where(mask, scores, -jnp.inf)
         weights = jax.nn.softmax(scores, axis=-1, where=mask)
         weights = jnp.where(mask, weights, 0.0)
-        return jnp.einsum("bt,btd->bd", weights, h), weights
+        pooled = jnp.einsum("bt,btd->bd", weights, h,
+                            precision=precision_lib.lax_precision(self.precision))
+        return pooled, weights
 
 
 class SelfAttention(nnx.Module):
@@ -49,12 +57,14 @@ class SelfAttention(nnx.Module):
     """
 
     def __init__(self, features: int, num_heads: int = 4, *, dropout: float = 0.0,
-                 rngs: nnx.Rngs):
+                 precision: str = precision_lib.DEFAULT, rngs: nnx.Rngs):
         if features % num_heads:
             raise ValueError(f"attention num_heads={num_heads} must divide the state size "
                              f"{features}")
+        self.precision = precision_lib.check(precision)
         self.mha = nnx.MultiHeadAttention(num_heads=num_heads, in_features=features,
                                           dropout_rate=dropout, decode=False, keep_rngs=False,
+                                          precision=precision_lib.lax_precision(precision),
                                           rngs=rngs)
         self.norm = nnx.LayerNorm(features, rngs=rngs)
 
@@ -62,6 +72,9 @@ class SelfAttention(nnx.Module):
         mask = valid_mask(lengths, h.shape[1])
         attn_mask = nnx.make_attention_mask(mask, mask)  # [batch, 1, time, time]
         rngs = nnx.Rngs(dropout=key) if key is not None else None
-        a = self.mha(h, mask=attn_mask, deterministic=key is None, rngs=rngs)
+        # The scope reaches the q.k and weights.v einsums, which flax's fast path
+        # (`jax.nn.dot_product_attention`, taken without dropout) runs without `precision`.
+        with precision_lib.scope(self.precision):
+            a = self.mha(h, mask=attn_mask, deterministic=key is None, rngs=rngs)
         y = self.norm(h + a)
         return jnp.where(mask[..., None], y, 0.0)

@@ -2,9 +2,8 @@
 
 `layers.RNN` uses these instead of its generic `lax.scan` over `cell.step` when the cell is a plain
 `cells.LSTM`, `cells.GRU(variant="pytorch")` or `cells.SimpleRNN` (tanh or relu) whose kind is in
-`KINDS`, in full precision (`dtype=None`) with no zoneout or recurrent dropout (see
-`recurrence_for`). The math is the
-same; what changes is the backward pass:
+`KINDS`, with float32 matmul operands (`dtype=None`) and no zoneout or recurrent dropout (see
+`recurrence_for`). The math is the same; what changes is the backward pass:
 
 - the forward scan stores the gate activations (and the carries) it already computed, so the
   backward scan does no recomputation and needs no autodiff bookkeeping;
@@ -24,7 +23,9 @@ All functions are time-major and pure:
   ys [T, B, H]    outputs, exactly 0 at padded steps; the final carry is each sequence's own
                   last valid carry (the conventions of `layers.RNN`).
 
-`unroll` is the `lax.scan` unroll factor of both the forward and the backward scan.
+`unroll` is the `lax.scan` unroll factor of both the forward and the backward scan;
+`precision` the policy (`rnnbench.precision`, the cell's) of every matmul of both passes, the
+weight gradient included.
 Set `fused.ENABLED = False` (or use `with fused.disabled():`) to fall back to the generic scan,
 e.g. to compare the two (tests/test_fused.py does).
 """
@@ -38,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnbench import cells as cells_lib
+from rnnbench import precision as precision_lib
 
 Array = jax.Array
 
@@ -68,22 +70,22 @@ def _prev(seq0, seq):
     return jnp.concatenate([seq0[None], seq[:-1]], axis=0)
 
 
-def _wgrad(h_prev: Array, dg: Array) -> Array:
+def _wgrad(h_prev: Array, dg: Array, prec) -> Array:
     """sum_t h_prev[t]^T dg[t] as one [H, T*B] x [T*B, G*H] matmul."""
     H, GH = h_prev.shape[-1], dg.shape[-1]
-    return jnp.dot(h_prev.reshape(-1, H).T, dg.reshape(-1, GH))
+    return jnp.dot(h_prev.reshape(-1, H).T, dg.reshape(-1, GH), precision=prec)
 
 
 # ----------------------------------------------------------------------------- LSTM
 
 
-def _lstm_forward(w_hh, xp, h0, c0, valid, unroll, store):
+def _lstm_forward(w_hh, xp, h0, c0, valid, unroll, prec, store):
     H = h0.shape[-1]
 
     def body(carry, inp):
         h, c = carry
         xp_t, v = inp
-        gates = xp_t + jnp.dot(h, w_hh)
+        gates = xp_t + jnp.dot(h, w_hh, precision=prec)
         ifo = jax.nn.sigmoid(jnp.concatenate([gates[:, : 2 * H], gates[:, 3 * H :]], axis=-1))
         i, f, o = ifo[:, :H], ifo[:, H : 2 * H], ifo[:, 2 * H :]
         g = jnp.tanh(gates[:, 2 * H : 3 * H])
@@ -103,18 +105,18 @@ def _lstm_forward(w_hh, xp, h0, c0, valid, unroll, store):
     return ys, (h, c), res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _lstm(w_hh, xp, h0, c0, valid, unroll):
-    ys, carry, _ = _lstm_forward(w_hh, xp, h0, c0, valid, unroll, store=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _lstm(w_hh, xp, h0, c0, valid, unroll, prec):
+    ys, carry, _ = _lstm_forward(w_hh, xp, h0, c0, valid, unroll, prec, store=False)
     return ys, carry
 
 
-def _lstm_fwd(w_hh, xp, h0, c0, valid, unroll):
-    ys, carry, res = _lstm_forward(w_hh, xp, h0, c0, valid, unroll, store=True)
+def _lstm_fwd(w_hh, xp, h0, c0, valid, unroll, prec):
+    ys, carry, res = _lstm_forward(w_hh, xp, h0, c0, valid, unroll, prec, store=True)
     return (ys, carry), (w_hh, h0, c0, valid, res)
 
 
-def _lstm_bwd(unroll, saved, cts):
+def _lstm_bwd(unroll, prec, saved, cts):
     w_hh, h0, c0, valid, (i, f, g, o, tc, hs, cs) = saved
     dys, (dh_T, dc_T) = cts
     c_prev = _prev(c0, cs)
@@ -135,7 +137,7 @@ def _lstm_bwd(unroll, saved, cts):
         dgg = dcn * i * (1.0 - g * g)
         do = dhn * tc * o * (1.0 - o)
         dgates = jnp.concatenate([di, df, dgg, do], axis=-1)
-        dh_prev = jnp.dot(dgates, w_t)
+        dh_prev = jnp.dot(dgates, w_t, precision=prec)
         dc_prev = dcn * f
         if v is not None:
             dh_prev = dh_prev + jnp.where(vf, 0.0, dh)
@@ -145,7 +147,7 @@ def _lstm_bwd(unroll, saved, cts):
     (dh0, dc0), dgates = jax.lax.scan(
         body, (dh_T, dc_T), (dys, i, f, g, o, tc, c_prev, valid), reverse=True, unroll=unroll
     )
-    dw = _wgrad(_prev(h0, hs), dgates)
+    dw = _wgrad(_prev(h0, hs), dgates, prec)
     return dw, dgates, dh0, dc0, None
 
 
@@ -153,21 +155,28 @@ _lstm.defvjp(_lstm_fwd, _lstm_bwd)
 
 
 def lstm_recurrence(
-    w_hh: Array, xp: Array, h0: Array, c0: Array, valid: Array | None = None, *, unroll: int = 1
+    w_hh: Array,
+    xp: Array,
+    h0: Array,
+    c0: Array,
+    valid: Array | None = None,
+    *,
+    unroll: int = 1,
+    precision: str = precision_lib.DEFAULT,
 ):
     """LSTM over time: xp [T, B, 4H] (gate order i, f, g, o) -> (ys [T, B, H], (h, c))."""
-    return _lstm(w_hh, xp, h0, c0, valid, unroll)
+    return _lstm(w_hh, xp, h0, c0, valid, unroll, precision_lib.lax_precision(precision))
 
 
 # ----------------------------------------------------------------------------- GRU (PyTorch variant)
 
 
-def _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, store):
+def _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, prec, store):
     H = h0.shape[-1]
 
     def body(h, inp):
         xp_t, v = inp
-        hh = jnp.dot(h, w_hh) + b_hh
+        hh = jnp.dot(h, w_hh, precision=prec) + b_hh
         rz = jax.nn.sigmoid(xp_t[:, : 2 * H] + hh[:, : 2 * H])
         r, z = rz[:, :H], rz[:, H:]
         hn = hh[:, 2 * H :]
@@ -184,18 +193,18 @@ def _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, store):
     return ys, h, res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5,))
-def _gru(w_hh, b_hh, xp, h0, valid, unroll):
-    ys, h, _ = _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, store=False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
+def _gru(w_hh, b_hh, xp, h0, valid, unroll, prec):
+    ys, h, _ = _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, prec, store=False)
     return ys, h
 
 
-def _gru_fwd(w_hh, b_hh, xp, h0, valid, unroll):
-    ys, h, res = _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, store=True)
+def _gru_fwd(w_hh, b_hh, xp, h0, valid, unroll, prec):
+    ys, h, res = _gru_forward(w_hh, b_hh, xp, h0, valid, unroll, prec, store=True)
     return (ys, h), (w_hh, b_hh, h0, valid, res)
 
 
-def _gru_bwd(unroll, saved, cts):
+def _gru_bwd(unroll, prec, saved, cts):
     w_hh, b_hh, h0, valid, (r, z, n, hn, hs) = saved
     dys, dh_T = cts
     h_prev = _prev(h0, hs)
@@ -213,7 +222,7 @@ def _gru_bwd(unroll, saved, cts):
         dr = dn * hn * r * (1.0 - r)
         dxp = jnp.concatenate([dr, dz, dn], axis=-1)
         dhh = jnp.concatenate([dr, dz, dn * r], axis=-1)
-        dh_prev = jnp.dot(dhh, w_t) + dhn * z
+        dh_prev = jnp.dot(dhh, w_t, precision=prec) + dhn * z
         if v is not None:
             dh_prev = dh_prev + jnp.where(vf, 0.0, dh)
         return dh_prev, (dxp, dhh)
@@ -221,7 +230,7 @@ def _gru_bwd(unroll, saved, cts):
     dh0, (dxp, dhh) = jax.lax.scan(
         body, dh_T, (dys, r, z, n, hn, h_prev, valid), reverse=True, unroll=unroll
     )
-    dw = _wgrad(h_prev, dhh)
+    dw = _wgrad(h_prev, dhh, prec)
     db = dhh.sum(axis=(0, 1)).astype(b_hh.dtype)
     return dw, db, dxp, dh0, None
 
@@ -230,21 +239,28 @@ _gru.defvjp(_gru_fwd, _gru_bwd)
 
 
 def gru_recurrence(
-    w_hh: Array, b_hh: Array, xp: Array, h0: Array, valid: Array | None = None, *, unroll: int = 1
+    w_hh: Array,
+    b_hh: Array,
+    xp: Array,
+    h0: Array,
+    valid: Array | None = None,
+    *,
+    unroll: int = 1,
+    precision: str = precision_lib.DEFAULT,
 ):
     """PyTorch-variant GRU over time: xp [T, B, 3H] (r, z, n; with b_ih) -> (ys [T, B, H], h)."""
-    return _gru(w_hh, b_hh, xp, h0, valid, unroll)
+    return _gru(w_hh, b_hh, xp, h0, valid, unroll, precision_lib.lax_precision(precision))
 
 
 # ----------------------------------------------------------------------------- Elman RNN
 
 
-def _rnn_forward(w_hh, xp, h0, valid, relu, unroll):
+def _rnn_forward(w_hh, xp, h0, valid, relu, unroll, prec):
     act = jax.nn.relu if relu else jnp.tanh
 
     def body(h, inp):
         xp_t, v = inp
-        h_new = act(xp_t + jnp.dot(h, w_hh))
+        h_new = act(xp_t + jnp.dot(h, w_hh, precision=prec))
         y = h_new if v is None else jnp.where(v[:, None], h_new, 0.0)
         h2 = _where(v, h_new, h)
         return h2, (y, None if v is None else h2)
@@ -253,18 +269,18 @@ def _rnn_forward(w_hh, xp, h0, valid, relu, unroll):
     return ys, h, (ys if valid is None else hs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5))
-def _rnn(w_hh, xp, h0, valid, relu, unroll):
-    ys, h, _ = _rnn_forward(w_hh, xp, h0, valid, relu, unroll)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _rnn(w_hh, xp, h0, valid, relu, unroll, prec):
+    ys, h, _ = _rnn_forward(w_hh, xp, h0, valid, relu, unroll, prec)
     return ys, h
 
 
-def _rnn_fwd(w_hh, xp, h0, valid, relu, unroll):
-    ys, h, hs = _rnn_forward(w_hh, xp, h0, valid, relu, unroll)
+def _rnn_fwd(w_hh, xp, h0, valid, relu, unroll, prec):
+    ys, h, hs = _rnn_forward(w_hh, xp, h0, valid, relu, unroll, prec)
     return (ys, h), (w_hh, h0, valid, hs)
 
 
-def _rnn_bwd(relu, unroll, saved, cts):
+def _rnn_bwd(relu, unroll, prec, saved, cts):
     w_hh, h0, valid, hs = saved
     dys, dh_T = cts
     w_t = w_hh.T
@@ -277,13 +293,13 @@ def _rnn_bwd(relu, unroll, saved, cts):
             vf = v[:, None]
             dhn = jnp.where(vf, dh + dy, 0.0)
         dpre = dhn * (h > 0).astype(h.dtype) if relu else dhn * (1.0 - h * h)
-        dh_prev = jnp.dot(dpre, w_t)
+        dh_prev = jnp.dot(dpre, w_t, precision=prec)
         if v is not None:
             dh_prev = dh_prev + jnp.where(vf, 0.0, dh)
         return dh_prev, dpre
 
     dh0, dpre = jax.lax.scan(body, dh_T, (dys, hs, valid), reverse=True, unroll=unroll)
-    dw = _wgrad(_prev(h0, hs), dpre)
+    dw = _wgrad(_prev(h0, hs), dpre, prec)
     return dw, dpre, dh0, None
 
 
@@ -298,9 +314,10 @@ def rnn_recurrence(
     relu: bool = False,
     *,
     unroll: int = 1,
+    precision: str = precision_lib.DEFAULT,
 ):
     """Elman RNN over time: xp [T, B, H] -> (ys [T, B, H], h)."""
-    return _rnn(w_hh, xp, h0, valid, relu, unroll)
+    return _rnn(w_hh, xp, h0, valid, relu, unroll, precision_lib.lax_precision(precision))
 
 
 # ----------------------------------------------------------------------------- dispatch
@@ -309,16 +326,18 @@ def rnn_recurrence(
 def recurrence_for(cell):
     """`f(carry, xp, valid, unroll) -> (carry, ys)` for a cell with a fused path, else None.
 
-    Only the exact classes (not subclasses, which may override `step`) in full precision.
+    Only the exact classes (not subclasses, which may override `step`) with float32 matmul
+    operands (`dtype=None`), at the cell's precision policy.
     """
     if not ENABLED or getattr(cell, "dtype", None) is not None:
         return None
     kind = type(cell)
+    precision = cell.precision
     if kind is cells_lib.LSTM and "lstm" in KINDS:
 
         def f(carry, xp, valid, unroll):
             ys, carry = lstm_recurrence(
-                cell.w_hh[...], xp, carry[0], carry[1], valid, unroll=unroll
+                cell.w_hh[...], xp, carry[0], carry[1], valid, unroll=unroll, precision=precision
             )
             return carry, ys
 
@@ -331,7 +350,9 @@ def recurrence_for(cell):
                 if cell.b_hh is not None
                 else jnp.zeros((3 * cell.hidden_size,), cell.param_dtype)
             )
-            ys, h = gru_recurrence(cell.w_hh[...], b_hh, xp, carry, valid, unroll=unroll)
+            ys, h = gru_recurrence(
+                cell.w_hh[...], b_hh, xp, carry, valid, unroll=unroll, precision=precision
+            )
             return h, ys
 
         return f
@@ -339,7 +360,9 @@ def recurrence_for(cell):
         relu = cell.nonlinearity == "relu"
 
         def f(carry, xp, valid, unroll):
-            ys, h = rnn_recurrence(cell.w_hh[...], xp, carry, valid, relu, unroll=unroll)
+            ys, h = rnn_recurrence(
+                cell.w_hh[...], xp, carry, valid, relu, unroll=unroll, precision=precision
+            )
             return h, ys
 
         return f

@@ -10,6 +10,9 @@ Conventions (the same as `torch.nn.utils.rnn.pack_padded_sequence`):
 - the final carry is the carry at each sequence's own last valid step;
 - `reverse=True` reverses only the valid part of each sequence.
 
+The layers make no matmul of their own: each cell's `precision` policy (`rnnbench.precision`;
+exact float32 by default) decides how its matmuls run, in the fused recurrences too.
+
 Randomness is explicit: pass `key=` to turn dropout/zoneout on (training); `key=None` is the
 deterministic mode (dropout is the identity, zoneout uses its expectation). This keeps every
 call a pure function of (params, inputs, key), which is what `jax.vmap` over seeds needs.
@@ -26,6 +29,7 @@ from flax import nnx
 
 from rnnbench import cells as cells_lib
 from rnnbench import fused as fused_lib
+from rnnbench import precision as precision_lib
 
 Array = jax.Array
 
@@ -332,15 +336,20 @@ def build(
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     zoneout: float = 0.0,
+    precision: str | None = None,
     rngs: nnx.Rngs,
     **cell_kwargs,
 ) -> Stacked:
     """The usual encoder: `num_layers` (bi)directional RNNs of cell `cell` in a Stacked.
 
+    `precision` is the matmul policy of every cell ("float32" exact, "tf32", "bf16"; see
+    `rnnbench.precision`); None leaves it to the cells' default ("float32").
     Example: `build("lstm", 40, 128, num_layers=3, bidirectional=True, rngs=nnx.Rngs(0))`.
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    if precision is not None:
+        cell_kwargs["precision"] = precision_lib.check(precision)
     rnn_kw = dict(
         unroll=unroll,
         input_dropout=input_dropout,

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rnnbench import attention, layers
+from rnnbench import precision as precision_lib
 
 Array = jax.Array
 POOLINGS = ("last", "mean", "attention")
@@ -41,7 +42,12 @@ class ConvFrontEnd(nnx.Module):
 
 
 class Encoder(nnx.Module):
-    """Front-end (optional) -> stacked (bi)RNN -> self-attention over states (optional)."""
+    """Front-end (optional) -> stacked (bi)RNN -> self-attention over states (optional).
+
+    `cfg["precision"]` is the matmul policy of the RNN and the self-attention ("float32" exact,
+    the default; "tf32"; "bf16"; see `rnnbench.precision`); `self.precision` names the one it
+    runs (also "bf16" for the legacy `cfg["dtype"] = "bfloat16"`).
+    """
 
     def __init__(self, cfg: Mapping[str, Any], num_features: int, *, rngs: nnx.Rngs):
         front = cfg.get("frontend") or {}
@@ -52,17 +58,20 @@ class Encoder(nnx.Module):
         cell_kwargs = dict(cfg.get("cell_kwargs") or {})
         if cfg.get("dtype"):
             cell_kwargs["dtype"] = jnp.dtype(cfg["dtype"])
+        policy = precision_lib.check(cfg.get("precision") or precision_lib.DEFAULT)
         self.rnn = layers.build(
             cfg["cell"], n_in, cfg["hidden"], num_layers=cfg["layers"],
             bidirectional=cfg["bidirectional"], dropout=cfg.get("dropout", 0.0),
             residual=cfg.get("residual", False), layer_norm=cfg.get("layer_norm", False),
             input_dropout=cfg.get("input_dropout", 0.0),
             recurrent_dropout=cfg.get("recurrent_dropout", 0.0),
-            zoneout=cfg.get("zoneout", 0.0), unroll=cfg.get("unroll", 1), rngs=rngs,
-            **cell_kwargs)
+            zoneout=cfg.get("zoneout", 0.0), unroll=cfg.get("unroll", 1), precision=policy,
+            rngs=rngs, **cell_kwargs)
         heads = cfg.get("attention_heads", 0)
-        self.self_attention = (attention.SelfAttention(self.rnn.out_features, heads, rngs=rngs)
+        self.self_attention = (attention.SelfAttention(self.rnn.out_features, heads,
+                                                       precision=policy, rngs=rngs)
                                if heads else None)
+        self.precision = precision_lib.effective(policy, cell_kwargs.get("dtype"))
         self.out_features = self.rnn.out_features
         self.bidirectional = cfg["bidirectional"]
 

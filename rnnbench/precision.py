@@ -11,13 +11,14 @@
 Policies:
   "float32"  exact float32 (`lax.Precision.HIGHEST`), the default: the same numbers on CPU, GPU
              and TPU up to float32 rounding. JAX's own default on NVIDIA Ampere and newer GPUs is
-             TF32 (10-bit mantissa), which put rnnbench 4.6e-4 away from PyTorch where the CPU
-             agrees to 1e-5; on CPU, HIGHEST is what XLA does anyway.
+             TF32 (10-bit mantissa), which put the torch parity tests outside their CPU tolerance
+             on an H200 (issue 12); on CPU, XLA computes float32 matmuls exactly at any level.
   "tf32"     the backend's fast float32 matmul (`lax.Precision.DEFAULT`): TF32 tensor cores on
              NVIDIA Ampere and newer, one bfloat16 pass on TPU, exact float32 on CPU.
   "bf16"     the recurrent cells' matmuls take bfloat16 operands and accumulate in float32;
              parameters, carries and gate nonlinearities stay float32 (the cells' `dtype=bfloat16`
-             path). Other matmuls run as in "tf32".
+             path); their gradients' matmuls take the float32 cotangents. Other matmuls run as
+             in "tf32".
 
 A cell built with `dtype=jnp.bfloat16` computes its matmuls in bf16 whatever its policy (the
 policy says how float32 matmuls run); `effective(name, dtype)` names what such a model does.

@@ -47,9 +47,14 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.residual = False
     c.model.layer_norm = False
     c.model.unroll = 1
-    c.model.dtype = ""                 # "" = float32; "bfloat16" = bf16 matmuls, f32 params
+    c.model.dtype = ""                 # legacy: "bfloat16" = precision "bf16" for the cells
     c.model.aux_ae_weight = 0.0        # autoencoder auxiliary loss weight
     c.model.cell_kwargs = ml_collections.ConfigDict()
+
+    # How float32 matmuls run (rnnbench/precision.py): "float32" exact, the same numbers on CPU
+    # and GPU up to rounding; "tf32" the backend's fast path (TF32 on NVIDIA GPUs); "bf16" the
+    # cells' matmuls in bfloat16 with float32 params and carries.
+    c.precision = "float32"
 
     # Optimizer.
     c.optimizer = ml_collections.ConfigDict()
