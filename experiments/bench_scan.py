@@ -33,8 +33,7 @@ import statistics
 import sys
 import time
 
-from rnnbench import atomic, hugepages
-from rnnbench.report import cpu_model
+from rnnbench import atomic, hugepages, provenance
 
 DEFAULT_T = (100, 300, 1000, 3000, 16000)
 DEFAULT_CELLS = ("mingru", "minlstm", "lru", "lstm", "gru")
@@ -47,25 +46,13 @@ def default_repeats(T: int) -> int:
     return 15 if T <= 300 else 9 if T <= 1000 else 5 if T <= 3000 else 3
 
 
-def machine_info() -> dict:
-    import jax
-    import flax
-
-    info = {
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
+def settings() -> dict:
+    """The process settings a timing depends on, for the provenance record."""
+    return {
         "platform": platform.platform(),
-        "python": platform.python_version(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "backend": jax.default_backend(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
-    try:
-        info["loadavg_start"] = list(os.getloadavg())
-    except OSError:
-        pass
-    return info
 
 
 def make_step(cell: str, parallel: bool | None, T: int, batch: int, hidden: int, seed: int = 0):
@@ -160,7 +147,7 @@ def run(Ts, cells, batch, hidden, repeats, out_dir, log=print):
 
     report = {
         "command": " ".join(["python -m experiments.bench_scan"] + sys.argv[1:]),
-        "machine": machine_info(),
+        "provenance": provenance.record(settings()),
         "config": {
             "batch": batch,
             "hidden": hidden,
@@ -208,14 +195,15 @@ def run(Ts, cells, batch, hidden, repeats, out_dir, log=print):
             row["step_ms_median"] = 1e3 * statistics.median(row["times_s"])
             row["repeats"] = R
             log(
-                f"T={T:>6} {row['variant']:>12}: {row['step_ms_median']:10.2f} ms/step (median of {R})"
+                f"T={T:>6} {row['variant']:>12}: {row['step_ms_median']:10.2f} ms/step "
+                f"(median of {R})"
             )
         report["results"] += rows
         del steps
         gc.collect()
         write_outputs(report, out_dir, final=False)
     try:
-        report["machine"]["loadavg_end"] = list(os.getloadavg())
+        report["loadavg_end"] = list(os.getloadavg())
     except OSError:
         pass
     write_outputs(report, out_dir, final=True)
@@ -226,27 +214,48 @@ def _fmt_ms(ms):
     return f"{ms:,.1f}" if ms < 100 else f"{ms:,.0f}"
 
 
+def _ms(by, variant, T) -> float:
+    return by[(variant, T)]["step_ms_median"]
+
+
+def _machine(report) -> tuple[str, float, int]:
+    """(the header's machine line, load average at the start, cores): from the provenance
+    record, or from the `machine` dict of JSONs written before rnnbench/provenance.py."""
+    end = report.get("loadavg_end") or (report.get("machine") or {}).get("loadavg_end")
+    at_end = ", ".join(f"{x:.1f}" for x in end) if end else ""
+    if "provenance" in report:
+        rec = report["provenance"]
+        load = rec.get("load_avg_1m")
+        end_text = f"; load average at end {at_end}" if at_end else ""
+        return (
+            f"Provenance: {provenance.one_line(rec)}{end_text}.",
+            load or 0.0,
+            rec.get("cores") or 1,
+        )
+    m = report["machine"]
+    line = (
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
+        f"jax {m['jax']}, flax {m['flax']} ({m['backend']}); GLIBC_TUNABLES="
+        f"`{m.get('glibc_tunables', '')}`; load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_start', []))}"
+        f"{f', at end {at_end}' if at_end else ''}."
+    )
+    return line, m.get("loadavg_start", [0.0])[0], m.get("cpu_count") or 1
+
+
 def markdown(report) -> str:
     res = report["results"]
     Ts = sorted({r["T"] for r in res})
     vs = list(dict.fromkeys(r["variant"] for r in res))
     by = {(r["variant"], r["T"]): r for r in res}
-    m, c = report["machine"], report["config"]
+    c = report["config"]
+    machine, load, cores = _machine(report)
     lines = [
         "# Train-step cost vs T: parallel (associative_scan) vs sequential (lax.scan)",
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs, {m['platform']}, python {m['python']}, "
-        f"jax {m['jax']}, flax {m['flax']} ({m['backend']}); GLIBC_TUNABLES="
-        f"`{m.get('glibc_tunables', '')}`; load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m.get('loadavg_start', []))}"
-        + (
-            f", at end {', '.join(f'{x:.1f}' for x in m['loadavg_end'])}"
-            if "loadavg_end" in m
-            else ""
-        )
-        + ".",
+        machine,
         "",
         f"Step = fwd + bwd + Adam of one recurrent layer ({c['features']} -> {c['hidden']}) "
         f"and a per-step linear head ({c['hidden']} -> {c['head_out']}), MSE loss, "
@@ -261,11 +270,10 @@ def markdown(report) -> str:
         + ").",
         "",
     ]
-    load = m.get("loadavg_start", [0.0])[0]
-    if load > (m.get("cpu_count") or 1):
+    if load > cores:
         lines += [
             f"**Caution:** the machine was shared with other jobs (load average {load:.1f} on "
-            f"{m['cpu_count']} CPUs at start), so the timings are noisy; ratios between variants "
+            f"{cores} CPUs at start), so the timings are noisy; ratios between variants "
             "are more reliable than absolute times because repeats are interleaved.",
             "",
         ]
@@ -295,7 +303,7 @@ def markdown(report) -> str:
             "par / seq step-time ratio (> 1: the parallel form is slower)",
             pairs,
             lambda p, T: (
-                f"{by[(p + '-par', T)]['step_ms_median'] / by[(p + '-seq', T)]['step_ms_median']:.2f}"
+                f"{_ms(by, p + '-par', T) / _ms(by, p + '-seq', T):.2f}"
                 if have((p + "-par", T), (p + "-seq", T))
                 else ""
             ),

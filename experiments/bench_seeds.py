@@ -13,15 +13,19 @@ of each (getrusage). The sweep runner's setting is one pinned single-threaded pr
   GLIBC_TUNABLES=glibc.malloc.hugetlb=0 ...   # without huge pages
   ... --frontend=0                            # no conv front-end: the LSTM runs 101 steps
   ... --part=recurrence                       # only the fused LSTM recurrence, fwd + bwd
+  ... --out=results/bench_seeds.json          # the results with their provenance record
+
+`python -m experiments.render_results perf` renders results/perf.md from the JSON.
 """
 
 import argparse
 import os
 import resource
 import statistics
+import sys
 import time
 
-from rnnbench import hugepages
+from rnnbench import atomic, hugepages, provenance
 
 
 def side_by_side(single, single_args, many, many_args, n: int, repeats: int):
@@ -57,10 +61,13 @@ def side_by_side(single, single_args, many, many_args, n: int, repeats: int):
     return med(t_seq), med(f_seq), med(t_vmap), med(f_vmap)
 
 
-def report(label: str, n: int, seq, f_seq, vm, f_vmap) -> None:
+def report(label: str, n: int, seq, f_seq, vm, f_vmap) -> dict:
+    """Prints one line and returns it as a JSON-able dict (times in ms)."""
     print(f"{label}: {n} sequential {seq * 1e3:7.1f} ms ({f_seq:.0f} faults) | one vmapped of "
           f"{n} {vm * 1e3:7.1f} ms ({f_vmap:.0f} faults) | vmapped/sequential throughput "
           f"{seq / vm:.2f}x", flush=True)
+    return {"label": label, "models": n, "sequential_ms": seq * 1e3, "sequential_faults": f_seq,
+            "vmapped_ms": vm * 1e3, "vmapped_faults": f_vmap, "throughput_ratio": seq / vm}
 
 
 def main():
@@ -73,7 +80,9 @@ def main():
     parser.add_argument("--part", choices=["step", "recurrence"], default="step",
                         help="the whole train step, or only the fused LSTM recurrence (forward + "
                         "backward, T=51, batch 64) of rnnbench/fused.py")
+    parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args()
+    t0 = time.time()
 
     import jax
     import jax.numpy as jnp
@@ -85,6 +94,14 @@ def main():
 
     n = args.models
     rng = np.random.default_rng(0)
+    out = {"command": "python -m experiments.bench_seeds " + " ".join(sys.argv[1:]),
+           "provenance": provenance.record({
+               "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+               "xla_flags": os.environ.get("XLA_FLAGS", ""),
+               "cpu_affinity": sorted(os.sched_getaffinity(0)),
+           }),
+           "models": n, "part": args.part, "frontend": args.frontend, "repeats": args.repeats,
+           "results": []}
     print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, "
           f"part={args.part}, batch 64 per model, frontend={args.frontend}, "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
@@ -110,7 +127,8 @@ def main():
 
             res = side_by_side(jax.jit(grads), (w[0], xp[0], h0[0]), jax.jit(jax.vmap(grads)),
                                (w, xp, h0), n, args.repeats)
-            report(f"H={hidden:4d} recurrence", n, *res)
+            out["results"].append({"hidden": hidden,
+                                   **report(f"H={hidden:4d} recurrence", n, *res)})
             continue
         config = kws.get_config("lstm")
         config.model.hidden = hidden
@@ -120,7 +138,11 @@ def main():
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[state] * n)
         res = side_by_side(jax.jit(step), (state, batch), jax.jit(jax.vmap(step)),
                            (states, stacked), n, args.repeats)
-        report(f"H={hidden:4d} train step", n, *res)
+        out["results"].append({"hidden": hidden, **report(f"H={hidden:4d} train step", n, *res)})
+    out["wall_s"] = time.time() - t0
+    out["loadavg_end"] = os.getloadavg()
+    if args.out:
+        atomic.write_json(args.out, out, indent=1)
 
 
 if __name__ == "__main__":

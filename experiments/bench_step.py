@@ -22,14 +22,20 @@ Shapes: S1 batch 64, T 101, 40 features, H 256, 1 layer;  S2 = S1 with 2 layers;
 Run (a few minutes on an idle 2-core machine; 29 min when the machine was 6x oversubscribed and
 torch slowed down 10-50x -- see results/perf.md):
 
-  python -m experiments.bench_step --shapes=S1,S2,S3 --cells=lstm,gru,rnn --repeats=10 \
+  python -m experiments.bench_step --shapes=S1,S2,S3 --cells=lstm,gru,rnn --repeats=15 \
       --out=results/bench_step.json
+  python -m experiments.bench_step --breakdown --shapes=S1,S3 --repeats=10 \
+      --out=results/bench_breakdown.json
+
+Each JSON carries the provenance record (rnnbench/provenance.py: commit, machine, load average
+at the start, versions); `python -m experiments.render_results perf` renders results/perf.md
+from them.
 
 glibc huge pages: JAX's CPU runtime takes thousands of page faults per step with glibc's default
 malloc; `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` cuts them (measured in results/perf.md). It must
 be set before the process starts, so this entry point re-executes itself with it set when it is
-absent (see `rnnbench.hugepages.ensure`; opt out with RNNBENCH_NO_HUGETLB=1). torch runs in the same process
-and gets the same allocator setting.
+absent (see `rnnbench.hugepages.ensure`; opt out with RNNBENCH_NO_HUGETLB=1). torch runs in the
+same process and gets the same allocator setting.
 """
 
 from __future__ import annotations
@@ -41,9 +47,7 @@ import statistics
 import sys
 import time
 
-from rnnbench import atomic, hugepages
-from rnnbench.report import cpu_model
-
+from rnnbench import atomic, hugepages, provenance
 
 SHAPES = {
     "S1": dict(batch=64, time=101, features=40, hidden=256, layers=1),
@@ -260,8 +264,10 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
     import numpy as np
 
     from rnnbench import fused
+    from rnnbench import precision as precision_lib
 
     B, T, F, H = shape["batch"], shape["time"], shape["features"], shape["hidden"]
+    prec = precision_lib.lax_precision(precision_lib.DEFAULT)  # as the default LSTM layer
     x, y = make_data(shape)
     k = jax.random.split(jax.random.key(0), 5)
     w_hh = jax.random.normal(k[0], (H, 4 * H)) * 0.05
@@ -287,10 +293,10 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
         return jax.lax.scan(lambda h, _: (jnp.tanh(jnp.dot(h, w)[:, :H]), None), h, None,
                             length=T)[0]
 
-    fwd_store = jax.jit(lambda w, xp: fused._lstm_fwd(w, xp, h0, c0, None, 1))
+    fwd_store = jax.jit(lambda w, xp: fused._lstm_fwd(w, xp, h0, c0, None, 1, prec))
     saved = fwd_store(w_hh, xp)[1]
     cts = (jnp.zeros((T, B, H)), (jnp.ones((B, H)), jnp.zeros((B, H))))
-    bwd = jax.jit(lambda saved, cts: fused._lstm_bwd(1, saved, cts))
+    bwd = jax.jit(lambda saved, cts: fused._lstm_bwd(1, prec, saved, cts))
     hs, dg = jax.random.normal(k[3], (T, B, H)), jax.random.normal(k[4], (T, B, 4 * H))
     jitted = {
         "projection+recurrence fwd+bwd": (jax.jit(jax.grad(layer_loss, (0, 1))), (w_hh, w_ih, xt)),
@@ -303,7 +309,7 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
             lambda w, b, x, dg: jnp.vdot(project(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
         "projection grad, 3-D dot": (jax.jit(jax.grad(
             lambda w, b, x, dg: jnp.vdot(project_3d(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
-        "dW_hh matmul": (jax.jit(fused._wgrad), (hs, dg)),
+        "dW_hh matmul": (jax.jit(lambda h, g: fused._wgrad(h, g, prec)), (hs, dg)),
         "T x h @ W_hh": (jax.jit(matmul_scan), (w_hh, h0)),
     }
     fns = {"full step": make_rnnbench(shape, "lstm", x, y)}
@@ -337,17 +343,12 @@ def run(
     use_lengths: bool,
     log=print,
 ) -> dict:
-    import jax
     import torch
 
     torch.set_num_threads(2)
+    record = provenance.record(settings())
+    log(f"# {provenance.one_line(record)}")
     peak = matmul_peak_gflops()
-    log(
-        f"# CPU: {cpu_model()}, {os.cpu_count()} cores; jax {jax.__version__}, "
-        f"torch {torch.__version__}; GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}; "
-        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}"
-    )
-    log(f"# load average at start: {os.getloadavg()}")
     log(f"# matmul peak (jitted 2048^3 f32, best of 10): {peak:.1f} GFLOP/s")
     results = []
     for sname in shapes:
@@ -419,18 +420,24 @@ def run(
             )
             row["loadavg_after"] = os.getloadavg()[0]
     return {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
-        "jax": jax.__version__,
-        "torch": torch.__version__,
-        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "provenance": record,
         "peak_gflops": peak,
         "loadavg_end": os.getloadavg(),
         "repeats": repeats,
         "steps_per_repeat": steps_per_repeat,
         "results": results,
     }
+
+
+def settings() -> dict:
+    """The process settings a timing depends on, for the provenance record."""
+    out = {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+           "xla_flags": os.environ.get("XLA_FLAGS", "")}
+    try:
+        import torch
+    except ImportError:  # the `compare` extra is optional; --breakdown does not need it
+        return out
+    return {**out, "torch_threads": torch.get_num_threads()}
 
 
 def markdown_table(report: dict) -> str:
@@ -494,14 +501,23 @@ def main(argv=None):
     for f in fws:
         if f not in MAKERS:
             p.error(f"unknown framework {f!r}; expected {list(MAKERS)}")
+    command = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
     if args.breakdown:
+        report = {"provenance": provenance.record(settings()), "command": command,
+                  "repeats": args.repeats, "shapes": {}}
+        t0 = time.time()
         for s in shapes:
             print(f"# {s} {SHAPES[s]}: LSTM step parts, {args.repeats} interleaved repeats")
-            lstm_breakdown(SHAPES[s], args.repeats)
+            report["shapes"][s] = {"shape": SHAPES[s],
+                                   "parts": lstm_breakdown(SHAPES[s], args.repeats)}
+        report["wall_s"] = time.time() - t0
+        report["loadavg_end"] = os.getloadavg()
+        if args.out:
+            atomic.write_json(args.out, report, indent=1)
         return
     t0 = time.time()
     report = run(shapes, cells, fws, args.repeats, args.warmup, args.steps_per_repeat, args.lengths)
-    report["command"] = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
+    report["command"] = command
     report["wall_s"] = time.time() - t0
     print()
     print(markdown_table(report))

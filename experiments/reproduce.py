@@ -1,17 +1,23 @@
-"""Run a named sweep and its report in one command: `python -m experiments.reproduce kws_cells`.
+"""Reproduce a committed table: `python -m experiments.reproduce kws_cells`.
 
   python -m experiments.reproduce kws_cells               # runs/kws_cells -> results/kws_cells.*
-  python -m experiments.reproduce kws_cells --parallel=2
+  python -m experiments.reproduce kws_cells --dry_run     # print the exact commands, run nothing
+  python -m experiments.reproduce kws_cells --render_only # results/kws_cells.{md,csv,json} again,
+                                                          # from results/kws_cells.json alone
   python -m experiments.reproduce ctc_cells --smoke       # ~1 min: tiny data, 6 steps, 2 seeds,
                                                           # runs/smoke/..., checks the table
 
-Each NAME maps to (config file, sweep name, report options) in `SWEEPS` below. The sweep runs as
-a subprocess of `python -m experiments.sweep` (see `sweep_command`), then rnnbench/report.py
-writes the table and plots. `--smoke` shrinks steps, data and model through repeated
-`--override=key=value` flags, keeps seeds 0,1 of the first two configurations of the grid (through
-a generated config file whose sweeps() holds just those), writes under <workdir>/smoke/ (never
-results/), and exits non-zero unless the table has one row per configuration with every run
-finished. FSDD sweeps need $RNNBENCH_FSDD_DIR.
+Each NAME in `SWEEPS` below carries what its committed table was made with: the config file and
+sweep, the overrides applied to every run (e.g. num_steps=600) and the sweep runner's settings
+(`--vmap_seeds`, `--parallel`). Vmapped seeds and one process per run compile different programs,
+which round differently: the same configuration gives different numbers each way, so an entry
+must say which its table used. The sweep runs as a subprocess of `python -m experiments.sweep`
+(see `commands`), then rnnbench/report.py writes the table, whose header starts with the
+reproduce command. `--parallel` changes only the speed columns. `--smoke` shrinks steps, data and
+model through repeated `--override=key=value` flags, keeps seeds 0,1 of the first two
+configurations of the grid (through a generated config file whose sweeps() holds just those),
+writes under <workdir>/smoke/ (never results/), and exits non-zero unless the table has one row
+per configuration with every run finished. FSDD sweeps need $RNNBENCH_FSDD_DIR.
 """
 
 from __future__ import annotations
@@ -26,31 +32,58 @@ import sys
 
 from absl import app, flags
 
-from rnnbench import atomic
+from rnnbench import atomic, grid
 from rnnbench import report as report_lib
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
+    """How one committed table was made, all of it needed to make it again."""
+
     config: str                      # experiments/configs/<file>.py[:variant]
-    sweep: str                       # sweep name known to experiments/sweep.py
+    sweep: str                       # name of a sweep in the config file's sweeps()
+    overrides: tuple[str, ...] = ()  # --override key=value for every run, as the table used
+    vmap_seeds: bool = False         # --vmap_seeds: each configuration's seeds as one program
+    parallel: int = 1                # --parallel: runs at a time (moves only the speed columns)
     reference: str | None = None     # report --reference
     smoke_overrides: tuple[str, ...] = ()  # on top of SMOKE_OVERRIDES
     needs_env: str | None = None     # environment variable the config reads (data location)
+    note: str | None = None          # how the table was made, where the fields above do not say
 
 
+STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
+STEPS_1000 = ("checkpoint_every=250", "eval_every=250", "num_steps=1000")
 SMOKE_SYNTH = ("data.options.train_size=48", "data.options.validation_size=16",
                "data.options.test_size=16")
+INFERRED_PARALLEL = ("The sweep runner did not record --parallel then; 2 is inferred from the "
+                     "runs' wall times against the sweep's duration (it moves only the speed "
+                     "columns)")
 SWEEPS = {
-    "kws_cells": Entry("experiments/configs/kws.py", "cells", "hello_edge", SMOKE_SYNTH),
-    "kws_fsdd_cells": Entry("experiments/configs/kws_fsdd.py", "cells", "hello_edge",
-                            needs_env="RNNBENCH_FSDD_DIR"),
-    "kws_attention": Entry("experiments/configs/kws.py", "attention", None, SMOKE_SYNTH),
-    "kws_regularisers": Entry("experiments/configs/kws.py", "regularisers", None, SMOKE_SYNTH),
-    "kws_depth": Entry("experiments/configs/kws.py", "depth", None, SMOKE_SYNTH),
-    "ctc_cells": Entry("experiments/configs/ctc.py", "cells", None, SMOKE_SYNTH),
-    "ctc_fsdd_cells": Entry("experiments/configs/ctc_fsdd.py", "cells", None, SMOKE_SYNTH,
-                            needs_env="RNNBENCH_FSDD_DIR"),
+    "kws_cells": Entry("experiments/configs/kws.py:lstm", "cells", STEPS_600, vmap_seeds=True,
+                       parallel=2, reference="hello_edge", smoke_overrides=SMOKE_SYNTH,
+                       note=INFERRED_PARALLEL),
+    "kws_fsdd": Entry("experiments/configs/kws_fsdd.py:lstm", "lstm_gru", (), vmap_seeds=True,
+                      parallel=1, reference="hello_edge", needs_env="RNNBENCH_FSDD_DIR",
+                      note="Made before this entry by two `python -m experiments.train "
+                      "--config=experiments/configs/kws_fsdd.py:<cell> --seeds=0,1,2` commands, "
+                      "one per cell, whose runs were then moved into runs/kws_fsdd; the sweep "
+                      "trains the same two vmapped programs"),
+    "kws_fsdd_cells": Entry("experiments/configs/kws_fsdd.py", "cells", STEPS_600,
+                            vmap_seeds=False, parallel=2, reference="hello_edge",
+                            needs_env="RNNBENCH_FSDD_DIR", note=INFERRED_PARALLEL),
+    "kws_attention": Entry("experiments/configs/kws.py:lstm", "attention", STEPS_600,
+                           vmap_seeds=True, parallel=2, smoke_overrides=SMOKE_SYNTH,
+                           note=INFERRED_PARALLEL),
+    "kws_regularisers": Entry("experiments/configs/kws.py:lstm", "regularisers", STEPS_600,
+                              vmap_seeds=False, parallel=2, smoke_overrides=SMOKE_SYNTH,
+                              note=INFERRED_PARALLEL),
+    "kws_depth": Entry("experiments/configs/kws.py:lstm", "depth", STEPS_600, vmap_seeds=False,
+                       parallel=2, smoke_overrides=SMOKE_SYNTH, note=INFERRED_PARALLEL),
+    "ctc_cells": Entry("experiments/configs/ctc.py", "cells", STEPS_1000, vmap_seeds=True,
+                       parallel=2, smoke_overrides=SMOKE_SYNTH, note=INFERRED_PARALLEL),
+    "ctc_fsdd_cells": Entry("experiments/configs/ctc_fsdd.py", "cells", STEPS_1000,
+                            vmap_seeds=False, parallel=2, smoke_overrides=SMOKE_SYNTH,
+                            needs_env="RNNBENCH_FSDD_DIR", note=INFERRED_PARALLEL),
 }
 SMOKE_OVERRIDES = ("num_steps=6", "eval_every=3", "checkpoint_every=3", "log_every=3",
                    "batch_size=16", "model.hidden=8", "optimizer.warmup_steps=2")
@@ -60,39 +93,84 @@ SMOKE_CONFIGS = 2  # configurations kept from the sweep's grid (each with SMOKE_
 _NAME_HELP = ", ".join(SWEEPS)
 _SMOKE = flags.DEFINE_bool("smoke", False, "Tiny end-to-end run under <workdir>/smoke/ that "
                            "checks the produced table; for CI.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the exact sweep and report commands; run "
+                             "nothing.")
+_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Re-render the table's .md, .csv and .json "
+                                 "from its saved JSON (<out_dir>/NAME.json), with this entry's "
+                                 "reproduce command and runner settings; train nothing.")
 _WORKDIR = flags.DEFINE_string("workdir", "runs", "Parent of the sweep directory.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the table and plots go (default results/, "
                                "or <workdir>/smoke/results with --smoke).")
-_PARALLEL = flags.DEFINE_integer("parallel", None, "Runs at a time (passed to the sweep runner).")
+_PARALLEL = flags.DEFINE_integer("parallel", None, "Runs at a time (default: the entry's; it "
+                                 "moves only the speed columns).")
 
 
 def sweep_command(config: str, sweep: str, sweep_dir: str, *, parallel: int | None = None,
-                  overrides: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> list[str]:
+                  vmap_seeds: bool | None = None, overrides: tuple[str, ...] = (),
+                  extra: tuple[str, ...] = ()) -> list[str]:
     """The sweep runner's command line. Flags relied on: --config, --sweep, --workdir,
-    --parallel, repeated --override=key=value (applied to every run) and, with --smoke,
-    --wandb=disabled."""
+    --parallel, --vmap_seeds, repeated --override=key=value (applied to every run) and, with
+    --smoke, --wandb=disabled."""
     cmd = [sys.executable, "-m", "experiments.sweep", f"--config={config}", f"--sweep={sweep}",
            f"--workdir={sweep_dir}"]
     if parallel:
         cmd.append(f"--parallel={parallel}")
+    if vmap_seeds is not None:
+        cmd.append(f"--vmap_seeds={'true' if vmap_seeds else 'false'}")
     return cmd + [f"--override={o}" for o in overrides] + list(extra)
+
+
+def runner_settings(entry: Entry, parallel: int | None = None) -> dict:
+    """The sweep runner's settings an entry's table was made with (for its header)."""
+    out = {"backend": "local", "parallel": parallel or entry.parallel,
+           "vmap_seeds": entry.vmap_seeds}
+    return {**out, "note": entry.note} if entry.note else out
+
+
+def commands(name: str, *, workdir: str = "runs", out_dir: str = "results",
+             parallel: int | None = None) -> list[list[str]]:
+    """The exact commands `reproduce(name)` runs: the sweep, then the report."""
+    entry = SWEEPS[name]
+    sweep_dir, out = os.path.join(workdir, name), os.path.join(out_dir, name)
+    sweep = sweep_command(entry.config, entry.sweep, sweep_dir,
+                          parallel=parallel or entry.parallel, vmap_seeds=entry.vmap_seeds,
+                          overrides=entry.overrides)
+    report = shlex.split(report_lib.report_command(sweep_dir, out, entry.reference))
+    return [sweep, report]
+
+
+def display(cmd: list[str]) -> str:
+    """A command line as a reader types it: `python`, not this interpreter's path."""
+    return shlex.join(["python" if cmd[0] == sys.executable else cmd[0], *cmd[1:]])
+
+
+def reproduce_command(name: str, *flags_: str) -> str:
+    """`python -m experiments.reproduce NAME [flags]`, with the data variable it needs."""
+    entry = SWEEPS[name]
+    env = f"{entry.needs_env}=/path/to/free-spoken-digit-dataset " if entry.needs_env else ""
+    return env + shlex.join(["python", "-m", "experiments.reproduce", name, *flags_])
 
 
 def load_grid(entry: Entry) -> list[dict]:
     """The sweep's list of override dicts, from the config file's sweeps()."""
     from rnnbench import sweep as sweep_lib
     _, _, module, _ = sweep_lib.load_config_module(entry.config)
-    grid = module.sweeps()[entry.sweep]
-    return [dict(grid)] if isinstance(grid, dict) else [dict(d) for d in grid]
+    table = module.sweeps() if hasattr(module, "sweeps") else {}
+    if entry.sweep not in table:
+        raise sweep_lib.SweepError(
+            f"{entry.config.split(':')[0]} has no sweep {entry.sweep!r} in its sweeps() (known: "
+            f"{', '.join(table) or 'none'}); the reproduce entry needs it")
+    return grid.as_grid(table[entry.sweep])
 
 
-def smoke_grid(grid: list[dict], seeds=SMOKE_SEEDS, configs: int = SMOKE_CONFIGS) -> list[dict]:
-    """The first `configs` configurations of `grid` (overrides minus seed), each at `seeds`."""
+def smoke_grid(overrides: list[dict], seeds=SMOKE_SEEDS,
+               configs: int = SMOKE_CONFIGS) -> list[dict]:
+    """The first `configs` configurations of a grid (overrides minus seed), each at `seeds`."""
     kept, seen = [], []
-    for d in grid:
+    for d in overrides:
         if "seed" in d and d["seed"] not in seeds:
             continue
-        key = json.dumps({k: v for k, v in d.items() if k != "seed"}, sort_keys=True, default=str)
+        key = grid.config_key(d)
         if key not in seen:
             if len(seen) == configs:
                 continue
@@ -101,9 +179,10 @@ def smoke_grid(grid: list[dict], seeds=SMOKE_SEEDS, configs: int = SMOKE_CONFIGS
     return kept
 
 
-def write_smoke_config(entry: Entry, grid: list[dict], path: str) -> None:
-    """A config file whose get_config is `entry.config`'s and whose sweeps() holds only `grid`
-    under the same sweep name: the smoke subset, with the sweep runner's CLI as it is."""
+def write_smoke_config(entry: Entry, overrides: list[dict], path: str) -> None:
+    """A config file whose get_config is `entry.config`'s and whose sweeps() holds only
+    `overrides` under the same sweep name: the smoke subset, with the sweep runner's CLI as it
+    is."""
     base = os.path.abspath(entry.config.split(":")[0])
     text = f'''"""Generated by `python -m experiments.reproduce --smoke`: sweep {entry.sweep!r} of
 {entry.config}, cut to seeds {list(SMOKE_SEEDS)} and its first {SMOKE_CONFIGS} configurations."""
@@ -114,7 +193,7 @@ import json
 _spec = importlib.util.spec_from_file_location("_smoke_base_config", {base!r})
 _base = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_base)
-GRID = json.loads({json.dumps(grid)!r})
+GRID = json.loads({json.dumps(overrides)!r})
 
 
 def get_config(variant=None):
@@ -129,8 +208,8 @@ def sweeps():
 
 def run_sweep(cmd: list[str]) -> int:
     """Runs the sweep runner in the foreground (its output goes straight to ours)."""
-    print("+ " + shlex.join(cmd), flush=True)
-    return subprocess.run(cmd).returncode
+    print("+ " + display(cmd), flush=True)
+    return subprocess.run(cmd, check=False).returncode
 
 
 def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) -> list[str]:
@@ -139,10 +218,7 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
     problems = []
     with open(os.path.join(sweep_dir, "sweep.json")) as f:
         runs = json.load(f)["runs"]
-    groups: dict[str, int] = {}
-    for r in runs:
-        key = json.dumps({k: v for k, v in r["overrides"].items() if k != "seed"}, sort_keys=True)
-        groups[key] = groups.get(key, 0) + 1
+    groups = {k: len(v) for k, v in grid.group_by_config(runs, lambda r: r["overrides"]).items()}
     if not runs:
         problems.append("sweep.json lists no runs")
     if expected_runs is not None and len(runs) != expected_runs:
@@ -150,20 +226,21 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
     if len(rep["rows"]) != len(groups):
         problems.append(f"{len(rep['rows'])} table rows for {len(groups)} configurations")
     for row in rep["rows"]:
-        want = groups.get(json.dumps(row["config"], sort_keys=True))
+        want = groups.get(grid.config_key(row["config"]))
         if (row["n"], row["expected"]) != (want, want):
             problems.append(f"row {row['label']}: n={row['n']}/{row['expected']}, expected "
                             f"{want}/{want} (failed: {row['failed']}, missing: {row['missing']})")
         if row["metrics"][rep["primary_metric"]]["n"] != want:
             problems.append(f"row {row['label']}: {rep['primary_metric']} from "
                             f"{row['metrics'][rep['primary_metric']]['n']} runs, expected {want}")
-    md = open(rep["files"]["md"]).read().splitlines()
-    table = [l for l in md if l.startswith("| ")]
+    with open(rep["files"]["md"]) as f:
+        table = [line for line in f.read().splitlines() if line.startswith("| ")]
     if len(table) != 1 + len(groups):  # header + one line per configuration
         problems.append(f"{rep['files']['md']}: {len(table) - 1} table rows, expected "
                         f"{len(groups)}")
     for n in set(groups.values()):
-        if sum(f"| {n}/{n} |" in l for l in table) != sum(v == n for v in groups.values()):
+        if sum(f"| {n}/{n} |" in line for line in table) != sum(
+                v == n for v in groups.values()):
             problems.append(f"{rep['files']['md']}: rows with n = {n}/{n} do not match sweep.json")
     for key in ("csv", "json", "curves", "params"):
         path = rep["files"][key]
@@ -171,60 +248,115 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
             problems.append(f"{path} is missing or empty")
     for key in ("curves", "params"):
         path = rep["files"][key]
-        if os.path.exists(path) and open(path, "rb").read(8) != b"\x89PNG\r\n\x1a\n":
-            problems.append(f"{path} is not a PNG")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                if f.read(8) != b"\x89PNG\r\n\x1a\n":
+                    problems.append(f"{path} is not a PNG")
     return problems
+
+
+def _check_name(name: str) -> Entry | None:
+    if name not in SWEEPS:
+        print(f"error: unknown sweep {name!r}; known: {_NAME_HELP}", file=sys.stderr)
+        return None
+    return SWEEPS[name]
+
+
+def dry_run(name: str, *, workdir: str = "runs", out_dir: str | None = None,
+            parallel: int | None = None, out=None) -> int:
+    """Prints the exact commands `reproduce(name)` would run; runs nothing."""
+    out = out or sys.stdout
+    entry = _check_name(name)
+    if entry is None:
+        return 2
+    from rnnbench.sweep import SweepError
+    try:
+        runs = load_grid(entry)
+    except SweepError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"# {reproduce_command(name)}: {entry.config} sweep {entry.sweep!r}, {len(runs)} runs, "
+          f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}"
+          + (f". {entry.note}" if entry.note else ""), file=out)
+    for cmd in commands(name, workdir=workdir, out_dir=out_dir or "results", parallel=parallel):
+        print(display(cmd), file=out)
+    return 0
+
+
+def render_only(name: str, *, out_dir: str | None = None) -> int:
+    """Re-renders results/NAME.{md,csv,json} from results/NAME.json with this entry's reproduce
+    command, commands and runner settings; every number stays as the JSON holds it."""
+    entry = _check_name(name)
+    if entry is None:
+        return 2
+    out_dir = out_dir or "results"
+    path = os.path.join(out_dir, name + ".json")
+    try:
+        rep = report_lib.rerender(
+            path, reproduce_command=reproduce_command(name),
+            commands=[display(c) for c in commands(name, out_dir=out_dir)],
+            runner=runner_settings(entry))
+    except report_lib.ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{name}: re-rendered {rep['files']['md']}, {rep['files']['csv']} and "
+          f"{rep['files']['json']} from the JSON (plots left as they are)")
+    return 0
 
 
 def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
               out_dir: str | None = None, parallel: int | None = None,
               sweep_runner=run_sweep) -> int:
     """Sweep + report (+ the smoke check); returns the process exit code."""
-    if name not in SWEEPS:
-        print(f"error: unknown sweep {name!r}; known: {_NAME_HELP}", file=sys.stderr)
+    entry = _check_name(name)
+    if entry is None:
         return 2
-    entry = SWEEPS[name]
     if entry.needs_env and not os.environ.get(entry.needs_env):
         print(f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "
               f"directory (see {entry.config})", file=sys.stderr)
         return 2
     expected_runs = None
+    runner = runner_settings(entry, parallel)
     if smoke:
         smoke_dir = os.path.join(workdir, "smoke")
         sweep_dir = os.path.join(smoke_dir, name)
         out_dir = out_dir or os.path.join(smoke_dir, "results")
         if os.path.exists(os.path.join(sweep_dir, "sweep.json")):
             shutil.rmtree(sweep_dir)  # a smoke run proves the whole path: start from nothing
-        grid = smoke_grid(load_grid(entry))
-        expected_runs = len(grid)
+        runs = smoke_grid(load_grid(entry))
+        expected_runs = len(runs)
         config = os.path.join(smoke_dir, f"{name}_config.py")
-        write_smoke_config(entry, grid, config)
+        write_smoke_config(entry, runs, config)
         # the grid's own values win: leave out shrinking overrides of keys the sweep varies
-        varied = {k for d in grid for k in d}
+        varied = {k for d in runs for k in d}
         overrides = tuple(o for o in SMOKE_OVERRIDES + entry.smoke_overrides
                           if o.split("=", 1)[0] not in varied)
-        cmd = sweep_command(config, entry.sweep, sweep_dir, parallel=parallel,
-                            overrides=overrides, extra=("--wandb=disabled",))
+        cmds = [sweep_command(config, entry.sweep, sweep_dir, parallel=runner["parallel"],
+                              vmap_seeds=entry.vmap_seeds, overrides=overrides,
+                              extra=("--wandb=disabled",))]
     else:
         sweep_dir = os.path.join(workdir, name)
         out_dir = out_dir or "results"
-        cmd = sweep_command(entry.config, entry.sweep, sweep_dir, parallel=parallel)
-    rc = sweep_runner(cmd)
+        cmds = commands(name, workdir=workdir, out_dir=out_dir, parallel=parallel)
+    rc = sweep_runner(cmds[0])
     if rc:
         print(f"warning: the sweep runner exited with code {rc}; reporting what there is",
               file=sys.stderr)
 
     out = os.path.join(out_dir, name)
-    args = ["python", "-m", "experiments.reproduce", name] + (["--smoke"] if smoke else [])
+    args = ["--smoke"] if smoke else []
     if workdir != "runs":
         args.append(f"--workdir={workdir}")
     if out_dir != ("results" if not smoke else os.path.join(workdir, "smoke", "results")):
         args.append(f"--out_dir={out_dir}")
+    if parallel and parallel != entry.parallel:
+        args.append(f"--parallel={parallel}")
+    report_cmd = report_lib.report_command(sweep_dir, out, entry.reference)
     try:
         rep = report_lib.make_report(
-            sweep_dir, out, reference=entry.reference,
-            report_command=report_lib.report_command(sweep_dir, out, entry.reference),
-            reproduce_command=shlex.join(args))
+            sweep_dir, out, reference=entry.reference, report_command=report_cmd,
+            reproduce_command=reproduce_command(name, *args),
+            commands=[display(c) for c in cmds[:1]] + [report_cmd], runner=runner)
     except (report_lib.ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return rc or 1
@@ -244,8 +376,16 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError(f"usage: python -m experiments.reproduce NAME [--smoke] "
-                             f"[--workdir=runs] [--parallel=N]; NAME is one of {_NAME_HELP}")
+        raise app.UsageError(f"usage: python -m experiments.reproduce NAME [--dry_run | "
+                             f"--render_only | --smoke] [--workdir=runs] [--parallel=N]; NAME is "
+                             f"one of {_NAME_HELP}")
+    if _DRY_RUN.value + _RENDER_ONLY.value + _SMOKE.value > 1:
+        raise app.UsageError("--dry_run, --render_only and --smoke exclude each other")
+    if _DRY_RUN.value:
+        return dry_run(argv[1], workdir=_WORKDIR.value, out_dir=_OUT_DIR.value,
+                       parallel=_PARALLEL.value)
+    if _RENDER_ONLY.value:
+        return render_only(argv[1], out_dir=_OUT_DIR.value)
     return reproduce(argv[1], smoke=_SMOKE.value, workdir=_WORKDIR.value, out_dir=_OUT_DIR.value,
                      parallel=_PARALLEL.value)
 

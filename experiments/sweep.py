@@ -6,6 +6,8 @@
 Sweeps are defined by `sweeps()` in the config file (see rnnbench/sweep.py). Finished runs are
 skipped and unfinished ones resume, so rerunning the same command continues a stopped sweep.
 Exit status: 0 all runs done, 1 some failed (see sweep.json and the runs' error.txt), 2 bad input.
+sweep.json records how this command ran the sweep (backend, --parallel, --vmap_seeds, pinning,
+commit), and the tables say so.
 
 Backends: local (subprocesses here, --parallel at once, pinned to their own cores on CPU),
 submitit (SLURM; `--submitit_cluster=local` runs jobs here), wandb (writes W&B grid sweep files

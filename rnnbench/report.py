@@ -2,14 +2,17 @@
 
   report = make_report("runs/kws_cells", "results/kws_cells", reference="hello_edge",
                        report_command="python -m experiments.report ...")
+  rerender("results/kws_cells.json")   # the .md, .csv and .json again, from the JSON alone
 
 writes results/kws_cells.{md,csv,json}, results/kws_cells_curves.png (validation metric against
 step and against training seconds) and results/kws_cells_params.png (test metric against
 parameter count). Runs are grouped by their sweep overrides minus `seed`; each metric is
 mean ± sample std (ddof=1) over the finished seeds with n; failed and missing runs are named in
 their row, never averaged away. Every file is written to a temp file and renamed into place.
+The header starts with the command that reproduces the table, then the commands it runs, how the
+sweep runner ran (backend, parallelism, vmapped seeds) and the provenance of runs and report.
 
-A sweep directory holds sweep.json ({"config", "sweep", "command", "runs": [{"name",
+A sweep directory holds sweep.json ({"config", "sweep", "runner", "runs": [{"name",
 "overrides", "state", "workdir"}]}) and one workdir per run (config.json, metrics.jsonl,
 final.json, error.txt when the run failed; see rnnbench/train.py). Without sweep.json the
 run directories are discovered and the overrides are the config fields that differ.
@@ -18,19 +21,16 @@ run directories are discovered and the overrides are the config fields that diff
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
-import importlib.metadata
 import io
 import json
 import math
 import os
-import platform
 import shlex
-import subprocess
 from typing import Any
 
-from rnnbench import atomic
+from rnnbench import atomic, grid, provenance
+from rnnbench.grid import Run, Sweep, fmt_value, short_keys
 
 # (key in final.json, table header, display scale, key in validation events of metrics.jsonl)
 METRICS = {
@@ -71,40 +71,7 @@ class ReportError(ValueError):
     """The sweep directory cannot be reported (missing, empty, unreadable)."""
 
 
-@dataclasses.dataclass
-class Run:
-    """One run of a sweep: where it lives, what it overrides, how it ended."""
-
-    name: str
-    workdir: str
-    overrides: dict[str, Any]
-    state: str  # done | failed | running | pending | missing
-    final: dict | None = None
-    config: dict | None = None
-    events: list[dict] = dataclasses.field(default_factory=list)
-    error: str | None = None  # last line of error.txt (failed runs)
-
-
-@dataclasses.dataclass
-class Sweep:
-    sweep_dir: str
-    runs: list[Run]
-    spec: dict  # sweep.json without "runs" ({} when there is none)
-
-
 # ----------------------------------------------------------------------------- reading
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _read_json(path: str) -> Any:
@@ -140,7 +107,7 @@ def _load_run(sweep_dir: str, name: str, workdir: str, overrides: dict, state: s
     path = workdir if os.path.isabs(workdir) else os.path.join(sweep_dir, workdir)
     if not os.path.isdir(path):
         path = os.path.join(sweep_dir, os.path.basename(os.path.normpath(workdir)))
-    run = Run(name=name, workdir=path, overrides=dict(overrides), state="missing")
+    run = Run(name, dict(overrides), path, state="missing")
     cfg = os.path.join(path, "config.json")
     if os.path.exists(cfg):
         try:
@@ -203,7 +170,13 @@ def load_sweep(sweep_dir: str) -> Sweep:
             )
             for e in entries
         ]
-        return Sweep(sweep_dir, runs, {k: v for k, v in spec.items() if k != "runs"})
+        return Sweep(
+            sweep_dir,
+            runs,
+            config_arg=spec.get("config"),
+            name=spec.get("sweep"),
+            spec={k: v for k, v in spec.items() if k != "runs"},
+        )
 
     names = sorted(
         n
@@ -230,30 +203,15 @@ def load_sweep(sweep_dir: str) -> Sweep:
         run.overrides = {k: f.get(k) for k in varied}
     # A configuration without a seed that others have: that run is missing, not just absent.
     seeds = list(dict.fromkeys(r.overrides["seed"] for r in runs if "seed" in r.overrides))
-    configs = list(
-        dict.fromkeys(
-            json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True)
-            for r in runs
-        )
-    )
-    have = {
-        (
-            json.dumps({k: v for k, v in r.overrides.items() if k != "seed"}, sort_keys=True),
-            json.dumps(r.overrides.get("seed")),
-        )
-        for r in runs
-    }
-    short = _short_keys(varied)
-    for c in configs if seeds else []:
+    groups = grid.group_by_config(runs, lambda r: r.overrides)
+    for members in groups.values() if seeds else []:
+        have = {json.dumps(r.overrides.get("seed")) for r in members}
         for seed in seeds:
-            if (c, json.dumps(seed)) not in have:
-                ov = {**json.loads(c), "seed": seed}
-                name = ",".join(
-                    [f"{short[k]}={_fmt_value(v)}" for k, v in ov.items() if k != "seed"]
-                    + [f"seed={seed}"]
-                )
-                runs.append(Run(name, os.path.join(sweep_dir, name), ov, "missing"))
-    return Sweep(sweep_dir, runs, {})
+            if json.dumps(seed) not in have:
+                ov = {**grid.without_seed(members[0].overrides), "seed": seed}
+                name = grid.run_names([ov])[0]
+                runs.append(Run(name, ov, os.path.join(sweep_dir, name), state="missing"))
+    return Sweep(sweep_dir, runs)
 
 
 # ----------------------------------------------------------------------------- aggregation
@@ -293,34 +251,6 @@ def detect_task(runs: list[Run]) -> str:
     return "classify"
 
 
-def _short_keys(keys: list[str]) -> dict[str, str]:
-    """Dotted override keys -> column names: the last component unless two keys share it."""
-    last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
-
-
-def _key_order(keys: list[str], runs: list[Run]) -> list[str]:
-    """Override keys in the grid's order, read from run names (`cell=gru,hidden=64,seed=1`),
-    since sweep.json may store each run's overrides with sorted keys."""
-
-    def position(k):
-        for r in runs:
-            parts = [p.split("=", 1)[0] for p in r.name.split(",")]
-            for depth in range(1, k.count(".") + 2):
-                tail = ".".join(k.split(".")[-depth:])
-                if tail in parts:
-                    return parts.index(tail)
-        return len(keys)
-
-    return sorted(keys, key=position)  # stable: keys not found keep their order, last
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, str):
-        return v
-    return json.dumps(v)
-
-
 def _run_tag(run: Run) -> str:
     return f"seed={run.overrides['seed']}" if "seed" in run.overrides else run.name
 
@@ -344,14 +274,12 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         raise ValueError(
             f"--reference=hello_edge holds keyword-spotting accuracies; this sweep is a {task} task"
         )
-    groups: dict[str, list[Run]] = {}
-    for run in sweep.runs:
-        cfg = {k: v for k, v in run.overrides.items() if k != "seed"}
-        groups.setdefault(json.dumps(cfg, sort_keys=True, default=str), []).append(run)
-    keys = _key_order(
-        list(dict.fromkeys(k for r in sweep.runs for k in r.overrides if k != "seed")), sweep.runs
+    groups = grid.group_by_config(sweep.runs, lambda r: r.overrides)
+    keys = grid.key_order(
+        dict.fromkeys(k for r in sweep.runs for k in r.overrides if k != "seed"),
+        (r.name for r in sweep.runs),
     )
-    short = _short_keys(keys)
+    short = short_keys(keys)
     seeds = list(dict.fromkeys(r.overrides.get("seed") for r in sweep.runs))
 
     rows = []
@@ -362,7 +290,7 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         missing = [r for r in runs if r.state not in ("done", "failed")]
         row = {
             "config": cfg,
-            "label": ", ".join(f"{short[k]}={_fmt_value(cfg[k])}" for k in keys if k in cfg)
+            "label": ", ".join(f"{short[k]}={fmt_value(cfg[k])}" for k in keys if k in cfg)
             or "(base config)",
             "n": len(done),
             "expected": len(runs),
@@ -404,6 +332,7 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         rows.append(row)
 
     finals = [r.final for r in sweep.runs if r.final]
+    provs = [_run_provenance(f) for f in finals]
     bad = [r for r in sweep.runs if r.state != "done"]
     warnings = []
     if bad:
@@ -425,11 +354,13 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
         "seeds": [s for s in seeds if s is not None],
         "reference": reference,
         "datasets": sorted({f.get("dataset") for f in finals if f.get("dataset")}),
-        "run_commits": _counts(f.get("git_commit") for f in finals),
-        "run_jax_versions": _counts(f.get("jax_version") for f in finals),
-        "run_flax_versions": _counts(f.get("flax_version") for f in finals),
+        "run_commits": _counts(p["git_commit"] for p in provs),
+        "run_dirty": sum(bool(p["git_dirty"]) for p in provs),
+        "run_jax_versions": _counts(p["jax"] for p in provs),
+        "run_flax_versions": _counts(p["flax"] for p in provs),
         "run_models_in_program": _counts(f.get("models_in_program", 1) for f in finals),
-        "run_devices": _counts(", ".join(f.get("devices") or []) for f in finals),
+        "run_devices": _counts(p["devices"] for p in provs),
+        "run_precision": _counts(p["precision"] for p in provs),
         "num_runs": len(sweep.runs),
         "num_done": len(finals),
         "rows": rows,
@@ -445,38 +376,38 @@ def _counts(values) -> dict[str, int]:
     return out
 
 
-# ----------------------------------------------------------------------------- environment
-
-
-def environment(cwd: str | None = None) -> dict:
-    """git HEAD (and whether tracked files differ from it), date, CPU model, cores, versions."""
-
-    def git(*args):
-        try:
-            r = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
-            return r.stdout.strip() if r.returncode == 0 else None
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    head = git("rev-parse", "HEAD")
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if head else None
-    cpu = cpu_model()
-
-    def version(pkg):
-        try:
-            return importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            return None
-
+def _run_provenance(final: dict) -> dict:
+    """Commit, versions, devices and precision of a run: from final.json's `provenance` record
+    (rnnbench/provenance.py), else from the flat fields runs wrote before it."""
+    rec = final.get("provenance") or {}
+    versions = rec.get("versions") or {}
+    if rec.get("accelerator"):
+        devices = f"{rec.get('device_count', 1)}x {rec['accelerator']}"
+    else:
+        devices = ", ".join(final.get("devices") or [])
+    precision = rec.get("precision")
     return {
-        "git_head": head,
-        "git_dirty": dirty,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "jax_version": version("jax"),
-        "flax_version": version("flax"),
+        "git_commit": rec.get("git_commit") or final.get("git_commit"),
+        "git_dirty": rec.get("git_dirty"),
+        "jax": versions.get("jax") or final.get("jax_version"),
+        "flax": versions.get("flax") or final.get("flax_version"),
+        "devices": devices,
+        "precision": json.dumps(precision, sort_keys=True) if precision else None,
+    }
+
+
+def _provenance_from_environment(env: dict) -> dict:
+    """The `environment` dict reports wrote before rnnbench/provenance.py, as a (partial)
+    provenance record; what it did not record is said so."""
+    return {
+        "git_commit": env.get("git_head"),
+        "git_dirty": env.get("git_dirty"),
+        "date": env.get("date"),
+        "cpu": env.get("cpu"),
+        "cores": env.get("cores"),
+        "load_avg_1m": "not recorded",
+        "python": env.get("python"),
+        "versions": {k: env[f"{k}_version"] for k in ("jax", "flax") if env.get(f"{k}_version")},
     }
 
 
@@ -518,7 +449,7 @@ def _fmt_missing(row) -> str:
 
 def table_columns(report: dict) -> list[str]:
     """The Markdown table's header cells, in order."""
-    short = _short_keys(report["override_keys"])
+    short = short_keys(report["override_keys"])
     cols = [short[k] for k in report["override_keys"]] or ["config"]
     cols += ["n"] + [h for _, h, _ in METRICS[report["task"]]]
     cols += ["params", "train time (s)", "steps/s"]
@@ -535,7 +466,7 @@ def table_rows(report: dict) -> list[list[str]]:
     """The Markdown table's body cells, one list per configuration."""
     out = []
     for row in report["rows"]:
-        cells = [_fmt_value(row["config"].get(k, "")) for k in report["override_keys"]]
+        cells = [fmt_value(row["config"].get(k, "")) for k in report["override_keys"]]
         cells = cells or [row["label"]]
         cells.append(f"{row['n']}/{row['expected']}")
         cells += [fmt_stat(row["metrics"][m], scale) for m, _, scale in METRICS[report["task"]]]
@@ -559,7 +490,8 @@ def report_command(sweep_dir: str, out: str, reference: str | None = None) -> st
 
 
 def sweep_command(spec: dict, sweep_dir: str) -> str:
-    """The sweep runner's command line, rebuilt from sweep.json (config, sweep, --override)."""
+    """The sweep runner's command line, rebuilt from sweep.json (config, sweep, the runner's
+    settings when it recorded them, --override)."""
     args = [
         "python",
         "-m",
@@ -568,18 +500,74 @@ def sweep_command(spec: dict, sweep_dir: str) -> str:
         f"--sweep={spec.get('sweep')}",
         f"--workdir={sweep_dir}",
     ]
+    args += runner_flags(spec.get("runner") or {})
     common = (spec.get("identity") or {}).get("common_overrides") or {}
     args += [f"--override={k}={v}" for k, v in common.items()]
     return shlex.join(args)
+
+
+def runner_flags(runner: dict) -> list[str]:
+    """The sweep runner's flags for its recorded settings (backend, parallel, vmap_seeds)."""
+    args = []
+    if runner.get("backend") not in (None, "local"):
+        args.append(f"--backend={runner['backend']}")
+    if runner.get("parallel") is not None:
+        args.append(f"--parallel={runner['parallel']}")
+    if runner.get("vmap_seeds") is not None:
+        args.append(f"--vmap_seeds={'true' if runner['vmap_seeds'] else 'false'}")
+    return args
 
 
 def _short_commit(c: str) -> str:
     return c[:12] if len(c) >= 12 else c
 
 
+def runner_line(report: dict) -> str:
+    """How the runs were trained: the sweep runner's settings (from sweep.json, or the reproduce
+    entry for sweeps that predate recording them) and, from every final.json, whether the seeds
+    of a configuration shared one vmapped program."""
+    runner = report.get("runner") or {}
+    if runner:
+        vmap = runner.get("vmap_seeds")
+        text = (
+            f"{runner.get('backend', 'local')} backend, --parallel={runner.get('parallel', '?')}, "
+            f"--vmap_seeds={'?' if vmap is None else 'true' if vmap else 'false'}"
+        )
+        if runner.get("source") == "reproduce entry":
+            text += (
+                " (from the reproduce entry: no sweep.json recorded the runner's settings for "
+                "these runs)"
+            )
+    else:
+        text = "sweep runner settings not recorded"
+    programs = report.get("run_models_in_program") or {}
+    if set(programs) == {"1"}:
+        text += "; every run trained in its own process (seeds not vmapped)"
+    elif programs and "1" not in programs:
+        sizes = " or ".join(sorted(programs, key=int))
+        text += f"; seeds vmapped: each configuration's seeds trained as one program of {sizes}"
+    elif programs:
+        text += "; " + ", ".join(
+            f"{n} runs in programs of {k}" for k, n in sorted(programs.items(), key=_int_key)
+        )
+    if runner.get("note"):
+        text += f". {runner['note']}"
+    return text
+
+
+def _swept(report: dict) -> set[str]:
+    """The keys a report's runs override, seed included (seeds are not an override_key)."""
+    return set(report["override_keys"]) | ({"seed"} if report.get("seeds") else set())
+
+
+def _int_key(item: tuple[str, Any]) -> int:
+    return int(item[0])
+
+
 def render_markdown(report: dict) -> str:
-    """The results table with a header that says how to regenerate it and on what."""
-    env, spec = report["environment"], report["sweep"]
+    """The results table. Its header starts with the one command that reproduces it, then the
+    commands that command runs, how the runner ran them, and the provenance of runs and report."""
+    spec = report["sweep"]
     title = os.path.basename(report["out"])
     what = (
         f"`{spec['sweep']}` sweep of `{spec['config']}`"
@@ -593,36 +581,58 @@ def render_markdown(report: dict) -> str:
         "",
         "```",
     ]
+    commands = list(report.get("commands") or [])
+    if not commands:
+        if spec.get("command") or spec.get("sweep"):
+            commands.append(spec.get("command") or sweep_command(spec, report["sweep_dir"]))
+        if report.get("report_command"):
+            commands.append(report["report_command"])
     if report.get("reproduce_command"):
-        lines += [f"{report['reproduce_command']}", "# which runs:"]
-    if spec.get("command") or spec.get("sweep"):
-        lines.append(spec.get("command") or sweep_command(spec, report["sweep_dir"]))
-    if report.get("report_command"):
-        lines.append(report["report_command"])
-    lines += ["```", ""]
-    head = env.get("git_head")
-    head_text = (
-        (f"`{_short_commit(head)}`" + (" (+ uncommitted changes)" if env.get("git_dirty") else ""))
-        if head
-        else "unknown (not a git tree)"
-    )
+        lines += [report["reproduce_command"], "```", ""]
+        if commands:
+            lines += [
+                (
+                    "which runs (`--dry_run` prints them; `--render_only` re-renders this file "
+                    f"from {title}.json):"
+                ),
+                "",
+                "```",
+                *commands,
+                "```",
+                "",
+            ]
+    else:
+        lines += [*commands, "```", ""]
     commits = (
         ", ".join(f"`{_short_commit(c)}` ({n} runs)" for c, n in report["run_commits"].items())
         or "none recorded"
     )
+    if report.get("run_dirty"):
+        commits += f" ({report['run_dirty']} with uncommitted changes)"
     run_versions = ", ".join(f"jax {j}" for j in report["run_jax_versions"]) or "jax ?"
     run_versions += "; " + (", ".join(f"flax {f}" for f in report["run_flax_versions"]) or "flax ?")
     devices = ", ".join(report["run_devices"]) or "?"
+    precision = ", ".join(f"{p} ({n} runs)" for p, n in (report.get("run_precision") or {}).items())
     primary = report["primary_metric"]
     lines += [
-        f"- git: report at {head_text}; runs at {commits}",
-        f"- date: {env['date']}",
-        f"- machine: {env['cpu']}, {env['cores']} cores (report); run devices: {devices}",
-        f"- versions: runs {run_versions}; report jax {env.get('jax_version')}, "
-        f"flax {env.get('flax_version')}, python {env.get('python')}",
-        f"- task: {report['task']}; dataset: {', '.join(report['datasets']) or '?'}; "
-        f"primary metric: `{primary}`; {report['num_done']} of {report['num_runs']} runs "
-        f"finished",
+        f"- runner: {runner_line(report)}",
+        f"- runs: git {commits}; {run_versions}; devices {devices}"
+        + (f"; precision {precision}" if precision else ""),
+        f"- report: {provenance.one_line(report['provenance'])}",
+    ]
+    if report.get("rerendered"):
+        r = report["rerendered"]
+        dirty = " (dirty)" if r["git_dirty"] else ""
+        lines.append(
+            f"- re-rendered from {title}.json (numbers as the JSON holds them): {r['date']}, "
+            f"commit {(r['git_commit'] or 'unknown')[:7]}{dirty}"
+        )
+    lines += [
+        (
+            f"- task: {report['task']}; dataset: {', '.join(report['datasets']) or '?'}; "
+            f"primary metric: `{primary}`; {report['num_done']} of {report['num_runs']} runs "
+            f"finished"
+        ),
         "",
     ]
     for w in report["warnings"]:
@@ -634,11 +644,13 @@ def render_markdown(report: dict) -> str:
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     lines += [
         "",
-        "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
-        "n = finished / expected runs. Train time is the seconds spent in training steps "
-        "(the first step's compilation included, evaluation excluded); steps/s is over "
-        "those steps. Failed and missing runs are named in their row and left out of the "
-        "means.",
+        (
+            "Metrics are mean ± sample standard deviation (ddof=1) over the finished seeds; "
+            "n = finished / expected runs. Train time is the seconds spent in training steps "
+            "(the first step's compilation included, evaluation excluded); steps/s is over "
+            "those steps. Failed and missing runs are named in their row and left out of the "
+            "means."
+        ),
     ]
     n_keys = cols.index("n") if "n" in cols else 0
     if any(cell == "" for cells in rows for cell in cells[:n_keys]):
@@ -648,19 +660,28 @@ def render_markdown(report: dict) -> str:
         lines[-1] += (
             " Seeds of one configuration trained together as one vmapped program "
             f"({', '.join(f'{v} runs in programs of {k}' for k, v in shared.items())}): "
-            "their train time and steps/s are those of the whole program."
+            "their train time and steps/s are those of the whole program. That program "
+            "rounds differently from a single run's, so the same configuration trained one "
+            "run per process gives different numbers."
+        )
+    elif report["run_models_in_program"] and "seed" in _swept(report):
+        lines[-1] += (
+            " Every run trained in its own process; the same configuration's seeds trained as "
+            "one vmapped program round differently and give different numbers."
         )
     if report["reference"] == "hello_edge":
         datasets = ", ".join(DATASET_DESCRIPTIONS.get(d, d) for d in report["datasets"]) or "?"
         lines += [
             "",
-            "**Reference, not a comparison.** Hello Edge (Zhang et al. 2017, "
-            "arXiv:1711.07128) reports test accuracy on the real Google Speech Commands v1 "
-            "recordings, 12 classes, small models: LSTM 92.9 %, GRU 93.5 % (matched here by "
-            "cell); also Basic LSTM 92.0 % and CRNN 94.0 %. This table is measured on "
-            f"{datasets}: the data differ (synthetic eSpeak speech / FSDD versus real "
-            "Speech Commands), as do the model sizes and training budgets, so those numbers "
-            "are a reference point, not a comparison.",
+            (
+                "**Reference, not a comparison.** Hello Edge (Zhang et al. 2017, "
+                "arXiv:1711.07128) reports test accuracy on the real Google Speech Commands v1 "
+                "recordings, 12 classes, small models: LSTM 92.9 %, GRU 93.5 % (matched here by "
+                "cell); also Basic LSTM 92.0 % and CRNN 94.0 %. This table is measured on "
+                f"{datasets}: the data differ (synthetic eSpeak speech / FSDD versus real "
+                "Speech Commands), as do the model sizes and training budgets, so those numbers "
+                "are a reference point, not a comparison."
+            ),
         ]
     base = os.path.basename(report["out"])
     lines += [
@@ -697,7 +718,7 @@ def render_csv(report: dict) -> str:
         return "" if x is None else repr(float(x))
 
     for row in report["rows"]:
-        out = [_fmt_value(row["config"].get(k, "")) for k in keys]
+        out = [fmt_value(row["config"].get(k, "")) for k in keys]
         out += [row["label"], row["n"], row["expected"]]
         for m in report["metrics"]:
             s = row["metrics"][m]
@@ -797,8 +818,8 @@ def plot_curves(sweep: Sweep, report: dict, path: str) -> None:
 def plot_params(report: dict, path: str) -> None:
     """Primary test metric against parameter count (log x), error bars = std over seeds."""
     primary = report["primary_metric"]
-    scale = dict((m, s) for m, _, s in METRICS[report["task"]])[primary]
-    header = dict((m, h) for m, h, _ in METRICS[report["task"]])[primary]
+    scale = {m: s for m, _, s in METRICS[report["task"]]}[primary]
+    header = {m: h for m, h, _ in METRICS[report["task"]]}[primary]
     rows = [r for r in report["rows"] if r["metrics"][primary]["n"] and r["num_params"]["n"]]
     crowded = len(rows) > 6  # then the legend names the points, outside the axes
     fig = _figure((10, 5) if crowded else (7, 5))
@@ -865,22 +886,90 @@ def make_report(
     reference: str | None = None,
     report_command: str | None = None,
     reproduce_command: str | None = None,
+    commands: list[str] | None = None,
+    runner: dict | None = None,
 ) -> dict:
     """Reads `sweep_dir`, writes `out`.{md,csv,json} and `out`_{curves,params}.png; returns the
-    report dict (its "warnings" list names runs without results)."""
+    report dict (its "warnings" list names runs without results).
+
+    `commands`: the exact commands that make the table (default: the sweep command rebuilt from
+    sweep.json, then `report_command`). `runner`: the sweep runner's settings when sweep.json
+    does not record them (sweeps run before it did), e.g. from a reproduce entry."""
     sweep = load_sweep(sweep_dir)
     report = aggregate(sweep, reference)
     report.update(
         out=out,
         report_command=report_command,
         reproduce_command=reproduce_command,
-        environment=environment(),
+        commands=commands,
+        runner=_runner(sweep.spec, runner),
+        provenance=provenance.record(),
         files=output_paths(out),
     )
     paths = report["files"]
     plot_curves(sweep, report, paths["curves"])
     plot_params(report, paths["params"])
+    write_tables(report)
+    return report
+
+
+def _runner(spec: dict, fallback: dict | None) -> dict | None:
+    if spec.get("runner"):
+        return {**spec["runner"], "source": "sweep.json"}
+    if fallback:
+        return {**fallback, "source": "reproduce entry"}
+    return None
+
+
+def write_tables(report: dict) -> None:
+    """Writes the report's .csv, .json and .md (not the plots) from the report dict."""
+    paths = report["files"]
     atomic.write_text(paths["csv"], render_csv(report))
     atomic.write_json(paths["json"], report, strict=True)
     atomic.write_text(paths["md"], render_markdown(report))
+
+
+REPORT_KEYS = ("rows", "task", "override_keys", "metrics", "primary_metric", "sweep")
+
+
+def rerender(
+    json_path: str,
+    *,
+    reproduce_command: str | None = None,
+    commands: list[str] | None = None,
+    runner: dict | None = None,
+) -> dict:
+    """Re-writes a report's .md, .csv and .json from its saved JSON alone (no run directories):
+    every number comes from the JSON as it is. Given arguments replace what the JSON holds (see
+    `make_report`); a JSON made before rnnbench/provenance.py has its `environment` turned into a
+    provenance record. The plots need the runs' metrics.jsonl and are left as they are."""
+    if not json_path.endswith(".json"):
+        raise ReportError(
+            f"{json_path!r}: expected a report's .json file, e.g. results/kws_cells.json"
+        )
+    try:
+        report = _read_json(json_path)
+    except (OSError, ValueError) as e:
+        raise ReportError(f"cannot read {json_path} ({e}); expected a report's .json") from None
+    missing = [k for k in REPORT_KEYS if k not in (report if isinstance(report, dict) else {})]
+    if missing:
+        raise ReportError(
+            f"{json_path} is not a report made by rnnbench/report.py: it lacks {', '.join(missing)}"
+        )
+    if "provenance" not in report:
+        report["provenance"] = _provenance_from_environment(report.pop("environment", {}))
+    out = json_path[: -len(".json")]
+    report["out"], report["files"] = out, output_paths(out)
+    report["rerendered"] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "git_commit": provenance.git_commit(),
+        "git_dirty": provenance.git_dirty(),
+    }
+    if reproduce_command is not None:
+        report["reproduce_command"] = reproduce_command
+    if commands is not None:
+        report["commands"] = list(commands)
+    if runner is not None or "runner" not in report:
+        report["runner"] = _runner(report["sweep"], runner)
+    write_tables(report)
     return report

@@ -3,17 +3,20 @@
 A config file defines its sweeps next to `get_config`:
 
     def sweeps():
+        from rnnbench.grid import product, sweep
         seeds = sweep("seed", [0, 1, 2])
         return {"cells": product(sweep("model.cell", ["rnn", "lstm", "gru"]),
                                  sweep("model.hidden", [64, 128]), seeds)}
 
-A sweep is a list of override dicts (dotted keys are config field paths). `run_sweep` trains
+A sweep is a list of override dicts (dotted keys are config field paths; the grid helpers, run
+names and the Run/Sweep records are rnnbench/grid.py's, re-exported here). `run_sweep` trains
 each in its own workdir under the sweep dir, named from its overrides (`cell=gru,hidden=64,seed=1`),
 and keeps `sweep.json` (every run's overrides and state) up to date. Finished runs (final.json)
 are skipped, unfinished ones resume from their checkpoints, failures are recorded (error.txt in
 the run's workdir) without stopping the others. Runs that differ only in `seed` can train as one
 vmapped program (`vmap_seeds`). Backends: local subprocesses, submitit (SLURM), or a W&B sweep
-file (`wandb_sweep_files`).
+file (`wandb_sweep_files`). sweep.json records how the runner ran ("runner": backend, parallel,
+vmap_seeds, pin), so a table can say so.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ import fcntl
 import hashlib
 import importlib.util
 import io
-import itertools
 import json
 import math
 import os
@@ -35,11 +37,25 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from rnnbench import atomic, hugepages
+from rnnbench import atomic, hugepages, provenance
+from rnnbench.grid import (  # noqa: F401 - re-exported: config files import them from here
+    Overrides,
+    Run,
+    Sweep,
+    as_grid,
+    chain,
+    config_key,
+    fmt_value,
+    product,
+    run_names,
+    short_keys,
+    sweep,
+    zip_,
+)
 
-Overrides = dict[str, Any]
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Child processes: glibc malloc on transparent huge pages measured 1.07-2x faster JAX CPU steps.
 # A child pinned to one core runs XLA single-threaded: two such processes were measured as the
@@ -49,119 +65,6 @@ SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_thr
 
 class SweepError(ValueError):
     """Bad sweep input: unknown sweep, bad override, foreign sweep dir, ..."""
-
-
-# ----------------------------------------------------------------------------- grid helpers
-
-def _grid(g) -> list[Overrides]:
-    return [dict(g)] if isinstance(g, Mapping) else [dict(d) for d in g]
-
-
-def sweep(key: str, values: Iterable) -> list[Overrides]:
-    """One key over values: sweep("model.cell", ["rnn", "gru"]) -> [{"model.cell": "rnn"}, ...]."""
-    return [{key: v} for v in values]
-
-
-def product(*grids) -> list[Overrides]:
-    """Cartesian product of grids (lists of override dicts, or dicts); the first varies slowest."""
-    out = []
-    for combo in itertools.product(*map(_grid, grids)):
-        merged: Overrides = {}
-        for d in combo:
-            merged.update(d)
-        out.append(merged)
-    return out
-
-
-def zip_(*grids) -> list[Overrides]:
-    """Element-wise merge of equally long grids: zip_(sweep("a", [1, 2]), sweep("b", [3, 4]))."""
-    grids = [_grid(g) for g in grids]
-    if len({len(g) for g in grids}) > 1:
-        raise ValueError(f"zip_ needs grids of equal length, got {[len(g) for g in grids]}")
-    return [{k: v for d in ds for k, v in d.items()} for ds in zip(*grids)]
-
-
-def chain(*grids) -> list[Overrides]:
-    """Concatenation of grids (a sweep made of several blocks)."""
-    return [d for g in grids for d in _grid(g)]
-
-
-# ----------------------------------------------------------------------------- naming
-
-def _fmt(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "-".join(_fmt(x) for x in v)
-    return repr(v) if isinstance(v, float) else str(v)
-
-
-def short_keys(keys: Iterable[str]) -> dict[str, str]:
-    """key -> its last path component, or more components where the last ones collide."""
-    keys = list(dict.fromkeys(keys))
-    depth = {k: 1 for k in keys}
-    while True:
-        short = {k: ".".join(k.split(".")[-depth[k]:]) for k in keys}
-        clash = [k for k in keys if list(short.values()).count(short[k]) > 1
-                 and depth[k] < len(k.split("."))]
-        if not clash:
-            return short
-        for k in clash:
-            depth[k] += 1
-
-
-def run_names(grid: list[Overrides]) -> list[str]:
-    """Stable, readable, filesystem-safe and unique names: `cell=gru,hidden=128,seed=1`."""
-    short = short_keys(k for d in grid for k in d)
-    names, seen = [], {}
-    for d in grid:
-        name = ",".join(f"{short[k]}={_fmt(v)}" for k, v in d.items()) or "default"
-        name = re.sub(r"[^A-Za-z0-9._,=+-]", "_", name)
-        if name.startswith("."):
-            name = "_" + name[1:]
-        if len(name) > 180:
-            name = name[:160] + "~" + hashlib.sha1(name.encode()).hexdigest()[:10]
-        if name in seen:  # only when sanitising/truncating made two different runs alike
-            seen[name] += 1
-            name = f"{name}~{seen[name]}"
-        seen.setdefault(name, 1)
-        names.append(name)
-    return names
-
-
-# ----------------------------------------------------------------------------- the sweep
-
-@dataclasses.dataclass
-class Run:
-    name: str
-    overrides: Overrides
-    workdir: str
-
-
-@dataclasses.dataclass
-class Sweep:
-    """A resolved sweep: what to run and where."""
-
-    config_arg: str            # "path/to/config.py[:variant]", as passed to experiments.train
-    config_path: str
-    variant: str | None
-    name: str                  # the sweep's name in the config's sweeps()
-    common: dict[str, str]     # --override k=v for every run (strings, as on the command line)
-    runs: list[Run]
-    sweep_dir: str
-    project: str = "rnnbench"
-
-    @property
-    def group(self) -> str:
-        """W&B group shared by the runs: <config file stem>-<sweep name>."""
-        return f"{os.path.splitext(os.path.basename(self.config_path))[0]}-{self.name}"
-
-    def identity(self) -> dict:
-        """What must match for a sweep dir to be resumed (stored in sweep.json)."""
-        return json.loads(json.dumps({
-            "config": os.path.realpath(self.config_path), "variant": self.variant,
-            "sweep": self.name, "common_overrides": self.common,
-            "runs": {r.name: r.overrides for r in self.runs}}, default=str))
 
 
 def load_config_module(config_arg: str):
@@ -238,14 +141,14 @@ def parse_overrides(items: Iterable[str], config) -> dict[str, str]:
 def resolve(config_arg: str, sweep_name: str, sweep_dir: str,
             overrides: Iterable[str] = ()) -> Sweep:
     """Loads the config file and its sweeps(), checks every override before anything runs."""
-    path, variant, module, config = load_config_module(config_arg)
+    path, _, module, config = load_config_module(config_arg)
     if not hasattr(module, "sweeps"):
         raise SweepError(f"{path} defines no sweeps(); add `def sweeps(): return {{name: grid}}`")
     table = module.sweeps()
     if sweep_name not in table:
         raise SweepError(f"unknown sweep {sweep_name!r} in {path}; known: {', '.join(table)}")
     common = parse_overrides(overrides, config)
-    grid = _grid(table[sweep_name])
+    grid = as_grid(table[sweep_name])
     if not grid:
         raise SweepError(f"sweep {sweep_name!r} in {path} is empty")
     keys = [json.dumps(d, sort_keys=True, default=str) for d in grid]
@@ -261,7 +164,8 @@ def resolve(config_arg: str, sweep_name: str, sweep_dir: str,
                          "an override for every run would replace the swept values")
     runs = [Run(n, d, os.path.join(sweep_dir, n)) for n, d in zip(run_names(grid), grid)]
     project = (config.get("wandb") or {}).get("project", "rnnbench")
-    return Sweep(config_arg, path, variant, sweep_name, common, runs, sweep_dir, project)
+    return Sweep(sweep_dir, runs, config_arg=config_arg, name=sweep_name, common=common,
+                 project=project)
 
 
 # ----------------------------------------------------------------------------- units and commands
@@ -279,7 +183,7 @@ class Unit:
             return self.runs[0].name
         rest = {k: v for k, v in self.runs[0].overrides.items() if k != "seed"}
         return (run_names([rest])[0] if rest else "default") + ",seeds=" + "-".join(
-            map(_fmt, self.seeds))
+            map(fmt_value, self.seeds))
 
 
 def make_units(runs: list[Run], vmap_seeds: bool) -> list[Unit]:
@@ -288,9 +192,8 @@ def make_units(runs: list[Run], vmap_seeds: bool) -> list[Unit]:
         return [Unit([r]) for r in runs]
     groups: dict[str, list[Run]] = {}
     for r in runs:
-        rest = {k: v for k, v in r.overrides.items() if k != "seed"}
-        key = json.dumps(rest, sort_keys=True, default=str) if "seed" in r.overrides else r.name
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(config_key(r.overrides) if "seed" in r.overrides else r.name,
+                          []).append(r)
     return [Unit(g, [r.overrides["seed"] for r in g]) if len(g) > 1 else Unit(g)
             for g in groups.values()]
 
@@ -380,7 +283,8 @@ def _preexec(cores: set[int] | None):
 def run_command(argv: list[str], env: dict, log_path: str) -> None:
     """Runs argv with output to log_path; raises RuntimeError on failure (used by submitit)."""
     with open(log_path, "ab") as log:
-        rc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+        rc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            check=False).returncode
     if rc:
         raise RuntimeError(f"exit status {rc}; see {log_path}")
 
@@ -405,10 +309,12 @@ def error_summary(log: str, returncode: int | None) -> str:
 
 
 class State:
-    """sweep.json: the sweep's identity plus each run's state, rewritten atomically."""
+    """sweep.json: the sweep's identity, how the runner runs it (`runner`, see `runner_record`)
+    and each run's state, rewritten atomically."""
 
-    def __init__(self, s: Sweep):
+    def __init__(self, s: Sweep, runner: dict | None = None):
         self.s = s
+        self.runner = runner
         self.path = os.path.join(s.sweep_dir, "sweep.json")
         self.runs = {r.name: {"name": r.name, "overrides": r.overrides, "workdir": r.workdir,
                               "state": "pending", "error": None, "log": None} for r in s.runs}
@@ -454,7 +360,19 @@ class State:
         atomic.write_json(self.path, {
             "identity": self.s.identity(), "config": self.s.config_arg, "sweep": self.s.name,
             "group": self.s.group, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **({"runner": self.runner} if self.runner else {}),
             "counts": self.counts(), "runs": list(self.runs.values())}, sort_keys=True)
+
+
+def runner_record(*, backend: str, parallel: int, vmap_seeds: bool, pin: bool | None,
+                  wandb_mode: str) -> dict:
+    """How a sweep is being run, for sweep.json and the table headers: the runner's settings and
+    the checkout it runs from. (Not `provenance.record()`: that initialises JAX's backend, and
+    the runner must leave the accelerator to its children.)"""
+    return {"backend": backend, "parallel": parallel, "vmap_seeds": vmap_seeds, "pin": pin,
+            "wandb": wandb_mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "git_commit": provenance.git_commit(), "git_dirty": provenance.git_dirty(),
+            "cpu": provenance.cpu_model(), "cores": os.cpu_count()}
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -467,9 +385,10 @@ class LocalLauncher:
 
     def start(self, argv: list[str], log_path: str):
         cores = self.free.pop(0)
-        log = open(log_path, "ab")
+        log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below
         proc = subprocess.Popen(argv, env=child_env(cores), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, preexec_fn=_preexec(cores))
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=_preexec(cores))  # noqa: PLW1509 - no threads here
         log.close()
         return proc, cores
 
@@ -542,7 +461,7 @@ def dry_run(s: Sweep, vmap_seeds: bool | None = None, wandb_mode: str = "offline
 
 
 def _lock(sweep_dir: str):
-    f = open(os.path.join(sweep_dir, ".sweep.lock"), "a+")
+    f = open(os.path.join(sweep_dir, ".sweep.lock"), "a+")  # noqa: SIM115 - held while running
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -565,7 +484,9 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
     if parallel < 1:
         raise SweepError(f"--parallel must be >= 1, got {parallel}")
     os.makedirs(s.sweep_dir, exist_ok=True)
-    state = State(s)  # refuses a foreign sweep dir
+    pin = (should_pin(parallel) if pin is None else pin) if backend == "local" else None
+    state = State(s, runner_record(backend=backend, parallel=parallel, vmap_seeds=vmap_seeds,
+                                   pin=pin, wandb_mode=wandb_mode))  # refuses a foreign sweep dir
     lock = _lock(s.sweep_dir)
     logs = os.path.join(s.sweep_dir, "logs")
     os.makedirs(logs, exist_ok=True)
@@ -573,7 +494,7 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
         launcher = SubmititLauncher(os.path.join(s.sweep_dir, "submitit"), submitit_cluster,
                                     submitit_params or {})
     else:
-        launcher = LocalLauncher(parallel, should_pin(parallel) if pin is None else pin)
+        launcher = LocalLauncher(parallel, pin)
     todo = make_units([r for r in s.runs if state.runs[r.name]["state"] != "done"], vmap_seeds)
     state.write()
 
@@ -645,7 +566,7 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
         lock.close()
     c = state.counts()
     where = (f"; see {state.path} and error.txt in the failed runs' workdirs, e.g. "
-             f"{state.runs[sorted(failed_now)[0]]['workdir']}/error.txt" if failed_now else "")
+             f"{state.runs[min(failed_now)]['workdir']}/error.txt" if failed_now else "")
     print(f"sweep {s.name!r}: {c['done']}/{len(s.runs)} done, {len(failed_now)} failed{where}",
           file=sys.stderr)
     return len(failed_now)

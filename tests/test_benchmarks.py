@@ -11,8 +11,11 @@ import os
 import pytest
 
 from experiments import bench_scan, bench_step
+from rnnbench import provenance
 
-TINY = dict(batch=4, time=7, features=5, hidden=8, layers=1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+TINY = {"batch": 4, "time": 7, "features": 5, "hidden": 8, "layers": 1}
 
 
 def test_bench_step_compares_the_three_frameworks(monkeypatch):
@@ -32,6 +35,11 @@ def test_bench_step_compares_the_three_frameworks(monkeypatch):
             fw["rnnbench"]["median_ms"] / fw["torch"]["median_ms"])
     table = bench_step.markdown_table(report)
     assert table.count("| TINY |") == 2
+    # where the numbers come from: this checkout, this machine, this process's settings
+    rec = report["provenance"]
+    assert rec["git_commit"] == provenance.git_commit() and rec["cores"] == os.cpu_count()
+    assert rec["glibc_tunables"] == os.environ.get("GLIBC_TUNABLES", "")
+    assert rec["versions"]["jax"] == provenance.version("jax")
 
 
 def test_bench_step_breakdown_times_every_part():
@@ -53,4 +61,18 @@ def test_bench_scan_writes_its_table_and_plot(tmp_path):
     assert all(r["repeats"] == 2 and len(r["times_s"]) == 2 for r in report["results"])
     assert sorted(os.listdir(tmp_path)) == ["scan_cost.json", "scan_cost.md", "scan_cost.png"]
     with open(tmp_path / "scan_cost.json") as f:
-        assert json.load(f)["config"]["T"] == [8, 16]
+        saved = json.load(f)
+    assert saved["config"]["T"] == [8, 16]
+    assert saved["provenance"]["git_commit"] == provenance.git_commit()
+    md = (tmp_path / "scan_cost.md").read_text()
+    assert f"Provenance: {provenance.one_line(saved['provenance'])}" in md
+
+
+def test_committed_scan_cost_md_is_what_its_json_renders_to():
+    """results/longrange/scan_cost.md is bench_scan's rendering of scan_cost.json, character for
+    character, also for a JSON written before rnnbench/provenance.py (a `machine` dict)."""
+    base = os.path.join(ROOT, "results", "longrange", "scan_cost")
+    with open(base + ".json") as f:
+        report = json.load(f)
+    with open(base + ".md") as f:
+        assert bench_scan.markdown(report) == f.read()

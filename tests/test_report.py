@@ -326,7 +326,7 @@ def test_reproduce_smoke_checks_the_table(tmp_path, capsys):
 
 def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     from experiments import reproduce
-    assert set(reproduce.SWEEPS) == {"kws_cells", "kws_fsdd_cells", "kws_attention",
+    assert set(reproduce.SWEEPS) == {"kws_cells", "kws_fsdd", "kws_fsdd_cells", "kws_attention",
                                      "kws_regularisers", "kws_depth", "ctc_cells",
                                      "ctc_fsdd_cells"}
     for entry in reproduce.SWEEPS.values():
@@ -337,10 +337,14 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     assert reproduce.reproduce("kws_fsdd_cells", workdir=str(tmp_path),
                                sweep_runner=fake_sweep_runner()) == 2
     assert "RNNBENCH_FSDD_DIR" in capsys.readouterr().err
-    entry = reproduce.SWEEPS["ctc_cells"]
-    cmd = reproduce.sweep_command(entry.config, entry.sweep, "runs/ctc_cells")
-    assert cmd[1:] == ["-m", "experiments.sweep", "--config=experiments/configs/ctc.py",
-                       "--sweep=cells", "--workdir=runs/ctc_cells"]
+    sweep_cmd, report_cmd = reproduce.commands("ctc_cells")
+    assert sweep_cmd[1:] == ["-m", "experiments.sweep", "--config=experiments/configs/ctc.py",
+                             "--sweep=cells", "--workdir=runs/ctc_cells", "--parallel=2",
+                             "--vmap_seeds=true", "--override=checkpoint_every=250",
+                             "--override=eval_every=250", "--override=num_steps=1000"]
+    assert report_cmd == ["python", "-m", "experiments.report", "--sweep_dir=runs/ctc_cells",
+                          "--out=results/ctc_cells"]
+    assert "--parallel=1" in reproduce.commands("ctc_cells", parallel=1)[0]
     # every named sweep exists in its config file; the smoke subset is seeds 0,1 of 2 configs
     for name, entry in reproduce.SWEEPS.items():
         grid = reproduce.smoke_grid(reproduce.load_grid(entry))
@@ -366,3 +370,130 @@ def test_workdirs_named_relative_to_the_launch_directory(tmp_path):
     rep = report.make_report(sweep_dir, str(tmp_path / "out" / "kws_cells"))
     assert rep["warnings"] == []
     assert _row(rep, "lstm")["n"] == 3 and _row(rep, "gru")["n"] == 3
+
+
+# ----------------------------------------------------------------------------- committed tables
+
+def _committed(name):
+    with open(os.path.join(ROOT, "results", name + ".json")) as f:
+        return json.load(f)
+
+
+def _table_lines(path):
+    with open(path) as f:
+        return [line for line in f.read().splitlines() if line.startswith("| ")]
+
+
+def test_reproduce_entries_carry_what_their_tables_used():
+    """Each entry's overrides and runner settings are what its committed table's JSON records:
+    the sweep's --override values, and one vmapped program per configuration exactly when the
+    entry vmaps seeds (the runs' final.json say models_in_program)."""
+    from experiments import reproduce
+    for name, entry in reproduce.SWEEPS.items():
+        rep = _committed(name)
+        programs = set(rep["run_models_in_program"])
+        assert programs == ({"3"} if entry.vmap_seeds else {"1"}), name
+        spec = rep["sweep"]
+        if name == "kws_fsdd":  # made by experiments.train, before the sweep runner
+            assert spec == {} and entry.overrides == ()
+            continue
+        assert spec["config"] == entry.config and spec["sweep"] == entry.sweep, name
+        common = spec["identity"]["common_overrides"]
+        assert [f"{k}={v}" for k, v in common.items()] == list(entry.overrides), name
+        assert rep["reference"] == entry.reference, name
+        steps = {s for row in rep["rows"] for s in row["steps"]}
+        assert steps == {int(dict(o.split("=") for o in entry.overrides)["num_steps"])}, name
+
+
+def test_dry_run_prints_the_exact_commands(capsys):
+    from experiments import reproduce
+    assert reproduce.dry_run("kws_cells") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("# python -m experiments.reproduce kws_cells: experiments/configs/"
+                             "kws.py:lstm sweep 'cells', 54 runs, seeds vmapped.")
+    sweep_cmd = ("python -m experiments.sweep --config=experiments/configs/kws.py:lstm "
+                 "--sweep=cells --workdir=runs/kws_cells --parallel=2 --vmap_seeds=true "
+                 "--override=checkpoint_every=200 --override=eval_every=200 "
+                 "--override=num_steps=600")
+    report_cmd = ("python -m experiments.report --sweep_dir=runs/kws_cells "
+                  "--out=results/kws_cells --reference=hello_edge")
+    assert out[1:] == [sweep_cmd, report_cmd]
+    assert reproduce.dry_run("nope") == 2
+
+
+@pytest.mark.parametrize("name,how", [
+    ("kws_cells", "seeds vmapped: each configuration's seeds trained as one program of 3"),
+    ("kws_depth", "every run trained in its own process (seeds not vmapped)")])
+def test_render_only_rewrites_the_header_and_no_number(tmp_path, name, how):
+    """A committed table re-rendered from its JSON alone: the table body and the CSV are the
+    committed ones to the character; the header starts with the reproduce command and says how
+    the runner ran."""
+    import shutil
+
+    from experiments import reproduce
+    shutil.copy(os.path.join(ROOT, "results", name + ".json"), tmp_path)
+    assert reproduce.render_only(name, out_dir=str(tmp_path)) == 0
+    md = (tmp_path / f"{name}.md").read_text()
+    assert _table_lines(tmp_path / f"{name}.md") == _table_lines(
+        os.path.join(ROOT, "results", name + ".md"))
+    with open(os.path.join(ROOT, "results", name + ".csv")) as f:
+        assert (tmp_path / f"{name}.csv").read_text() == f.read()
+    lines = md.splitlines()
+    assert lines[2] == "Generated by `rnnbench/report.py`; do not edit by hand. Reproduce with:"
+    assert lines[3:7] == ["", "```", f"python -m experiments.reproduce {name}", "```"]
+    entry = reproduce.SWEEPS[name]
+    runner = next(line for line in lines if line.startswith("- runner: "))
+    assert runner.startswith(f"- runner: local backend, --parallel={entry.parallel}, "
+                             f"--vmap_seeds={str(entry.vmap_seeds).lower()} (from the reproduce "
+                             "entry")
+    assert how in runner
+    saved = json.loads((tmp_path / f"{name}.json").read_text())
+    assert saved["rows"] == _committed(name)["rows"]
+    committed = _committed(name)  # a JSON from before rnnbench/provenance.py, or re-rendered
+    made_at = (committed.get("provenance") or {}).get("git_commit") or committed[
+        "environment"]["git_head"]
+    assert saved["provenance"]["git_commit"] == made_at  # the report's commit, not today's
+    assert saved["runner"]["source"] == "reproduce entry"
+    # again from the re-rendered JSON: the same files (but the re-render date)
+    before = (tmp_path / f"{name}.csv").read_text()
+    assert reproduce.render_only(name, out_dir=str(tmp_path)) == 0
+    assert (tmp_path / f"{name}.csv").read_text() == before
+    assert _table_lines(tmp_path / f"{name}.md") == _table_lines(
+        os.path.join(ROOT, "results", name + ".md"))
+
+
+def test_rerender_refuses_what_is_not_a_report(tmp_path):
+    with pytest.raises(report.ReportError, match="expected a report's .json file"):
+        report.rerender(str(tmp_path / "kws_cells.md"))
+    with pytest.raises(report.ReportError, match="cannot read"):
+        report.rerender(str(tmp_path / "nope.json"))
+    _write(str(tmp_path / "x.json"), {"rows": []})
+    with pytest.raises(report.ReportError, match="lacks task, override_keys"):
+        report.rerender(str(tmp_path / "x.json"))
+
+
+def test_header_says_how_the_runner_ran_and_reads_run_provenance(tmp_path):
+    """sweep.json's runner record wins over a reproduce entry's; a run's final.json provenance
+    record (rnnbench/provenance.py) gives its commit, versions and devices."""
+    sweep_dir = kws_sweep(tmp_path, with_failures=False)
+    with open(os.path.join(sweep_dir, "sweep.json")) as f:
+        spec = json.load(f)
+    spec["runner"] = {"backend": "local", "parallel": 3, "vmap_seeds": False}
+    del spec["command"]  # then the header rebuilds the sweep command from sweep.json
+    _write(os.path.join(sweep_dir, "sweep.json"), spec)
+    run = os.path.join(sweep_dir, "cell=gru,seed=0", "final.json")
+    with open(run) as f:
+        final = json.load(f)
+    final["provenance"] = {"git_commit": "0123456789abcdef", "git_dirty": True,
+                           "versions": {"jax": "9.9.9", "flax": "8.8.8"},
+                           "accelerator": "NVIDIA H200", "device_count": 1}
+    _write(run, final)
+    rep = report.make_report(sweep_dir, str(tmp_path / "out"), runner={"parallel": 9})
+    assert rep["runner"]["parallel"] == 3 and rep["runner"]["source"] == "sweep.json"
+    md = (tmp_path / "out.md").read_text()
+    assert "- runner: local backend, --parallel=3, --vmap_seeds=false; every run trained in " \
+           "its own process (seeds not vmapped)" in md
+    assert "`0123456789ab` (1 runs)" in md and "(1 with uncommitted changes)" in md
+    assert "jax 0.7.2, jax 9.9.9" in md and "1x NVIDIA H200" in md
+    assert "--parallel=3 --vmap_seeds=false" in md  # the sweep command rebuilt from sweep.json
+    assert rep["provenance"]["cores"] == os.cpu_count()

@@ -1,12 +1,17 @@
 """The whole path end to end, as CI proves it: a named sweep on tiny synthetic data, trained for
-real in subprocesses, then its report; `reproduce --smoke` itself checks the table's rows and n."""
+real in subprocesses, then its report; `reproduce --smoke` itself checks the table's rows and n,
+and this test checks the table against what the runs wrote."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 
 import pytest
+
+from experiments import reproduce
+from rnnbench import grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,13 +22,52 @@ def test_reproduce_smoke(tmp_path, name):
     env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
     r = subprocess.run([sys.executable, "-m", "experiments.reproduce", name, "--smoke",
                         f"--workdir={tmp_path}", "--parallel=2"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1200)
+                       capture_output=True, text=True, timeout=1200, check=False)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    entry = reproduce.SWEEPS[name]
+    expected = reproduce.smoke_grid(reproduce.load_grid(entry))  # 2 configurations x seeds 0, 1
+    sweep_dir = tmp_path / "smoke" / name
     out = tmp_path / "smoke" / "results"
-    table = json.loads((out / f"{name}.json").read_text())
-    rows = table["rows"] if isinstance(table, dict) and "rows" in table else table
-    assert len(rows) >= 2
-    md = (out / f"{name}.md").read_text()
-    assert "python -m experiments" in md  # the command that reproduces it
-    for png in (f"{name}_curves.png",):
-        assert (out / png).stat().st_size > 10_000
+    rep = json.loads((out / f"{name}.json").read_text())
+
+    # one row per configuration of the smoke grid, in its order, each from its 2 finished seeds
+    configs = [grid.without_seed(d) for d in expected[::2]]
+    assert [row["config"] for row in rep["rows"]] == configs
+    primary = rep["primary_metric"]
+    assert primary == ("test_accuracy" if name.startswith("kws") else "test_cer")
+    named = list(zip(expected, grid.run_names(expected)))  # as the sweep runner names them
+    groups = grid.group_by_config(named, lambda x: x[0]).values()
+    for row, runs in zip(rep["rows"], groups, strict=True):
+        assert (row["n"], row["expected"]) == (2, 2) and row["failed"] == row["missing"] == []
+        finals = []
+        for _, run_name in runs:
+            with open(sweep_dir / run_name / "final.json") as f:
+                finals.append(json.load(f))
+        assert [f["seed"] for f in finals] == [0, 1]
+        assert [f["steps"] for f in finals] == [6, 6]  # the smoke override, not the config's
+        # as the entry says: both seeds of a configuration trained as one program, or apart
+        programs = [f["models_in_program"] for f in finals]
+        assert programs == ([2, 2] if entry.vmap_seeds else [1, 1])
+        # the table's mean and std are those of the runs' own final.json values
+        values = [f[primary] for f in finals]
+        assert row["metrics"][primary]["mean"] == pytest.approx(statistics.mean(values))
+        assert row["metrics"][primary]["std"] == pytest.approx(statistics.stdev(values))
+
+    # the runner recorded how it ran, and the header says so after the reproduce command
+    with open(sweep_dir / "sweep.json") as f:
+        runner = json.load(f)["runner"]
+    assert (runner["backend"], runner["parallel"], runner["vmap_seeds"]) == (
+        "local", 2, entry.vmap_seeds)
+    md = (out / f"{name}.md").read_text().splitlines()
+    command = f"python -m experiments.reproduce {name} --smoke --workdir={tmp_path}"
+    assert md[4:7] == ["```", command, "```"]
+    sweep_cmd = next(line for line in md if line.startswith("python -m experiments.sweep"))
+    assert f"--parallel=2 --vmap_seeds={str(entry.vmap_seeds).lower()}" in sweep_cmd
+    assert "--override=num_steps=6" in sweep_cmd and "--wandb=disabled" in sweep_cmd
+    runner_line = next(line for line in md if line.startswith("- runner: "))
+    assert runner_line.startswith(f"- runner: local backend, --parallel=2, --vmap_seeds="
+                                  f"{str(entry.vmap_seeds).lower()}; ")
+    assert sum(line.startswith("| ") for line in md) == 1 + len(configs)
+    for png in (f"{name}_curves.png", f"{name}_params.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000

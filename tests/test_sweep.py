@@ -14,6 +14,7 @@ import warnings
 import pytest
 import yaml
 
+from rnnbench import grid
 from rnnbench import sweep as sw
 from rnnbench.sweep import chain, product, sweep, zip_
 
@@ -125,14 +126,58 @@ def test_seed_groups_and_commands(config_file, tmp_path):
     argv = sw.command(s, units[1], "disabled")
     assert "--config.seed=1" in argv and f'--workdir="{s.runs[1].workdir}"' in argv
     assert absl_flags.ListParser().parse(f'"{s.runs[1].workdir}"') == [s.runs[1].workdir]
-    # pinning: each of 2 children gets its own core and a single-threaded XLA when 1 core each
-    slots = sw.cpu_slots(2, pin=True)
-    assert all(len(c) >= 1 for c in slots)
+    # the log and unit names of a seed group: the shared overrides, then the seeds
+    assert sw.make_units(s.runs, vmap_seeds=True)[0].name == "cell=rnn,hidden=8,seeds=0-1-2"
     env = sw.child_env({0})
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     assert "glibc.malloc.hugetlb=1" in env["GLIBC_TUNABLES"]
     assert "XLA_FLAGS" not in sw.child_env(None) or "eigen=false" not in sw.child_env(None)[
         "XLA_FLAGS"]
+
+
+def test_cpu_slots_split_the_cores(monkeypatch):
+    """Each of `parallel` children gets its own share of the cores (wrapping round when there
+    are more children than cores); unpinned children get None."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert sw.cpu_slots(2, pin=True) == [{0, 1}, {2, 3}]
+    assert sw.cpu_slots(4, pin=True) == [{0}, {1}, {2}, {3}]
+    assert sw.cpu_slots(3, pin=True) == [{0}, {1}, {2}]
+    assert sw.cpu_slots(6, pin=True) == [{0}, {1}, {2}, {3}, {0}, {1}]
+    assert sw.cpu_slots(2, pin=False) == [None, None]
+
+
+def test_the_vocabulary_is_grid_s():
+    """rnnbench.sweep re-exports rnnbench.grid's helpers and records (config files import them
+    from either); seed grouping and key order as the report and the runner both use them."""
+    assert (sw.sweep, sw.product, sw.zip_, sw.chain, sw.Run, sw.Sweep, sw.run_names) == (
+        grid.sweep, grid.product, grid.zip_, grid.chain, grid.Run, grid.Sweep, grid.run_names)
+    g = product(sweep("model.cell", ["lstm", "gru"]), sweep("seed", [0, 1]))
+    assert grid.config_key(g[1]) == '{"model.cell": "lstm"}'
+    assert list(grid.group_by_config(g).values()) == [g[:2], g[2:]]
+    assert grid.fmt_value(1e-4) == "0.0001" and grid.fmt_value([1, 2]) == "1-2"
+    assert grid.fmt_value(False) == "false" and grid.fmt_value("gru") == "gru"
+    # sweep.json may hold overrides with sorted keys: the run names keep the grid's order
+    assert grid.key_order(["model.layers", "model.cell"], ["cell=gru,layers=2,seed=0"]) == [
+        "model.cell", "model.layers"]
+    s = grid.Sweep("runs/x", [], config_arg="experiments/configs/kws.py:lstm", name="cells")
+    assert (s.config_path, s.variant, s.group) == ("experiments/configs/kws.py", "lstm",
+                                                   "kws-cells")
+
+
+def test_sweep_json_records_how_the_runner_runs(config_file, tmp_path):
+    s = sw.resolve(config_file, "seeds", str(tmp_path / "sw"))
+    runner = sw.runner_record(backend="local", parallel=2, vmap_seeds=True, pin=False,
+                              wandb_mode="disabled")
+    sw.State(s, runner).write()
+    saved = _sweep_json(s.sweep_dir)["runner"]
+    assert {k: saved[k] for k in ("backend", "parallel", "vmap_seeds", "pin", "wandb")} == {
+        "backend": "local", "parallel": 2, "vmap_seeds": True, "pin": False, "wandb": "disabled"}
+    from rnnbench import provenance
+    assert saved["git_commit"] == provenance.git_commit() and saved["cores"] == os.cpu_count()
+    # the report rebuilds the runner's command with those settings
+    from rnnbench import report
+    cmd = report.sweep_command(_sweep_json(s.sweep_dir), s.sweep_dir)
+    assert f"--sweep=seeds --workdir={s.sweep_dir} --parallel=2 --vmap_seeds=true" in cmd
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -272,6 +317,10 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     assert "3/4 done, 1 failed" in r.stderr and "error.txt" in r.stderr
     state = _sweep_json(d)
     assert state["counts"] == {"done": 3, "failed": 1, "pending": 0, "running": 0}
+    assert (state["runner"]["parallel"], state["runner"]["vmap_seeds"]) == (2, True)
+    for seed in (0, 1):  # the two seeds trained as one program, as the runner recorded
+        with open(os.path.join(d, f"seed={seed}", "final.json")) as f:
+            assert json.load(f)["models_in_program"] == 2
     by_name = {x["name"]: x for x in state["runs"]}
     assert by_name["name=broken,hidden=8"]["state"] == "failed"
     assert "unknown config.optimizer.name 'broken'" in by_name["name=broken,hidden=8"]["error"]

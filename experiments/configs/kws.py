@@ -28,8 +28,10 @@ def get_config(variant: str = "lstm"):
 
 def sweeps():
     """Named grids: `python -m experiments.sweep --config=experiments/configs/kws.py --sweep=cells
-    --workdir=runs/kws_cells` (see rnnbench/sweep.py). Each entry is a list of override dicts."""
-    from rnnbench.sweep import chain, product, sweep
+    --workdir=runs/kws_cells` (see rnnbench/sweep.py). Each entry is a list of override dicts.
+    The committed tables ran them at 600 steps: `python -m experiments.reproduce kws_cells
+    --dry_run` prints their exact commands (experiments/reproduce.py)."""
+    from rnnbench.grid import chain, product, sweep
     seeds = sweep("seed", [0, 1, 2])
     return {
         # 3 cells x 3 widths x 2 depths x 3 seeds = 54 runs
