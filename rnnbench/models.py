@@ -14,6 +14,7 @@ encoder's top-layer states, for the stability penalty) and, when `aux_ae_weight 
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Mapping
 
 import jax
@@ -170,7 +171,16 @@ class Tagger(_Model):
         return self.head(h), self._aux(x, h, lengths_out)
 
 
-MODELS = {"classifier": Classifier, "ctc": CTCRecognizer, "tagger": Tagger}
+# kind -> class, or "module:Class" for models defined in their own module on top of this one
+# (imported when first built, so that module can import this one without a cycle).
+MODELS: dict[str, Any] = {
+    "classifier": Classifier,
+    "ctc": CTCRecognizer,
+    "tagger": Tagger,
+    "las": "rnnbench.seq2seq:ListenAttendSpell",
+    "transducer": "rnnbench.transducer:Transducer",
+    "intent": "rnnbench.slu:IntentModel",
+}
 
 
 def build(cfg: Mapping[str, Any], *, num_features: int, num_classes: int,
@@ -179,4 +189,8 @@ def build(cfg: Mapping[str, Any], *, num_features: int, num_classes: int,
     kind = cfg.get("kind", "classifier")
     if kind not in MODELS:
         raise ValueError(f"unknown model.kind {kind!r}; expected one of {sorted(MODELS)}")
-    return MODELS[kind](cfg, num_features, num_classes, rngs=rngs)
+    cls = MODELS[kind]
+    if isinstance(cls, str):
+        module, name = cls.split(":")
+        cls = getattr(importlib.import_module(module), name)
+    return cls(cfg, num_features, num_classes, rngs=rngs)

@@ -79,3 +79,36 @@ def test_ctc_final_evaluation_decodes_with_the_beam():
     assert ds.decode(o.hypothesis(out, 0, final=False)) == ""
     assert ds.decode(o.hypothesis(out, 0, final=True)) == "a"
     assert ctc_objective.decode_settings(ml_collections.ConfigDict({}))["beam"] == 0
+
+
+@pytest.mark.parametrize("kind,extra", [
+    ("las", {"ctc_weight": 0.3, "label_smoothing": 0.1, "decoder_cell": "gru"}),
+    ("transducer", {"pred_cell": "lstm"}),
+])
+def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
+    """LAS (joint CTC/attention) and the transducer plug into the same jitted step: the loss
+    falls, the final evaluation decodes inside jit and reports CER/WER, inference restores."""
+    import json
+
+    from rnnbench import inference, train
+    from toy import small_config
+
+    c = small_config("lstm")
+    c.model.kind = kind
+    c.model.frontend.channels = 0
+    for k, v in extra.items():
+        c.model[k] = v
+    c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 12, 6, 12, 1
+    c.optimizer.learning_rate = 1e-2
+    ds = tone_dataset("ctc", n=16)
+    final = train.train_and_evaluate(c, str(tmp_path), wandb_mode="disabled", progress=False,
+                                     dataset=ds)
+    assert final["objective"] == kind and final["primary_metric"] == "cer"
+    assert 0.0 <= final["test_cer"] and np.isfinite(final["test_loss"])
+    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")
+              if json.loads(line)["split"] == "train"]
+    assert losses[-1] < losses[0]
+    run = inference.load_run(str(tmp_path))
+    metrics, records = inference.score(run, ds, "test")
+    assert metrics["cer"] == pytest.approx(final["test_cer"])
+    assert all(set(r["hypothesis"]) <= set("ab ") for r in records)

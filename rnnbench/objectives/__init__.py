@@ -135,4 +135,4 @@ def make(config, dataset) -> Objective:
     return objective
 
 
-from rnnbench.objectives import classify, ctc, regress, tag  # noqa: E402,F401  (register)
+from rnnbench.objectives import classify, ctc, las, regress, tag, transducer  # noqa: E402,F401
