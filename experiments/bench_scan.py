@@ -356,7 +356,8 @@ def plot(report, path):
         yscale="log",
         xlabel="T (steps)",
         ylabel="ms per train step",
-        title=f"fwd+bwd+Adam, B={c['batch']}, H={c['hidden']}, CPU",
+        title=f"fwd+bwd+Adam, B={c['batch']}, H={c['hidden']}, "
+        f"{(report.get('provenance') or {}).get('accelerator', 'cpu')}",
     )
     axes[1].set(
         xscale="log",

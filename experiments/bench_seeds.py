@@ -90,7 +90,7 @@ def main():
 
     from experiments.configs import kws
     from rnnbench import data as data_lib
-    from rnnbench import fused, train
+    from rnnbench import fused, objectives, train
 
     n = args.models
     rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def main():
         config.model.hidden = hidden
         config.model.frontend.channels = args.frontend
         graphdef, state, tx, _ = train.init_state(config, fake)
-        step, _ = train.make_steps(config, graphdef, tx, "classify")
+        step, _ = train.make_steps(config, graphdef, tx, objectives.make(config, fake))
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[state] * n)
         res = side_by_side(jax.jit(step), (state, batch), jax.jit(jax.vmap(step)),
                            (states, stacked), n, args.repeats)

@@ -53,7 +53,11 @@ SHAPES = {
     "S1": dict(batch=64, time=101, features=40, hidden=256, layers=1),
     "S2": dict(batch=64, time=101, features=40, hidden=256, layers=2),
     "S3": dict(batch=32, time=1000, features=40, hidden=128, layers=1),
+    # the accelerator shape of issue 12 (too big for a 2-core CPU run)
+    "G1": dict(batch=256, time=1000, features=80, hidden=512, layers=2),
 }
+# Set by --torch_device / --precision (main); read by the makers.
+OPTIONS = {"torch_device": "cpu", "precision": "float32"}
 NUM_CLASSES = 12
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 FRAMEWORKS = ("rnnbench", "torch", "flax")
@@ -85,7 +89,8 @@ def make_data(shape: dict, seed: int = 0):
 
 
 def make_rnnbench(
-    shape: dict, cell: str, x, y, *, lr: float = 1e-3, use_lengths: bool = False, unroll: int = 1
+    shape: dict, cell: str, x, y, *, lr: float = 1e-3, use_lengths: bool = False,
+    unroll: int | str = "auto"
 ):
     """Returns step() -> None that runs one train step and blocks until it is done."""
     import jax
@@ -103,6 +108,7 @@ def make_rnnbench(
                 shape["hidden"],
                 num_layers=shape["layers"],
                 unroll=unroll,
+                precision=OPTIONS["precision"],
                 rngs=rngs,
             )
             self.head = nnx.Linear(shape["hidden"], NUM_CLASSES, rngs=rngs)
@@ -147,15 +153,20 @@ def make_torch(shape: dict, cell: str, x, y, *, lr: float = 1e-3):
     import torch
 
     torch.manual_seed(0)
+    device = torch.device(OPTIONS["torch_device"])
+    cuda = device.type == "cuda"
+    if cuda:  # exact float32 like rnnbench's default policy: no TF32 in cuDNN or cuBLAS
+        exact = OPTIONS["precision"] == "float32"
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not exact
     cls = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell]
     kw = {"nonlinearity": "tanh"} if cell == "rnn" else {}
     rnn = cls(
         shape["features"], shape["hidden"], num_layers=shape["layers"], batch_first=True, **kw
-    )
-    head = torch.nn.Linear(shape["hidden"], NUM_CLASSES)
+    ).to(device)
+    head = torch.nn.Linear(shape["hidden"], NUM_CLASSES).to(device)
     params = list(rnn.parameters()) + list(head.parameters())
     opt = torch.optim.Adam(params, lr=lr)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).long().to(device)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -164,6 +175,8 @@ def make_torch(shape: dict, cell: str, x, y, *, lr: float = 1e-3):
         loss = torch.nn.functional.cross_entropy(head(h[-1]), yt)
         loss.backward()
         opt.step()
+        if cuda:
+            torch.cuda.synchronize()
         return loss
 
     return step
@@ -432,7 +445,7 @@ def run(
 def settings() -> dict:
     """The process settings a timing depends on, for the provenance record."""
     out = {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-           "xla_flags": os.environ.get("XLA_FLAGS", "")}
+           "xla_flags": os.environ.get("XLA_FLAGS", ""), **OPTIONS}
     try:
         import torch
     except ImportError:  # the `compare` extra is optional; --breakdown does not need it
@@ -485,10 +498,22 @@ def main(argv=None):
         "padded batches)",
     )
     p.add_argument("--out", default="", help="write the results as JSON here")
+    p.add_argument("--torch_device", default="auto",
+                   help="cpu, cuda, or auto (cuda when torch sees a GPU)")
+    p.add_argument("--precision", default="float32", choices=["float32", "tf32", "bf16"],
+                   help="rnnbench's matmul policy (and TF32 on/off for torch on CUDA)")
     p.add_argument("--breakdown", action="store_true",
                    help="instead of the comparison: time the parts of rnnbench's LSTM step at "
                    "each of --shapes (see lstm_breakdown)")
     args = p.parse_args(argv)
+    OPTIONS["precision"] = args.precision
+    OPTIONS["torch_device"] = args.torch_device
+    if args.torch_device == "auto":
+        try:
+            import torch
+            OPTIONS["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            OPTIONS["torch_device"] = "cpu"
     shapes = [s for s in args.shapes.split(",") if s]
     cells = [c for c in args.cells.split(",") if c]
     fws = [f for f in args.frameworks.split(",") if f]

@@ -66,7 +66,7 @@ class Encoder(nnx.Module):
             residual=cfg.get("residual", False), layer_norm=cfg.get("layer_norm", False),
             input_dropout=cfg.get("input_dropout", 0.0),
             recurrent_dropout=cfg.get("recurrent_dropout", 0.0),
-            zoneout=cfg.get("zoneout", 0.0), unroll=cfg.get("unroll", 1), precision=policy,
+            zoneout=cfg.get("zoneout", 0.0), unroll=cfg.get("unroll", "auto"), precision=policy,
             rngs=rngs, **cell_kwargs)
         heads = cfg.get("attention_heads", 0)
         self.self_attention = (attention.SelfAttention(self.rnn.out_features, heads,

@@ -225,3 +225,16 @@ def test_parallel_form_requested_for_a_cell_without_one():
 def test_zoneout_rejected_for_lru():
     with pytest.raises(ValueError, match="zoneout needs a cell"):
         layers.RNN(cells.make("lru", 3, 4, rngs=nnx.Rngs(0)), zoneout=0.1)
+
+
+def test_unroll_auto_is_one_on_cpu_and_validated(monkeypatch):
+    from rnnbench import layers as layers_lib
+
+    assert layers_lib.resolve_unroll("auto") == 1  # tests run on the CPU backend
+    assert layers_lib.resolve_unroll(0) == 1
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert layers_lib.resolve_unroll("auto") == layers_lib.GPU_UNROLL
+    assert layers_lib.resolve_unroll(3) == 3
+    for bad in (-1, "fast", True, 1.5):
+        with pytest.raises(ValueError, match="unroll must be an int >= 1"):
+            layers_lib.resolve_unroll(bad)

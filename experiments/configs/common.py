@@ -46,7 +46,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model.zoneout = 0.0
     c.model.residual = False
     c.model.layer_norm = False
-    c.model.unroll = 1
+    c.model.unroll = 0  # 0 = auto: 1 on CPU, 8 on accelerators (rnnbench.layers.resolve_unroll)
     c.model.dtype = ""                 # legacy: "bfloat16" = precision "bf16" for the cells
     c.model.aux_ae_weight = 0.0        # autoencoder auxiliary loss weight
     c.model.cell_kwargs = ml_collections.ConfigDict()
