@@ -50,8 +50,6 @@ def test_describe_speech_commands_subprocess(tmp_path):
 def test_describe_errors(tmp_path, capsys):
     assert main(["describe", "speech_commands", f"--data_dir={tmp_path}"]) == 2
     assert "validation_list.txt" in capsys.readouterr().err
-    assert main(["describe", "tfds:speech_commands"]) == 2
-    assert "pip install 'rnnbench[tfds]'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["describe", "librispeech"])
 
@@ -65,6 +63,7 @@ def test_tfds_missing_gives_install_hint():
         pass
     with pytest.raises(ImportError, match=r"pip install 'rnnbench\[tfds\]'"):
         load("tfds:speech_commands")
+    assert main(["describe", "tfds:speech_commands"]) == 2  # the CLI says it in one line
 
 
 @pytest.mark.skipif(not FSDD or not os.path.isdir(FSDD), reason="set RNNBENCH_FSDD_DIR to an FSDD copy")
