@@ -82,3 +82,23 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     steps_logged = [json.loads(l)["step"] for l in open(os.path.join(kill_dir, "metrics.jsonl"))
                     if json.loads(l)["split"] == "train"]
     assert steps_logged == sorted(set(steps_logged)) == list(range(1, steps + 1))
+
+
+def test_two_vmapped_seeds_on_4_devices_match_1_device(tmp_path):
+    """The real loop (train_and_evaluate_many: data sharded over 4 fake devices, 2 seeds vmapped
+    in one program) gives the single-device results up to float reordering."""
+    script = os.path.join(HERE, "toy_seeds.py")
+    outs = {}
+    for n in (1, 4):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
+                   JAX_PLATFORMS="cpu")
+        r = subprocess.run([sys.executable, script, str(tmp_path / f"d{n}_s"), "6", "0,1"],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        outs[n] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert outs[1]["devices"] == 1 and outs[4]["devices"] == 4
+    for one, four in zip(outs[1]["finals"], outs[4]["finals"]):
+        assert four["models_in_program"] == 2 and len(four["devices"]) == 4
+        for k in ("val_loss", "test_loss", "test_accuracy"):
+            np.testing.assert_allclose(four[k], one[k], rtol=1e-4, atol=1e-6, err_msg=k)
+    assert outs[1]["finals"][0]["test_loss"] != outs[1]["finals"][1]["test_loss"]
