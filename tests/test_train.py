@@ -235,3 +235,33 @@ def test_cli_rejects_bad_flags_before_any_work(tmp_path, args, match):
     assert match in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert not os.path.exists(tmp_path / "w" / "config.json")
+
+
+def test_vmapped_runs_stopped_at_different_steps_resume_to_the_same_results(tmp_path):
+    """Seed 0 stopped at step 4 and seed 1 at step 8 cannot share one program: each resumes
+    alone from its own checkpoint and ends exactly where runs never stopped end."""
+    ds = tone_dataset()
+
+    def cfg(seed, steps):
+        c = small_config("gru")
+        c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = steps, 4, 4, 1
+        c.seed = seed
+        return c
+
+    ref = train.train_and_evaluate_many([cfg(0, 12), cfg(1, 12)],
+                                        [str(tmp_path / "r0"), str(tmp_path / "r1")],
+                                        wandb_mode="disabled", progress=False, dataset=ds)
+    # leave seed 0 with a step-4 checkpoint and seed 1 with a step-8 one (and no final.json)
+    for seed, stop in ((0, 4), (1, 8)):
+        train.train_and_evaluate(cfg(seed, stop), str(tmp_path / f"p{seed}"),
+                                 wandb_mode="disabled", progress=False, dataset=ds)
+        (tmp_path / f"p{seed}" / "final.json").unlink()
+        (tmp_path / f"p{seed}" / "config.json").unlink()  # same run, now with 12 steps
+    resumed = train.train_and_evaluate_many([cfg(0, 12), cfg(1, 12)],
+                                            [str(tmp_path / "p0"), str(tmp_path / "p1")],
+                                            wandb_mode="disabled", progress=False, dataset=ds)
+    assert [r["resumed_from_step"] for r in resumed] == [4, 8]
+    assert [r["models_in_program"] for r in resumed] == [1, 1]
+    for got, want in zip(resumed, ref):
+        for k in ("val_loss", "test_loss", "test_accuracy"):
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6, err_msg=k)
