@@ -85,8 +85,10 @@ def _bucket(n: int, step: int = 4000) -> int:
     return -(-n // step) * step
 
 
-def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, size: int):
-    """Pads `clips` (and label ids) into one eval batch of `size` rows (weights 0 on filler)."""
+def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, size: int,
+           meanings: list[tuple] | None = None, num_slots: int = 0):
+    """Pads `clips` (and label ids, and encoded meanings (intent, slots [S]) for the intent
+    task: zeros without references) into one eval batch of `size` rows (weights 0 on filler)."""
     n = len(clips)
     rows = list(range(n)) + [n - 1] * (size - n)
     lengths = np.array([clips[i].shape[0] for i in rows], np.int32)
@@ -106,7 +108,17 @@ def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, 
         for r, x in enumerate(ids):
             batch["labels"][r, :len(x)] = x
         batch["label_lengths"] = np.array([len(x) for x in ids], np.int32)
+    if num_slots:
+        batch["intent"] = np.array([meanings[i][0] if meanings else 0 for i in rows], np.int32)
+        batch["slots"] = np.stack([meanings[i][1] if meanings else np.zeros(num_slots, np.int32)
+                                   for i in rows]).astype(np.int32)
     return batch
+
+
+def _num_slots(run: TrainedRun) -> int:
+    """Slot heads of a meaning-predicting objective (0 for the others)."""
+    codec = getattr(run.objective, "codec", None)
+    return len(codec.slot_names) if codec is not None else 0
 
 
 def _dataset_like(run: TrainedRun) -> data_lib.Dataset:
@@ -120,7 +132,7 @@ def predict(run: TrainedRun, clips: list[np.ndarray], batch_size: int = 16) -> l
     out_texts: list[str] = []
     for s in range(0, len(clips), batch_size):
         chunk = clips[s:s + batch_size]
-        batch = _batch(chunk, None, ds.task, batch_size)
+        batch = _batch(chunk, None, ds.task, batch_size, num_slots=_num_slots(run))
         out = jax.device_get(run.eval_step(run.params, batch))
         out_texts += [run.objective.prediction(out, r, ds) for r in range(len(chunk))]
     return out_texts
@@ -139,11 +151,20 @@ def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
     else:
         refs = list(sp.transcripts)
         labels = [dataset.encode(t) for t in refs]
+    encode_meaning = run.objective.meaning_encoder(dataset)
+    meanings = None
+    if encode_meaning is not None:
+        if not sp.meanings:
+            raise ValueError(f"run {run.workdir} predicts meanings but {dataset.name} {split} "
+                             f"has none to score against")
+        meanings = [encode_meaning(m) for m in sp.meanings]
+        refs = [run.objective.codec.format(m) for m in sp.meanings]
     acc = run.objective.new_accumulator(final=True)
     records = []
     for s in range(0, len(sp.audio), batch_size):
         chunk = sp.audio[s:s + batch_size]
-        batch = _batch(chunk, labels[s:s + batch_size], dataset.task, batch_size)
+        batch = _batch(chunk, labels[s:s + batch_size], dataset.task, batch_size,
+                       meanings[s:s + batch_size] if meanings else None, _num_slots(run))
         out = jax.device_get(run.eval_step(run.params, batch))
         run.objective.accumulate(acc, dataset, batch, out)
         for r in range(len(chunk)):

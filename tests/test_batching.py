@@ -1,11 +1,12 @@
-"""Bucketed padding, deterministic/resumable training stream, complete evaluation pass."""
+"""Bucketed padding, deterministic/resumable training stream, complete evaluation pass,
+meanings (intent and slot ids) for spoken-language-understanding splits."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from rnnbench.data import CTC_ALPHABET, Dataset, Split
+from rnnbench.data import CTC_ALPHABET, Dataset, Split, meanings, phrases
 from rnnbench.data.batching import eval_batches, train_batches
 
 BUCKETS = (4000, 8000, 16000)
@@ -127,3 +128,50 @@ def test_bad_arguments():
         eval_batches(sp, batch_size=4, buckets=(second,))
     with pytest.raises(ValueError, match="batch_size"):
         train_batches(sp, batch_size=100, seed=0, buckets=BUCKETS)
+
+
+def _meaning_split(n=21, seed=0):
+    """A CTC split whose utterances also carry meanings (as synth_phrases' do)."""
+    sp = make_split(n=n, seed=seed, ctc=True)
+    pool = [m for intent in ("lights", "cancel", "weather") for m in phrases.meanings(intent)[:5]]
+    sp.meanings = [pool[i % len(pool)] for i in range(n)]
+    return sp
+
+
+def test_meaning_batches_carry_intent_and_slots():
+    codec = meanings.synth_phrases_codec()
+    sp = _meaning_split()
+    ds = Dataset("toy", "ctc", list(CTC_ALPHABET), {"train": sp})
+    S = len(codec.slot_names)
+    batches = _take(train_batches(sp, batch_size=8, seed=2, buckets=BUCKETS, encode=ds.encode,
+                                  encode_meaning=codec.encode), 4)
+    batches += list(eval_batches(sp, batch_size=8, buckets=BUCKETS, encode=ds.encode,
+                                 encode_meaning=codec.encode))
+    for b in batches:
+        assert b["intent"].dtype == b["slots"].dtype == np.int32
+        assert b["intent"].shape == (8,) and b["slots"].shape == (8, S)
+        for row, n, intent, slots in zip(b["audio"], b["audio_lengths"], b["intent"], b["slots"]):
+            i = next(j for j, a in enumerate(sp.audio)
+                     if a.shape[0] == n and np.array_equal(a / np.float32(32768.0), row[:n]))
+            assert codec.decode(intent, slots) == sp.meanings[i]
+            # slots of other intents read 0 (none)
+            assert not slots[~codec.slot_mask[intent]].any()
+    # without encode_meaning the batches are those of a plain CTC split, byte for byte
+    plain = Split(sp.audio, None, sp.transcripts, sp.speakers)
+    a = _take(train_batches(sp, batch_size=8, seed=2, buckets=BUCKETS, encode=ds.encode), 3)
+    b = _take(train_batches(plain, batch_size=8, seed=2, buckets=BUCKETS, encode=ds.encode), 3)
+    assert all(_eq(x, y) for x, y in zip(a, b)) and "intent" not in a[0]
+
+
+def test_meaning_errors_name_the_example():
+    codec = meanings.synth_phrases_codec()
+    sp = _meaning_split()
+    ds = Dataset("toy", "ctc", list(CTC_ALPHABET), {"train": sp})
+    sp.meanings[5] = {"intent": "lights", "slots": {"action": "sideways", "room": "none"}}
+    with pytest.raises(ValueError, match=r"example 5 .*action = 'sideways' is outside the schema"):
+        train_batches(sp, batch_size=8, seed=0, buckets=BUCKETS, encode=ds.encode,
+                      encode_meaning=codec.encode)
+    plain = Split(sp.audio, None, sp.transcripts, sp.speakers)
+    with pytest.raises(ValueError, match="no meanings"):
+        eval_batches(plain, batch_size=8, buckets=BUCKETS, encode=ds.encode,
+                     encode_meaning=codec.encode)

@@ -9,11 +9,15 @@ Training stream: epoch e visits ``default_rng([seed, e]).permutation(N)`` in
 batches of ``batch_size`` (the last incomplete batch of an epoch is dropped), so
 batch k is a pure function of (seed, k) and ``start_step=k`` resumes without
 touching the audio of earlier batches.
+
+Spoken-language-understanding splits (``Split.meanings``) add the meaning when an
+``encode_meaning`` is passed (e.g. ``meanings.synth_phrases_codec().encode``): ``intent``
+[B] int32 and ``slots`` [B, S] int32, one value id per slot name (0 = none).
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -44,7 +48,30 @@ def _encoded(split: Split, encode, max_label_length):
     return enc, L
 
 
-def _make_batch(split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndarray) -> dict:
+def _encoded_meanings(split: Split, encode_meaning):
+    """(intent ids int32 [N], slot ids int32 [N, S]), or None without ``encode_meaning``."""
+    if encode_meaning is None:
+        return None
+    if split.meanings is None:
+        raise ValueError("encode_meaning was given but the split has no meanings (an "
+                         "intent/slots corpus such as synth_phrases has them)")
+    if len(split.meanings) != len(split.audio):
+        raise ValueError(f"the split has {len(split.audio)} clips but {len(split.meanings)} "
+                         "meanings; it needs one meaning per clip")
+    intents, slots = [], []
+    for i, m in enumerate(split.meanings):
+        try:
+            intent, ids = encode_meaning(m)
+        except ValueError as e:
+            said = f" ({split.transcripts[i]!r})" if split.transcripts else ""
+            raise ValueError(f"example {i}{said}: {e}") from None
+        intents.append(intent)
+        slots.append(ids)
+    return np.asarray(intents, np.int32), np.asarray(slots, np.int32)
+
+
+def _make_batch(split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndarray,
+                meaning=None) -> dict:
     lengths = np.array([split.audio[i].shape[0] for i in idx], np.int32)
     S = next(b for b in buckets if b >= lengths.max())
     audio = np.zeros((len(idx), S), np.float32)
@@ -59,16 +86,20 @@ def _make_batch(split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndar
         batch["labels"], batch["label_lengths"] = labels, label_lengths
     elif split.labels is not None:
         batch["labels"] = np.asarray(split.labels, np.int32)[idx]
+    if meaning is not None:
+        batch["intent"], batch["slots"] = meaning[0][idx], meaning[1][idx]
     return batch
 
 
 def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_step: int = 0,
                   encode: Callable[[str], np.ndarray] | None = None,
-                  max_label_length: int | None = None) -> Iterator[dict]:
+                  max_label_length: int | None = None,
+                  encode_meaning: Callable[[dict], tuple] | None = None) -> Iterator[dict]:
     """Infinite shuffled stream of batches starting at batch ``start_step``.
 
     Batch: audio [B, S] float32, audio_lengths [B] int32, weights [B] (ones), and labels [B]
-    (classify) or labels [B, L] + label_lengths [B] (ctc).
+    (classify) or labels [B, L] + label_lengths [B] (ctc); with ``encode_meaning`` (meaning ->
+    (intent id, slot ids [S])) also intent [B] and slots [B, S] int32.
     """
     n = len(split.audio)
     if not 0 < batch_size <= n:
@@ -77,6 +108,7 @@ def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_st
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     buckets = _check_buckets(split, buckets)
     enc, L = _encoded(split, encode, max_label_length)
+    meaning = _encoded_meanings(split, encode_meaning)
     per_epoch = n // batch_size
     ones = np.ones(batch_size, np.float32)
 
@@ -88,7 +120,7 @@ def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_st
             if e != epoch:
                 epoch, perm = e, np.random.default_rng([seed, e]).permutation(n)
             idx = perm[pos * batch_size: (pos + 1) * batch_size]
-            yield _make_batch(split, idx, buckets, enc, L, ones)
+            yield _make_batch(split, idx, buckets, enc, L, ones, meaning)
             step += 1
 
     return gen()
@@ -96,7 +128,8 @@ def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_st
 
 def eval_batches(split: Split, *, batch_size: int, buckets,
                  encode: Callable[[str], np.ndarray] | None = None,
-                 max_label_length: int | None = None) -> Iterator[dict]:
+                 max_label_length: int | None = None,
+                 encode_meaning: Callable[[dict], tuple] | None = None) -> Iterator[dict]:
     """One in-order pass over every example. The last batch is filled up to ``batch_size``
     by repeating its last valid example with weight 0 (so padding rows hold real, finite data)."""
     n = len(split.audio)
@@ -104,6 +137,7 @@ def eval_batches(split: Split, *, batch_size: int, buckets,
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     buckets = _check_buckets(split, buckets)
     enc, L = _encoded(split, encode, max_label_length)
+    meaning = _encoded_meanings(split, encode_meaning)
 
     def gen():
         for start in range(0, n, batch_size):
@@ -111,6 +145,6 @@ def eval_batches(split: Split, *, batch_size: int, buckets,
             weights = np.zeros(batch_size, np.float32)
             weights[: idx.size] = 1.0
             idx = np.concatenate([idx, np.full(batch_size - idx.size, idx[-1])])
-            yield _make_batch(split, idx, buckets, enc, L, weights)
+            yield _make_batch(split, idx, buckets, enc, L, weights, meaning)
 
     return gen()

@@ -54,6 +54,11 @@ class Objective:
         """Transcript -> label ids for the batcher (None: the dataset has class labels)."""
         return None
 
+    def meaning_encoder(self, dataset):
+        """Meaning -> (intent id, slot ids [S]) for the batcher (None: batches carry no
+        meaning; see rnnbench.data.meanings)."""
+        return None
+
     # ------------------------------------------------------------------ inside jit
     def forward(self, model, feats, lengths, batch: Batch, key):
         """feats [batch, time, F], lengths [batch] -> (outputs, aux)."""
@@ -136,3 +141,4 @@ def make(config, dataset) -> Objective:
 
 
 from rnnbench.objectives import classify, ctc, las, regress, tag, transducer  # noqa: E402,F401
+from rnnbench.objectives import intent  # noqa: E402,F401

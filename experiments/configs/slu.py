@@ -1,0 +1,59 @@
+"""Spoken language understanding on `synth_phrases`: an utterance's intent and slots from audio.
+
+  # direct: audio -> meaning (model.kind "intent": encoder, pooling, one head per slot)
+  python -m experiments.train --config=experiments/configs/slu.py:bigru2_attn --workdir=runs/slu_gru
+  # pipeline: a recogniser on the same corpus, then a text parser on its transcripts
+  python -m experiments.train --config=experiments/configs/slu.py:bigru2_attn \\
+      --config.model.kind=ctc --workdir=runs/slu_gru_ctc
+  python -m experiments.slu_pipeline --workdir=runs/slu_gru_ctc --split=test
+  # unseen phrasings instead of (only) unseen voices: --config.data.options.split=phrasings
+
+Input: synth_phrases (rnnbench/data/phrases.py), 3,000 train / 400 validation / 400 test
+spoken commands of 1-6 s from a 10-intent grammar, voices disjoint across splits; with
+`split=phrasings` no test transcript is ever said in training. 40 log-mel features every 10 ms,
+SpecAugment in training. Model: a stride-2 conv front-end, a 2-layer bidirectional RNN of 128
+per direction, attention pooling, one linear head for the intent and one per slot name (18).
+Metric: exact-meaning accuracy (intent and every slot right), also intent and per-slot accuracy.
+Optimizer: Adam 2e-3, 100 warmup steps, cosine decay, clip 1, batch 32, 3,000 steps.
+Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bilstm2_attn,
+lstm, mingru, ... The sweeps below compare every recurrent cell, directly and as a pipeline.
+Measured: not yet; the tables will come from `experiments.reproduce` (no number here is typed).
+"""
+
+from experiments.configs import common
+
+CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm", "lru")  # mingru/minlstm/lru: parallel scan
+SPLITS = ("voices", "phrasings")
+
+
+def get_config(variant: str = "bigru2_attn"):
+    c = common.base_config()
+    c.dataset = "synth_phrases"
+    c.data.options = {"train_size": 3000, "validation_size": 400, "test_size": 400,
+                      "split": "voices"}
+    c.model.kind = "intent"
+    c.model.hidden = 128
+    c.model.frontend.channels = 64
+    c.model.pooling = "attention"
+    c.spec_augment.enabled = True
+    c.batch_size = 32
+    c.num_steps = 3000
+    c.eval_every = 500
+    c.checkpoint_every = 500
+    c.optimizer.learning_rate = 2e-3
+    c.optimizer.warmup_steps = 100
+    return common.apply_variant(c, variant)
+
+
+def sweeps():
+    """Named grids: `python -m experiments.sweep --config=experiments/configs/slu.py:bigru2_attn
+    --sweep=direct --workdir=runs/slu_direct` (rnnbench/sweep.py); `recognisers` trains the CTC
+    recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
+    --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each."""
+    from rnnbench.grid import product, sweep
+    grid = product(sweep("model.cell", CELLS), sweep("data.options.split", SPLITS),
+                   sweep("seed", [0, 1, 2]))
+    return {
+        "direct": grid,
+        "recognisers": product({"model.kind": "ctc"}, grid),
+    }
