@@ -2,8 +2,12 @@
 
   python tests/toy_run.py losses N_STEPS              -> prints the per-step losses as JSON
   python tests/toy_run.py train WORKDIR N_STEPS EVERY -> train_and_evaluate on the tone dataset
+  python tests/toy_run.py run WORKDIR N_STEPS EVERY [--wandb=MODE] [key=value ...]
+      -> the same inside rnnbench.errors' boundary (one-line errors, exit status 2), with config
+         overrides (e.g. optimizer.learning_rate=1e-2) and W&B (default disabled)
 """
 
+import ast
 import json
 import os
 import sys
@@ -13,9 +17,23 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
-from rnnbench import input_pipeline, objectives, train  # noqa: E402
+from rnnbench import errors, input_pipeline, objectives, train  # noqa: E402
 from rnnbench.data import batching  # noqa: E402
 from toy import small_config, tone_dataset  # noqa: E402
+
+
+def override(c, item: str) -> None:
+    """key.path=value on a ConfigDict; the value is a Python literal or else a string."""
+    key, _, text = item.partition("=")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    *parents, leaf = key.split(".")
+    node = c
+    for name in parents:
+        node = node[name]
+    node[leaf] = value
 
 
 def config(steps, every):
@@ -48,4 +66,17 @@ if __name__ == "__main__":
         workdir, steps, every = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         final = train.train_and_evaluate(config(steps, every), workdir, wandb_mode="disabled",
                                          progress=False, dataset=tone_dataset(n=32))
+        print(json.dumps(final))
+    elif mode == "run":
+        workdir, steps, every = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        wandb_mode = "disabled"
+        with errors.boundary():
+            c = config(steps, every)
+            for item in sys.argv[5:]:
+                if item.startswith("--wandb="):
+                    wandb_mode = item[len("--wandb="):]
+                else:
+                    override(c, item)
+            final = train.train_and_evaluate(c, workdir, wandb_mode=wandb_mode, progress=True,
+                                             dataset=tone_dataset(n=32))
         print(json.dumps(final))

@@ -31,12 +31,12 @@ import warnings
 import numpy as np
 
 from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, SAMPLE_RATE, Dataset, Split
-from rnnbench.data.audio import read_many, to_int16
+from rnnbench.data.audio import read_many, to_int16, with_skipped
 
 PATTERN = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 LAYOUT = "DIR/recordings/{digit}_{speaker}_{index}.wav (e.g. recordings/7_jackson_32.wav)"
 SPLITS = ("train", "validation", "test")
-OFFICIAL_TAKES = {"test": range(0, 5), "validation": range(5, 10), "train": range(10, 10 ** 9)}
+OFFICIAL_TAKES = {"test": range(5), "validation": range(5, 10), "train": range(10, 10 ** 9)}
 
 
 def scan(data_dir) -> list[tuple[str, int, str, int]]:
@@ -84,9 +84,11 @@ def _assign(entries, split: str, seed: int, test_speakers, validation_speakers) 
     unknown = (test_speakers | validation_speakers) - set(speakers)
     if unknown or test_speakers & validation_speakers:
         raise ValueError(f"fsdd: test/validation speakers must be disjoint members of {speakers}; "
-                         f"got test={sorted(test_speakers)}, validation={sorted(validation_speakers)}")
+                         f"got test={sorted(test_speakers)}, "
+                         f"validation={sorted(validation_speakers)}")
     for e in entries:
-        s = "test" if e[2] in test_speakers else "validation" if e[2] in validation_speakers else "train"
+        s = ("test" if e[2] in test_speakers
+             else "validation" if e[2] in validation_speakers else "train")
         out[s].append(e)
     return out
 
@@ -96,12 +98,13 @@ def load_fsdd(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=Non
               on_error: str = "raise") -> Dataset:
     """FSDD isolated digits -> Dataset (task "classify"); ``protocol`` is ignored."""
     parts = _assign(scan(data_dir), split, seed, test_speakers, validation_speakers)
-    splits = {}
+    splits, skipped = {}, []
     for s in SPLITS:
-        audio, kept = read_many([e[0] for e in parts[s]], on_error=on_error)
+        audio, kept, bad = read_many([e[0] for e in parts[s]], on_error=on_error)
+        skipped += bad
         splits[s] = Split(audio=audio, labels=np.array([parts[s][i][1] for i in kept], np.int32),
                           transcripts=None, speakers=[parts[s][i][2] for i in kept])
-    return Dataset("fsdd", "classify", list(DIGIT_WORDS), splits)
+    return with_skipped(Dataset("fsdd", "classify", list(DIGIT_WORDS), splits), skipped)
 
 
 def _string(rng, pool: dict, speakers: list[str]) -> tuple[np.ndarray, str, str]:
@@ -113,7 +116,8 @@ def _string(rng, pool: dict, speakers: list[str]) -> tuple[np.ndarray, str, str]
     floor = 10 ** (rng.uniform(-70, -55) / 20)
 
     def gap(lo, hi):
-        return (rng.standard_normal(int(rng.uniform(lo, hi) * SAMPLE_RATE)) * floor).astype(np.float32)
+        n = int(rng.uniform(lo, hi) * SAMPLE_RATE)
+        return (rng.standard_normal(n) * floor).astype(np.float32)
 
     pieces = [gap(0.1, 0.3)]
     for d in digits:
@@ -130,11 +134,13 @@ def load_fsdd_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_
     """Connected FSDD digit strings -> Dataset (task "ctc"); see module docstring."""
     parts = _assign(scan(data_dir), "official", seed, None, None)
     sizes = {"train": train_size, "validation": validation_size, "test": test_size}
-    splits = {}
+    splits, skipped = {}, []
     for split_id, s in enumerate(SPLITS):
         if not isinstance(sizes[s], (int, np.integer)) or sizes[s] < 0:
             raise ValueError(f"fsdd_digits: {s}_size must be a non-negative int, got {sizes[s]!r}")
-        audio, kept = read_many([e[0] for e in parts[s]], on_error=on_error) if sizes[s] else ([], [])
+        audio, kept, bad = (read_many([e[0] for e in parts[s]], on_error=on_error) if sizes[s]
+                            else ([], [], []))
+        skipped += bad
         pool: dict[str, dict[int, list]] = {}
         for a, i in zip(audio, kept):
             _, digit, sp, _ = parts[s][i]
@@ -147,4 +153,4 @@ def load_fsdd_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_
                  for i in range(sizes[s])]
         splits[s] = Split(audio=[x[0] for x in items], labels=None,
                           transcripts=[x[1] for x in items], speakers=[x[2] for x in items])
-    return Dataset("fsdd_digits", "ctc", list(CTC_ALPHABET), splits)
+    return with_skipped(Dataset("fsdd_digits", "ctc", list(CTC_ALPHABET), splits), skipped)

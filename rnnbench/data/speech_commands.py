@@ -20,8 +20,8 @@ cut at random offsets from random ``_background_noise_`` files, scaled by a volu
 uniform in [0, 1] (both percentages default to 10). Protocol 35: one class per word
 folder found (35 for v0.02, 30 for v0.01), sorted alphabetically; no silence/unknown.
 
-Unreadable WAVs raise an error naming the file (``on_error="skip"`` skips them with
-one counting warning instead).
+Unreadable, empty or non-finite WAVs raise an error naming the file (``on_error="skip"``
+skips them with one counting warning instead, listed in the dataset's ``skipped_files``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import warnings
 import numpy as np
 
 from rnnbench.data import SAMPLE_RATE, Dataset, Split
-from rnnbench.data.audio import read_many, read_wav, to_int16
+from rnnbench.data.audio import read_many, read_wav, to_int16, with_skipped
 
 COMMANDS_10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES_12 = ["_silence_", "_unknown_"] + COMMANDS_10
@@ -55,7 +55,8 @@ def _read_list(path: str) -> set[str]:
 def scan(data_dir: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     """-> ({split: [relative wav paths]}, {relative path: word}) for the files present."""
     if data_dir is None or not os.path.isdir(data_dir):
-        raise ValueError(f"speech_commands: data_dir {data_dir!r} is not a directory; expected {LAYOUT}")
+        raise ValueError(f"speech_commands: data_dir {data_dir!r} is not a directory; "
+                         f"expected {LAYOUT}")
     lists = {}
     for split, fname in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
         p = os.path.join(data_dir, fname)
@@ -80,14 +81,16 @@ def scan(data_dir: str) -> tuple[dict[str, list[str]], dict[str, str]]:
                       stacklevel=3)
     files = {s: [] for s in SPLITS}
     for rel in present:
-        s = "test" if rel in lists["test"] else "validation" if rel in lists["validation"] else "train"
+        s = ("test" if rel in lists["test"]
+             else "validation" if rel in lists["validation"] else "train")
         files[s].append(rel)
     return files, present
 
 
 def _background(data_dir: str) -> list[np.ndarray]:
     bg_dir = os.path.join(data_dir, "_background_noise_")
-    paths = sorted(os.path.join(bg_dir, f) for f in os.listdir(bg_dir)) if os.path.isdir(bg_dir) else []
+    names = os.listdir(bg_dir) if os.path.isdir(bg_dir) else []
+    paths = sorted(os.path.join(bg_dir, f) for f in names)
     paths = [p for p in paths if p.lower().endswith(".wav")]
     if not paths:
         raise ValueError(f"speech_commands: protocol 12 needs background noise WAVs in {bg_dir} "
@@ -121,7 +124,7 @@ def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, ca
     else:
         classes = list(CLASSES_12)
         noise = _background(data_dir)
-    splits = {}
+    splits, skipped = {}, []
     for split_id, s in enumerate(SPLITS):
         rng = np.random.default_rng([seed, split_id])
         if protocol == 35:
@@ -134,7 +137,9 @@ def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, ca
             n_unknown = min(len(unknown), math.ceil(len(known) * unknown_percentage / 100))
             chosen = known + unknown[:n_unknown]
             labels = [classes.index(word_of[r]) for r in known] + [1] * n_unknown
-        audio, kept = read_many([os.path.join(data_dir, r) for r in chosen], on_error=on_error)
+        audio, kept, bad = read_many([os.path.join(data_dir, r) for r in chosen],
+                                     on_error=on_error)
+        skipped += bad
         labels = [labels[i] for i in kept]
         speakers = [_speaker(chosen[i]) for i in kept]
         if protocol == 12:
@@ -145,4 +150,4 @@ def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, ca
             speakers += ["_silence_"] * n_sil
         splits[s] = Split(audio=audio, labels=np.array(labels, np.int32), transcripts=None,
                           speakers=speakers)
-    return Dataset("speech_commands", "classify", classes, splits)
+    return with_skipped(Dataset("speech_commands", "classify", classes, splits), skipped)
