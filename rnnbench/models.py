@@ -180,6 +180,7 @@ MODELS: dict[str, Any] = {
     "las": "rnnbench.seq2seq:ListenAttendSpell",
     "transducer": "rnnbench.transducer:Transducer",
     "intent": "rnnbench.slu:IntentModel",
+    "tts": "rnnbench.tts:Tacotron",
 }
 
 

@@ -50,13 +50,14 @@ import json
 import numpy as np
 
 from rnnbench.data import CTC_ALPHABET, SAMPLE_RATE, Dataset, Split, synth
-from rnnbench.data.audio import to_int16
+from rnnbench.data.audio import resample, to_int16
 from rnnbench.data.espeak import ESpeak
 
 PHRASES_VERSION = 1
 SPLIT_KINDS = ("voices", "phrasings")
 MIN_SECONDS, MAX_SECONDS = 1.0, 6.0  # clip length
 MIN_PAD_SECONDS = 0.1  # noise-only padding at each end, at least
+CLEAN_PAD_SECONDS = 0.1  # silence at each end of a one-voice (voice=...) clip
 
 _ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
          "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
@@ -351,21 +352,50 @@ def _phrase_clip(es: ESpeak, seed: int, split_id: int, i: int, text: str,
     return to_int16(synth.add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2)))))
 
 
+def _clean_clip(es: ESpeak, text: str, voice: str) -> np.ndarray:
+    """int16 [n] clip of ``text`` in one fixed, clean voice (``voice=``): 175 wpm, pitch 50,
+    range 50, trimmed, peak at -3 dBFS, CLEAN_PAD_SECONDS of silence at each end, no noise."""
+    x = es.synth(text, voice=voice, rate=175, pitch=50, pitch_range=50)
+    x = resample(x.astype(np.float32) / 32768.0, es.sample_rate, SAMPLE_RATE)
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak <= 0:
+        raise RuntimeError(f"eSpeak produced silence for {text!r} with voice {voice!r}")
+    idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
+    x = x[idx[0]: idx[-1] + 1] * (10 ** (-3 / 20) / peak)
+    pad = np.zeros(int(CLEAN_PAD_SECONDS * SAMPLE_RATE), np.float32)
+    return to_int16(np.concatenate([pad, x, pad]))
+
+
+def _clip(es: ESpeak, seed: int, split_id: int, i: int, text: str, variant: str,
+          voice: str | None) -> np.ndarray:
+    return (_clean_clip(es, text, voice) if voice
+            else _phrase_clip(es, seed, split_id, i, text, variant))
+
+
 def synth_phrases(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
                   train_size: int = 3000, validation_size: int = 400, test_size: int = 400,
-                  split: str = "voices", use_cache: bool = True,
+                  split: str = "voices", voice: str | None = None, use_cache: bool = True,
                   num_workers: int | None = None) -> Dataset:
     """Spoken commands with transcripts and meanings (module docstring); CTC over CTC_ALPHABET.
 
     ``split``: "voices" (test = unseen voices) or "phrasings" (test = unseen voices saying
-    transcripts never said in training). ``data_dir`` and ``protocol`` are ignored.
+    transcripts never said in training). ``voice`` (e.g. "en-us+m2", accent + eSpeak variant):
+    every utterance of every split is said by that one voice, clean (``_clean_clip``: fixed
+    rate, pitch and range, no noise, 0.1 s of silence at each end), for speech synthesis; the
+    transcripts are the same as without it, ``speakers`` holds the voice. ``data_dir`` and
+    ``protocol`` are ignored.
     """
     if split not in SPLIT_KINDS:
         raise ValueError(f"synth_phrases: split must be one of {SPLIT_KINDS}, got {split!r}")
+    if voice is not None and (not isinstance(voice, str) or not voice):
+        raise ValueError(f"synth_phrases: voice must be an eSpeak voice such as 'en-us+m2', "
+                         f"got {voice!r}")
     sizes = synth.check_sizes(train_size, validation_size, test_size)
     spec = dict(name="synth_phrases", recipe=synth.RECIPE_VERSION, phrases=PHRASES_VERSION,
                 grammar=grammar_fingerprint()[:12], block=synth.BLOCK, seed=seed, split=split,
                 **sizes)
+    if voice:  # only then: the multi-voice corpus keeps its cache key
+        spec["voice"] = voice
 
     def build() -> dict[str, Split]:
         voices = synth.voice_partition(ESpeak().variants, seed)
@@ -374,11 +404,13 @@ def synth_phrases(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir
             lrng = np.random.default_rng([seed, split_id, 104729])
             intents = lrng.permutation(np.arange(sizes[s]) % len(INTENTS))
             speakers = synth.draw_speakers(lrng, voices[s], sizes[s])
+            if voice:
+                speakers = [voice] * sizes[s]
             said = [sample_utterance(seed, s, i, INTENTS[k], split) for i, k in enumerate(intents)]
             plan[s] = (said, speakers)
-        items = [(seed, split_id, i, plan[s][0][i][0], plan[s][1][i])
+        items = [(seed, split_id, i, plan[s][0][i][0], plan[s][1][i], voice)
                  for split_id, s in enumerate(synth.SPLITS) for i in range(sizes[s])]
-        audio = iter(synth.render_all(_phrase_clip, items, num_workers))
+        audio = iter(synth.render_all(_clip, items, num_workers))
         return {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=None,
                          transcripts=[t for t, _ in plan[s][0]], speakers=plan[s][1],
                          meanings=[m for _, m in plan[s][0]]) for s in synth.SPLITS}

@@ -141,4 +141,4 @@ def make(config, dataset) -> Objective:
 
 
 from rnnbench.objectives import classify, ctc, las, regress, tag, transducer  # noqa: E402,F401
-from rnnbench.objectives import intent  # noqa: E402,F401
+from rnnbench.objectives import intent, tts  # noqa: E402,F401
