@@ -436,4 +436,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     hugepages.ensure()  # same allocator setting as the other entry points (results/perf.md)
-    main()
+    from rnnbench import errors
+
+    errors.call(main)

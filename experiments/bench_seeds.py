@@ -147,4 +147,6 @@ def main():
 
 if __name__ == "__main__":
     hugepages.ensure()
-    main()
+    from rnnbench import errors
+
+    errors.call(main)

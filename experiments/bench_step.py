@@ -553,4 +553,6 @@ def main(argv=None):
 
 if __name__ == "__main__":
     hugepages.ensure()
-    main()
+    from rnnbench import errors
+
+    errors.call(main)

@@ -49,4 +49,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from rnnbench import errors
+
+    errors.run(main)

@@ -57,4 +57,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    from rnnbench import errors
+
+    errors.run(main)

@@ -163,9 +163,30 @@ def resolve(config_arg: str, sweep_name: str, sweep_dir: str,
         raise SweepError(f"--override {', '.join(clash)}: swept by {sweep_name!r} itself; "
                          "an override for every run would replace the swept values")
     runs = [Run(n, d, os.path.join(sweep_dir, n)) for n, d in zip(run_names(grid), grid)]
+    check_run_configs(config, runs, common)
     project = (config.get("wandb") or {}).get("project", "rnnbench")
     return Sweep(sweep_dir, runs, config_arg=config_arg, name=sweep_name, common=common,
                  project=project)
+
+
+def check_run_configs(config, runs: list[Run], common: Mapping[str, str]) -> None:
+    """`train.check_config` on every run's config before any run is launched, so a bad value
+    (e.g. --override num_steps=0) fails once, naming the run, not once per launched run."""
+    from rnnbench import train  # JAX on the CPU is enough: nothing is compiled here
+
+    for r in runs:
+        c = copy.deepcopy(config)
+        c.unlock()
+        for key, text in common.items():
+            parent, leaf = _field(c, key)
+            parent[leaf] = _coerce(parent[leaf], text)
+        for key, value in r.overrides.items():
+            parent, leaf = _field(c, key)
+            parent[leaf] = value
+        try:
+            train.check_config(c, devices=1)
+        except ValueError as e:
+            raise SweepError(f"run {r.name}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- units and commands
@@ -304,7 +325,8 @@ def error_summary(log: str, returncode: int | None) -> str:
     if returncode is not None and returncode < 0:
         return f"killed by signal {signal.Signals(-returncode).name}"
     lines = [l.strip() for l in log.splitlines() if l.strip()]
-    exc = [l for l in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", l)]
+    exc = [l for l in lines
+           if re.match(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b|error: )", l)]
     return (exc or lines or [f"exit status {returncode}"])[-1][:500]
 
 

@@ -82,7 +82,7 @@ def _need(ok: bool, name: str, expected: str, value) -> None:
         raise ConfigError(f"config.{name} must be {expected}, got {value!r}")
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def check_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
     """Raises ConfigError (a ValueError) naming the field of a config that cannot run, before
     any data or compile work: types, ranges, known names, sizes, strides, rates, windows."""
     for field in ("seed", "batch_size", "num_steps", "eval_every", "checkpoint_every",
@@ -109,7 +109,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     _check_model(config.model)
     _check_optimizer(config.optimizer, config.num_steps)
     _check_features(config.features, config.get("spec_augment"))
-    n = jax.device_count()
+    n = jax.device_count() if devices is None else devices
     if config.batch_size % n:
         raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
                           f"number of devices ({n}) for data-parallel training")

@@ -196,6 +196,11 @@ def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache
         sw.resolve(config_file, "two", d, ["model.hidden=4"])
     with pytest.raises(sw.SweepError, match="key=value"):
         sw.resolve(config_file, "two", d, ["num_steps"])
+    # every run's config is checked before any is launched: one error, naming a run
+    with pytest.raises(sw.SweepError, match=r"run hidden=\d+.*: config.num_steps must be"):
+        sw.resolve(config_file, "two", d, ["num_steps=0"])
+    with pytest.raises(sw.SweepError, match=r"learning_rate"):
+        sw.resolve(config_file, "two", d, ["optimizer.learning_rate=-0.1"])
     # a sweep dir holding another sweep is refused, naming what differs
     sw.State(sw.resolve(config_file, "two", d)).write()
     sw.State(sw.resolve(config_file, "two", d))  # the same sweep again is fine
