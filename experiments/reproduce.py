@@ -49,6 +49,13 @@ class Entry:
     smoke_overrides: tuple[str, ...] = ()  # on top of SMOKE_OVERRIDES
     needs_env: str | None = None     # environment variable the config reads (data location)
     note: str | None = None          # how the table was made, where the fields above do not say
+    table: str = "report"            # what makes the table from the runs: "report" (a sweep
+                                     # table, rnnbench/report.py) or "decoders" (a CTC decoder
+                                     # comparison, experiments/decoders.py)
+    table_args: tuple[str, ...] = ()  # flags of experiments.decoders (table="decoders")
+    decode_speed: bool = False       # time each run's decoding before the report (a
+                                     # `decode utt/s` column; experiments.decoders --speed_only)
+    smoke_table_args: tuple[str, ...] = ()  # table_args replaced under --smoke
 
 
 STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
@@ -58,6 +65,13 @@ SMOKE_SYNTH = ("data.options.train_size=48", "data.options.validation_size=16",
 INFERRED_PARALLEL = ("The sweep runner did not record --parallel then; 2 is inferred from the "
                      "runs' wall times against the sweep's duration (it moves only the speed "
                      "columns)")
+ASR = "experiments/configs/asr.py"
+STEPS_300 = ("checkpoint_every=150", "eval_every=150", "num_steps=300")
+DECODERS = ("--beam=10", "--token_prune=5", "--lm_orders=3,6", "--lm_weights=0.3,0.6,1.0",
+            "--insertion_bonuses=0.0,1.0")
+SMOKE_DECODERS = ("--beam=2", "--lm_orders=2", "--lm_weights=0.5", "--insertion_bonuses=0.0")
+SMOKE_PHRASES = ("data.options.train_size=48", "data.options.validation_size=16",
+                 "data.options.test_size=16")
 SWEEPS = {
     "kws_cells": Entry("experiments/configs/kws.py:lstm", "cells", STEPS_600, vmap_seeds=True,
                        parallel=2, reference="hello_edge", smoke_overrides=SMOKE_SYNTH,
@@ -84,6 +98,20 @@ SWEEPS = {
     "ctc_fsdd_cells": Entry("experiments/configs/ctc_fsdd.py", "cells", STEPS_1000,
                             vmap_seeds=False, parallel=2, smoke_overrides=SMOKE_SYNTH,
                             needs_env="RNNBENCH_FSDD_DIR", note=INFERRED_PARALLEL),
+    # recognition (issue 13): CTC decoders on trained BiLSTM CTC runs, model families x cells
+    "ctc_decoders": Entry(f"{ASR}:ctc_bilstm_digits", "decoders", STEPS_1000, parallel=1,
+                          smoke_overrides=SMOKE_SYNTH, table="decoders", table_args=DECODERS,
+                          smoke_table_args=SMOKE_DECODERS),
+    "ctc_decoders_seed0": Entry(f"{ASR}:ctc_bilstm_digits", "decoders_seed0", STEPS_1000,
+                                parallel=1, smoke_overrides=SMOKE_SYNTH, table="decoders",
+                                table_args=DECODERS, smoke_table_args=SMOKE_DECODERS),
+    "ctc_decoders_fsdd": Entry(f"{ASR}:ctc_bilstm_fsdd", "decoders", STEPS_1000, parallel=1,
+                               needs_env="RNNBENCH_FSDD_DIR", table="decoders",
+                               table_args=DECODERS, smoke_table_args=SMOKE_DECODERS),
+    "asr_families_phrases": Entry(f"{ASR}:ctc_bilstm_phrases", "families", STEPS_1000,
+                                  parallel=2, smoke_overrides=SMOKE_PHRASES, decode_speed=True),
+    "asr_families_fsdd": Entry(f"{ASR}:ctc_bilstm_fsdd", "families", STEPS_1000, parallel=2,
+                               needs_env="RNNBENCH_FSDD_DIR", decode_speed=True),
 }
 SMOKE_OVERRIDES = ("num_steps=6", "eval_every=3", "checkpoint_every=3", "log_every=3",
                    "batch_size=16", "model.hidden=8", "optimizer.warmup_steps=2")
@@ -127,16 +155,33 @@ def runner_settings(entry: Entry, parallel: int | None = None) -> dict:
     return {**out, "note": entry.note} if entry.note else out
 
 
+def table_commands(entry: Entry, sweep_dir: str, out: str, runs: list[str] = (),
+                   smoke: bool = False) -> list[list[str]]:
+    """The commands that make the table from the finished runs of `sweep_dir` (`runs`: their
+    names): the decoder comparison, or the decode-speed step (if any) and the report."""
+    if entry.table == "decoders":
+        args = entry.smoke_table_args if smoke and entry.smoke_table_args else entry.table_args
+        workdirs = ",".join(os.path.join(sweep_dir, r) for r in runs)
+        return [["python", "-m", "experiments.decoders", f"--workdirs={workdirs}",
+                 f"--out={out}", *args]]
+    cmds = []
+    if entry.decode_speed:
+        cmds.append(["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}",
+                     "--speed_only"])
+    return cmds + [shlex.split(report_lib.report_command(sweep_dir, out, entry.reference))]
+
+
 def commands(name: str, *, workdir: str = "runs", out_dir: str = "results",
              parallel: int | None = None) -> list[list[str]]:
-    """The exact commands `reproduce(name)` runs: the sweep, then the report."""
+    """The exact commands `reproduce(name)` runs: the sweep, then what makes the table (the
+    report, or the decoder comparison)."""
     entry = SWEEPS[name]
     sweep_dir, out = os.path.join(workdir, name), os.path.join(out_dir, name)
     sweep = sweep_command(entry.config, entry.sweep, sweep_dir,
                           parallel=parallel or entry.parallel, vmap_seeds=entry.vmap_seeds,
                           overrides=entry.overrides)
-    report = shlex.split(report_lib.report_command(sweep_dir, out, entry.reference))
-    return [sweep, report]
+    runs = grid.run_names(load_grid(entry)) if entry.table == "decoders" else []
+    return [sweep, *table_commands(entry, sweep_dir, out, runs)]
 
 
 def display(cmd: list[str]) -> str:
@@ -212,6 +257,33 @@ def run_sweep(cmd: list[str]) -> int:
     return subprocess.run(cmd, check=False).returncode
 
 
+def run_step(cmd: list[str]) -> int:
+    """Runs a `python -m ...` table step (decode speed, decoder comparison) with this
+    interpreter, in the foreground."""
+    print("+ " + display(cmd), flush=True)
+    return subprocess.run([sys.executable, *cmd[1:]] if cmd[0] == "python" else cmd,
+                          check=False).returncode
+
+
+def check_decoders_table(rep: dict, runs: int) -> list[str]:
+    """Problems with a smoke decoder comparison: greedy, beam and beam + LM rows, each from
+    every run, and the Markdown file holding them."""
+    problems = []
+    if [r["decoder"] for r in rep["rows"]] != ["greedy", "beam", "beam_lm"]:
+        problems.append(f"decoder rows {[r['decoder'] for r in rep['rows']]}, expected greedy, "
+                        "beam, beam_lm")
+    for row in rep["rows"]:
+        if row["test_cer"]["n"] != runs:
+            problems.append(f"row {row['decoder']}: test CER from {row['test_cer']['n']} runs, "
+                            f"expected {runs}")
+    with open(rep["files"]["md"]) as f:
+        table = [line for line in f.read().splitlines() if line.startswith("| ")]
+    if len(table) != 1 + len(rep["rows"]):
+        problems.append(f"{rep['files']['md']}: {len(table) - 1} table rows, expected "
+                        f"{len(rep['rows'])}")
+    return problems
+
+
 def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) -> list[str]:
     """Problems with a smoke report: one row per configuration of sweep.json, every run of it
     finished (n = expected), the Markdown table holds those rows, the plots exist."""
@@ -275,8 +347,9 @@ def dry_run(name: str, *, workdir: str = "runs", out_dir: str | None = None,
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    table = {"decoders": "; the table: experiments.decoders on its runs"}.get(entry.table, "")
     print(f"# {reproduce_command(name)}: {entry.config} sweep {entry.sweep!r}, {len(runs)} runs, "
-          f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}"
+          f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}{table}"
           + (f". {entry.note}" if entry.note else ""), file=out)
     for cmd in commands(name, workdir=workdir, out_dir=out_dir or "results", parallel=parallel):
         print(display(cmd), file=out)
@@ -291,6 +364,16 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
         return 2
     out_dir = out_dir or "results"
     path = os.path.join(out_dir, name + ".json")
+    if entry.table == "decoders":
+        from experiments import decoders
+        try:
+            rep = decoders.render(path, reproduce_command=reproduce_command(name),
+                                  commands=[display(c) for c in commands(name, out_dir=out_dir)])
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"{name}: re-rendered {rep['files']['md']} and {rep['files']['json']} from the JSON")
+        return 0
     try:
         rep = report_lib.rerender(
             path, reproduce_command=reproduce_command(name),
@@ -306,8 +389,8 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
 
 def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
               out_dir: str | None = None, parallel: int | None = None,
-              sweep_runner=run_sweep) -> int:
-    """Sweep + report (+ the smoke check); returns the process exit code."""
+              sweep_runner=run_sweep, step_runner=run_step) -> int:
+    """Sweep + table (+ the smoke check); returns the process exit code."""
     entry = _check_name(name)
     if entry is None:
         return 2
@@ -334,6 +417,8 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
         cmds = [sweep_command(config, entry.sweep, sweep_dir, parallel=runner["parallel"],
                               vmap_seeds=entry.vmap_seeds, overrides=overrides,
                               extra=("--wandb=disabled",))]
+        cmds += table_commands(entry, sweep_dir, os.path.join(out_dir, name),
+                               grid.run_names(runs), smoke=True)
     else:
         sweep_dir = os.path.join(workdir, name)
         out_dir = out_dir or "results"
@@ -342,6 +427,10 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
     if rc:
         print(f"warning: the sweep runner exited with code {rc}; reporting what there is",
               file=sys.stderr)
+    for cmd in cmds[1:-1]:  # the decode-speed step: a failure leaves its column empty
+        if step_runner(cmd):
+            print(f"warning: {display(cmd)} failed; the table goes on without it",
+                  file=sys.stderr)
 
     out = os.path.join(out_dir, name)
     args = ["--smoke"] if smoke else []
@@ -351,12 +440,15 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
         args.append(f"--out_dir={out_dir}")
     if parallel and parallel != entry.parallel:
         args.append(f"--parallel={parallel}")
+    shown = [display(c) for c in cmds]
+    if entry.table == "decoders":
+        return _decoders_table(cmds[-1], out, shown, reproduce_command(name, *args),
+                               expected_runs if smoke else None, step_runner) or rc
     report_cmd = report_lib.report_command(sweep_dir, out, entry.reference)
     try:
         rep = report_lib.make_report(
             sweep_dir, out, reference=entry.reference, report_command=report_cmd,
-            reproduce_command=reproduce_command(name, *args),
-            commands=[display(c) for c in cmds[:1]] + [report_cmd], runner=runner)
+            reproduce_command=reproduce_command(name, *args), commands=shown, runner=runner)
     except (report_lib.ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return rc or 1
@@ -372,6 +464,28 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
             return 1
         print(f"smoke check passed: {len(rep['rows'])} rows, every run finished")
     return rc
+
+
+def _decoders_table(cmd: list[str], out: str, shown: list[str], reproduce_cmd: str,
+                    smoke_runs: int | None, step_runner) -> int:
+    """Runs the decoder comparison, then re-renders its header with the reproduce command and
+    every command it ran (the comparison's JSON is its only input)."""
+    from experiments import decoders
+    rc = step_runner(cmd)
+    if rc:
+        print(f"error: {display(cmd)} exited with code {rc}", file=sys.stderr)
+        return rc
+    rep = decoders.render(out + ".json", commands=shown, reproduce_command=reproduce_cmd)
+    print(f"{os.path.basename(out)}: {len(rep['rows'])} decoders on {len(rep['runs'])} runs -> "
+          f"{rep['files']['md']}")
+    if smoke_runs is not None:
+        problems = check_decoders_table(rep, smoke_runs)
+        for p in problems:
+            print(f"smoke check failed: {p}", file=sys.stderr)
+        if problems:
+            return 1
+        print(f"smoke check passed: {len(rep['rows'])} decoder rows from {smoke_runs} runs")
+    return 0
 
 
 def main(argv):

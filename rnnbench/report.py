@@ -67,6 +67,11 @@ DATASET_DESCRIPTIONS = {
 }
 
 
+# written into a run's workdir by `python -m experiments.decoders --speed_only`: the run's own
+# final-evaluation decoding timed on the test split ({"utterances_per_s", ...})
+DECODE_SPEED_FILE = "decode_speed.json"
+
+
 class ReportError(ValueError):
     """The sweep directory cannot be reported (missing, empty, unreadable)."""
 
@@ -251,6 +256,17 @@ def detect_task(runs: list[Run]) -> str:
     return "classify"
 
 
+def decode_speed(run: Run) -> float | None:
+    """Utterances per second of the run's decoding (its decode_speed.json), if measured."""
+    path = os.path.join(run.workdir, DECODE_SPEED_FILE)
+    if not os.path.exists(path):
+        return None
+    try:
+        return float(_read_json(path)["utterances_per_s"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def _run_tag(run: Run) -> str:
     return f"seed={run.overrides['seed']}" if "seed" in run.overrides else run.name
 
@@ -314,6 +330,7 @@ def aggregate(sweep: Sweep, reference: str | None = None) -> dict:
             "steps_per_s": stats(
                 [r.final.get("steps_per_s") for r in done if r.final.get("steps_per_s") is not None]
             ),
+            "decode_utt_per_s": stats([decode_speed(r) for r in done]),
             "steps": sorted({r.final.get("steps") for r in done if r.final.get("steps")}),
             "failed": [{"run": r.name, "tag": _run_tag(r), "error": r.error} for r in failed],
             "missing": [{"run": r.name, "tag": _run_tag(r), "state": r.state} for r in missing],
@@ -447,12 +464,19 @@ def _fmt_missing(row) -> str:
     )
 
 
+def has_decode_speed(report: dict) -> bool:
+    """Whether any row has a measured decoding speed (then the table shows `decode utt/s`)."""
+    return any((row.get("decode_utt_per_s") or {}).get("n") for row in report["rows"])
+
+
 def table_columns(report: dict) -> list[str]:
     """The Markdown table's header cells, in order."""
     short = short_keys(report["override_keys"])
     cols = [short[k] for k in report["override_keys"]] or ["config"]
     cols += ["n"] + [h for _, h, _ in METRICS[report["task"]]]
     cols += ["params", "train time (s)", "steps/s"]
+    if has_decode_speed(report):
+        cols.append("decode utt/s")
     if report["reference"] == "hello_edge":
         cols.append("Hello Edge (%)")
     return cols + ["failed", "missing"]
@@ -475,6 +499,8 @@ def table_rows(report: dict) -> list[list[str]]:
             fmt_stat(row["train_time_s"], digits=0),
             fmt_stat(row["steps_per_s"], digits=1),
         ]
+        if has_decode_speed(report):
+            cells.append(fmt_stat(row.get("decode_utt_per_s") or stats([]), digits=1))
         if report["reference"] == "hello_edge":
             ref = row.get("reference")
             cells.append(f"{ref['test_accuracy_pct']:.1f} ({ref['name']})" if ref else "—")
@@ -669,6 +695,13 @@ def render_markdown(report: dict) -> str:
             " Every run trained in its own process; the same configuration's seeds trained as "
             "one vmapped program round differently and give different numbers."
         )
+    if has_decode_speed(report):
+        lines[-1] += (
+            " Decode utt/s: test utterances per second of each run's own final-evaluation "
+            "decoding (features, network and search, as `config.decode` says), timed after "
+            "compilation by `python -m experiments.decoders --speed_only`, one run after another "
+            "in one process."
+        )
     if report["reference"] == "hello_edge":
         datasets = ", ".join(DATASET_DESCRIPTIONS.get(d, d) for d in report["datasets"]) or "?"
         lines += [
@@ -709,6 +742,8 @@ def render_csv(report: dict) -> str:
         "steps_per_s_mean",
         "wall_time_s_mean",
     ]
+    if has_decode_speed(report):
+        header += ["decode_utt_per_s_mean", "decode_utt_per_s_std"]
     if report["reference"]:
         header += ["reference_name", "reference_test_accuracy_pct"]
     header += ["failed", "missing"]
@@ -731,6 +766,9 @@ def render_csv(report: dict) -> str:
             num(row["steps_per_s"]["mean"]),
             num(row["wall_time_s"]["mean"]),
         ]
+        if has_decode_speed(report):
+            speed = row.get("decode_utt_per_s") or stats([])
+            out += [num(speed["mean"]), num(speed["std"])]
         if report["reference"]:
             ref = row.get("reference")
             out += [ref["name"], ref["test_accuracy_pct"]] if ref else ["", ""]

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from rnnbench import grid as grid_lib
 from rnnbench import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -257,7 +258,7 @@ def test_cli_half_finished_and_empty(tmp_path):
 
 # ----------------------------------------------------------------------------- reproduce
 
-def fake_sweep_runner(fail_one=False, calls=None):
+def fake_sweep_runner(fail_one=False, calls=None, task="classify"):
     """Stands in for `python -m experiments.sweep`: loads --config's sweeps() as the runner does
     and leaves its runs finished (with fail_one, the last one failed) in --workdir."""
     from rnnbench import sweep as sweep_lib
@@ -278,6 +279,11 @@ def fake_sweep_runner(fail_one=False, calls=None):
             if fail_one and i == len(grid) - 1:
                 make_run(sweep_dir, name, ov, error="ValueError: boom")
                 state = "failed"
+            elif task == "ctc":
+                make_run(sweep_dir, name, ov, task="ctc", final={
+                    "test_cer": 0.1 + 0.1 * ov["seed"], "test_wer": 0.3, "val_cer": 0.1,
+                    "val_wer": 0.3, "test_loss": 1.0})
+                state = "done"
             else:
                 make_run(sweep_dir, name, ov, final={"test_accuracy": 0.5 + 0.1 * ov["seed"],
                                                      "val_accuracy": 0.5, "test_loss": 1.0})
@@ -328,7 +334,9 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     from experiments import reproduce
     assert set(reproduce.SWEEPS) == {"kws_cells", "kws_fsdd", "kws_fsdd_cells", "kws_attention",
                                      "kws_regularisers", "kws_depth", "ctc_cells",
-                                     "ctc_fsdd_cells"}
+                                     "ctc_fsdd_cells", "ctc_decoders", "ctc_decoders_seed0",
+                                     "ctc_decoders_fsdd", "asr_families_phrases",
+                                     "asr_families_fsdd"}
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
     assert reproduce.reproduce("nope", workdir=str(tmp_path)) == 2
@@ -346,9 +354,18 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
                           "--out=results/ctc_cells"]
     assert "--parallel=1" in reproduce.commands("ctc_cells", parallel=1)[0]
     # every named sweep exists in its config file; the smoke subset is seeds 0,1 of 2 configs
+    # (the decoder comparisons train one configuration: seeds 0,1 of it)
+    monkeypatch.setenv("RNNBENCH_FSDD_DIR", str(tmp_path))  # the FSDD configs read it
     for name, entry in reproduce.SWEEPS.items():
         grid = reproduce.smoke_grid(reproduce.load_grid(entry))
-        assert len(grid) == 4 and {d["seed"] for d in grid} == {0, 1}, name
+        seeds = {0} if entry.sweep == "decoders_seed0" else {0, 1}
+        assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
+        assert {d["seed"] for d in grid} == seeds, name
+    families = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases"])
+    assert len(families) == 36 and {d["model.cell"] for d in families} == {"lstm", "gru",
+                                                                           "mingru"}
+    assert {(d["model.kind"], d["model.ctc_weight"]) for d in families} == {
+        ("ctc", 1.0), ("las", 0.0), ("las", 0.3), ("transducer", 0.0)}
 
 
 def test_smoke_grid_keeps_first_configurations_and_seeds():
@@ -389,8 +406,23 @@ def test_reproduce_entries_carry_what_their_tables_used():
     the sweep's --override values, and one vmapped program per configuration exactly when the
     entry vmaps seeds (the runs' final.json say models_in_program)."""
     from experiments import reproduce
-    for name, entry in reproduce.SWEEPS.items():
+    committed = [n for n in reproduce.SWEEPS
+                 if os.path.exists(os.path.join(ROOT, "results", n + ".json"))]
+    assert {"kws_cells", "kws_fsdd", "kws_fsdd_cells", "kws_attention", "kws_regularisers",
+            "kws_depth", "ctc_cells", "ctc_fsdd_cells"} <= set(committed)
+    for name in committed:
+        entry = reproduce.SWEEPS[name]
         rep = _committed(name)
+        if entry.table == "decoders":  # experiments.decoders on the sweep's runs, as listed
+            steps = int(dict(o.split("=") for o in entry.overrides)["num_steps"])
+            assert {p["steps"] for p in rep["run_provenance"]} == {steps}, name
+            assert {p["models_in_program"] for p in rep["run_provenance"]} == (
+                {3} if entry.vmap_seeds else {1}), name
+            names = grid_lib.run_names(reproduce.load_grid(entry))
+            assert [r["workdir"] for r in rep["runs"]] == [
+                os.path.join("runs", name, n) for n in names], name
+            assert rep["commands"][-1] == reproduce.display(reproduce.commands(name)[-1]), name
+            continue
         programs = set(rep["run_models_in_program"])
         assert programs == ({"3"} if entry.vmap_seeds else {"1"}), name
         spec = rep["sweep"]
@@ -497,3 +529,82 @@ def test_header_says_how_the_runner_ran_and_reads_run_provenance(tmp_path):
     assert "jax 0.7.2, jax 9.9.9" in md and "1x NVIDIA H200" in md
     assert "--parallel=3 --vmap_seeds=false" in md  # the sweep command rebuilt from sweep.json
     assert rep["provenance"]["cores"] == os.cpu_count()
+
+
+# ----------------------------------------------------------------------------- recognition
+
+
+def test_decode_speed_column_only_where_measured(tmp_path):
+    """decode_speed.json in the runs' workdirs (experiments.decoders --speed_only) gives a
+    `decode utt/s` column, mean ± std over seeds; without it the table is as before."""
+    sweep_dir = str(tmp_path / "asr")
+    runs = []
+    for seed, (cer, speed) in enumerate([(0.10, 20.0), (0.20, 30.0)]):
+        name = f"cell=gru,seed={seed}"
+        ov = {"model.cell": "gru", "seed": seed}
+        d = make_run(sweep_dir, name, ov, task="ctc", final={
+            "test_cer": cer, "test_wer": 0.5, "val_cer": cer, "val_wer": 0.5, "test_loss": 1.5})
+        _write(os.path.join(d, report.DECODE_SPEED_FILE), {"utterances_per_s": speed})
+        runs.append({"name": name, "overrides": ov, "state": "done", "workdir": name})
+    _write(os.path.join(sweep_dir, "sweep.json"), {"config": "experiments/configs/asr.py",
+                                                   "sweep": "families", "runs": runs})
+    rep = report.make_report(sweep_dir, str(tmp_path / "with"))
+    assert rep["rows"][0]["decode_utt_per_s"]["mean"] == pytest.approx(25.0)
+    md = (tmp_path / "with.md").read_text()
+    assert "| params | train time (s) | steps/s | decode utt/s | failed | missing |" in md
+    assert "| 1,000 | 20 ± 0 | 25.0 ± 0.0 | 25.0 ± 7.1 |  |  |" in md
+    assert "Decode utt/s: test utterances per second" in md
+    row = next(csv.DictReader(io.StringIO((tmp_path / "with.csv").read_text())))
+    assert float(row["decode_utt_per_s_mean"]) == pytest.approx(25.0)
+    for r in runs:
+        os.unlink(os.path.join(sweep_dir, r["name"], report.DECODE_SPEED_FILE))
+    report.make_report(sweep_dir, str(tmp_path / "without"))
+    md = (tmp_path / "without.md").read_text()
+    assert "decode utt/s" not in md and "| steps/s | failed | missing |" in md
+    assert "decode_utt_per_s" not in (tmp_path / "without.csv").read_text()
+
+
+def test_reproduce_families_times_decoding_before_the_report(tmp_path, capsys):
+    from experiments import reproduce
+    steps = []
+
+    def fake_step(cmd):  # stands in for `python -m experiments.decoders --speed_only`
+        steps.append(cmd)
+        sweep_dir = cmd[3].split("=", 1)[1]
+        for i, name in enumerate(sorted(os.listdir(sweep_dir))):
+            if os.path.exists(os.path.join(sweep_dir, name, "final.json")):
+                _write(os.path.join(sweep_dir, name, report.DECODE_SPEED_FILE),
+                       {"utterances_per_s": 10.0 * (i + 1)})
+        return 0
+
+    workdir = str(tmp_path / "runs")
+    rc = reproduce.reproduce("asr_families_phrases", smoke=True, workdir=workdir,
+                             sweep_runner=fake_sweep_runner(task="ctc"), step_runner=fake_step)
+    assert rc == 0, capsys.readouterr().err
+    sweep_dir = os.path.join(workdir, "smoke", "asr_families_phrases")
+    assert steps == [["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}",
+                      "--speed_only"]]
+    out = os.path.join(workdir, "smoke", "results", "asr_families_phrases")
+    with open(out + ".md") as f:
+        md = f.read()
+    assert f"python -m experiments.decoders --sweep_dir={sweep_dir} --speed_only" in md
+    # runs sorted: ctc_weight=1.0,...,cell=gru,seed=0 / seed=1, then cell=lstm seed=0 / seed=1
+    assert "| ctc | 1.0 | 0 | lstm | 2/2 |" in md and "| 35.0 ± 7.1 |" in md
+    assert "| ctc | 1.0 | 0 | gru | 2/2 |" in md and "| 15.0 ± 7.1 |" in md
+
+
+def test_decoder_comparison_entries_name_their_runs(capsys):
+    from experiments import reproduce
+    sweep_cmd, decoders_cmd = reproduce.commands("ctc_decoders")
+    assert sweep_cmd[3:5] == ["--config=experiments/configs/asr.py:ctc_bilstm_digits",
+                              "--sweep=decoders"]
+    assert decoders_cmd[:5] == [
+        "python", "-m", "experiments.decoders",
+        "--workdirs=runs/ctc_decoders/seed=0,runs/ctc_decoders/seed=1,runs/ctc_decoders/seed=2",
+        "--out=results/ctc_decoders"]
+    assert reproduce.dry_run("ctc_decoders_seed0") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "1 runs, one process per run; the table: experiments.decoders" in out[0]
+    assert out[2].startswith("python -m experiments.decoders "
+                             "--workdirs=runs/ctc_decoders_seed0/seed=0 "
+                             "--out=results/ctc_decoders_seed0 --beam=10")

@@ -71,3 +71,30 @@ def test_reproduce_smoke(tmp_path, name):
     for png in (f"{name}_curves.png", f"{name}_params.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 10_000
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_decoders(tmp_path):
+    """The decoder comparison end to end: 2 tiny CTC runs trained by the sweep runner, then
+    experiments.decoders on them; the table's greedy row is the runs' own final evaluation."""
+    name = "ctc_decoders"
+    env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
+    r = subprocess.run([sys.executable, "-m", "experiments.reproduce", name, "--smoke",
+                        f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=1200, check=False)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    assert "smoke check passed: 3 decoder rows from 2 runs" in r.stdout
+    rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
+    finals = []
+    for run in rep["runs"]:
+        with open(os.path.join(run["workdir"], "final.json")) as f:
+            finals.append(json.load(f))
+    assert [f["seed"] for f in finals] == [0, 1] and [f["steps"] for f in finals] == [6, 6]
+    greedy = {row["decoder"]: row for row in rep["rows"]}["greedy"]["test_cer"]
+    assert greedy["values"] == pytest.approx([f["test_cer"] for f in finals])
+    assert rep["decoders"]["beam"] == {"beam": 2, "token_prune": 5}
+    md = (tmp_path / "smoke" / "results" / f"{name}.md").read_text().splitlines()
+    command = f"python -m experiments.reproduce {name} --smoke --workdir={tmp_path}"
+    assert md[4:7] == ["```", command, "```"]
+    assert any(line.startswith("python -m experiments.decoders --workdirs=") for line in md)
+    assert sum(line.startswith("| ") for line in md) == 4

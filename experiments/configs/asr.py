@@ -1,0 +1,116 @@
+"""Speech recognition: model families x recurrent cells, on phrases, FSDD digit strings or digits.
+
+  python -m experiments.train --config=experiments/configs/asr.py:joint_bilstm_phrases \\
+      --workdir=runs/asr_joint_bilstm
+  python -m experiments.train --config=experiments/configs/asr.py:ctc_bigru_fsdd \\
+      --config.decode.beam=10 --workdir=runs/asr_ctc_bigru_fsdd   # needs $RNNBENCH_FSDD_DIR
+
+Variant `<family>_<encoder>[_<dataset>]`:
+  family   ctc         CTC (`model.kind="ctc"`); decode.beam 0 = greedy best path, > 0 = prefix
+                       beam search, with a character n-gram LM when decode.lm_order > 0
+           las         attention encoder-decoder (listen, attend and spell), attention loss only
+                       (`model.ctc_weight=0`), label smoothing 0.1, location-aware attention
+           joint       the same trained jointly with CTC (`model.ctc_weight=0.3`, as ESPnet)
+           transducer  RNN transducer (prediction network from the encoder's cell)
+  encoder  as in common.py: lstm, bigru, mingru, bilstm2, ... (also the LAS decoder's and the
+           transducer prediction network's cell)
+  dataset  phrases (default; synth_phrases, eSpeak NG commands, unseen test voices), fsdd
+           (fsdd_digits: real FSDD recordings; data from $RNNBENCH_FSDD_DIR or
+           --config.data_dir), digits (synth_digits; `ctc_bilstm_digits` trains and evaluates
+           what experiments/configs/ctc.py:bilstm does)
+
+Decoding (`config.decode`, read by rnnbench/objectives/): `beam` is each family's search width
+(CTC: 0 = greedy; las/joint/transducer: 1 = greedy, the default); the lm_* fields, the
+insertion bonus and token pruning apply to CTC only. Validation during training always decodes
+greedily; the final evaluation uses `decode`.
+
+Sweeps (`python -m experiments.sweep --config=experiments/configs/asr.py:<variant> --sweep=...`):
+  families  4 families x lstm/gru/mingru x seeds 0-2 (36 runs) on the variant's dataset, every
+            family decoded greedily; use a bidirectional variant (ctc_bilstm_phrases,
+            ctc_bilstm_fsdd), as `python -m experiments.reproduce asr_families_phrases` does
+  decoders  seeds 0-2 of the variant (ctc_bilstm_digits / ctc_bilstm_fsdd), the runs
+            `python -m experiments.decoders` compares greedy, beam and beam+LM decoding on
+            (decoders_seed0: seed 0 alone, what a loaded 2-core CPU affords)
+Tables: `python -m experiments.reproduce NAME` for asr_families_phrases, asr_families_fsdd,
+ctc_decoders, ctc_decoders_seed0, ctc_decoders_fsdd writes results/NAME.md (measured numbers and
+the command are in the file's header; results/ctc_decoders_seed0.md is the one made so far).
+"""
+
+from ml_collections import config_dict
+
+from experiments.configs import ctc, ctc_fsdd
+
+FAMILIES = {  # family -> the fields that define it (overrides of the config)
+    "ctc": {"model.kind": "ctc", "model.ctc_weight": 1.0, "decode.beam": 0},
+    "las": {"model.kind": "las", "model.ctc_weight": 0.0, "decode.beam": 1},
+    "joint": {"model.kind": "las", "model.ctc_weight": 0.3, "decode.beam": 1},
+    "transducer": {"model.kind": "transducer", "model.ctc_weight": 0.0, "decode.beam": 1},
+}
+DATASETS = ("phrases", "fsdd", "digits")
+CELLS = ("lstm", "gru", "mingru")  # two gated cells and one parallel-scan cell
+SEEDS = (0, 1, 2)
+
+
+def parse_variant(variant: str) -> tuple[str, str, str]:
+    """'joint_bigru_fsdd' -> ('joint', 'bigru', 'fsdd'); the dataset defaults to phrases."""
+    parts = (variant or "ctc_bilstm").split("_")
+    family = parts[0]
+    dataset = parts[-1] if len(parts) > 2 and parts[-1] in DATASETS else "phrases"
+    encoder = "_".join(parts[1:-1] if dataset == parts[-1] else parts[1:])
+    if family not in FAMILIES or not encoder:
+        raise ValueError(
+            f"asr.py variant {variant!r}: expected <family>_<encoder>[_<dataset>] "
+            f"with family in {sorted(FAMILIES)}, an encoder such as bilstm or "
+            f"mingru, and dataset in {DATASETS}, e.g. joint_bilstm_phrases"
+        )
+    return family, encoder, dataset
+
+
+def _dataset_config(dataset: str, encoder: str):
+    if dataset == "digits":
+        return ctc.get_config(encoder)  # synth_digits, 10 ms frames
+    if dataset == "fsdd":
+        return ctc_fsdd.get_config(encoder)  # fsdd_digits, 10 ms frames
+    c = ctc.get_config(encoder)  # synth_phrases: 1-6 s clips, so 20 ms frames after a conv
+    c.dataset = "synth_phrases"
+    c.data.options = {"train_size": 3000, "validation_size": 400, "test_size": 400}
+    c.model.frontend.channels = 64
+    c.model.frontend.stride = 2
+    return c
+
+
+def get_config(variant: str = "ctc_bilstm_phrases"):
+    family, encoder, dataset = parse_variant(variant)
+    c = _dataset_config(dataset, encoder)
+
+    # Model family (the encoder comes from the variant via common.apply_variant).
+    c.model.ctc_weight = 0.0  # las: weight of the CTC loss next to the attention loss
+    c.model.label_smoothing = 0.1  # las: on the attention decoder's targets
+    c.decode = config_dict.ConfigDict(
+        {
+            "beam": 0,  # CTC: 0 = greedy; las/transducer: >= 1 (1 = greedy)
+            "lm_order": 0,  # CTC: character n-gram LM from the training transcripts
+            "lm_weight": 0.0,
+            "insertion_bonus": 0.0,
+            "token_prune": config_dict.placeholder(int),  # CTC: top-k labels per frame (None: all)
+        }
+    )
+    for key, value in FAMILIES[family].items():
+        section, field = key.split(".")
+        c[section][field] = value
+    return c
+
+
+def sweeps():
+    """Named grids for `python -m experiments.sweep` (see rnnbench/grid.py)."""
+    from rnnbench.grid import chain, product, sweep
+
+    return {
+        # 4 families x 3 cells x 3 seeds = 36 runs; family varies slowest
+        "families": product(
+            chain(*FAMILIES.values()), sweep("model.cell", CELLS), sweep("seed", SEEDS)
+        ),
+        # the trained CTC runs of a decoder comparison: 3 seeds of the variant, or seed 0 alone
+        "decoders": sweep("seed", SEEDS),
+        "decoders_seed0": sweep("seed", [0]),
+    }
