@@ -63,10 +63,16 @@ def ctc_per_label(logits, lengths, labels, label_lengths):
     return per_seq / jnp.maximum(label_lengths, 1)
 
 
+# decode fields of the attention and transducer families, ignored by CTC
+OTHER_FAMILIES_DECODE = ("ctc_weight", "length_bonus", "max_len", "max_symbols_per_step")
+
+
 def decode_settings(config) -> dict:
     """config.decode with defaults: beam 0 (greedy), no LM."""
     d = {"beam": 0, "lm_order": 0, "lm_weight": 0.0, "insertion_bonus": 0.0, "token_prune": None}
     given = dict((config.get("decode") if config is not None else None) or {})
+    for k in OTHER_FAMILIES_DECODE:  # a config shared by the recogniser families may set them
+        given.pop(k, None)
     unknown = sorted(set(given) - set(d))
     if unknown:
         raise ValueError(f"unknown config.decode fields {unknown}; known: {sorted(d)}")

@@ -26,6 +26,7 @@ def decode_settings(config) -> dict:
     given = dict((config.get("decode") if config is not None else None) or {})
     given.pop("lm_order", None), given.pop("lm_weight", None)  # CTC-only fields, unused here
     given.pop("insertion_bonus", None), given.pop("token_prune", None)
+    given.pop("max_symbols_per_step", None)  # the transducer's
     unknown = sorted(set(given) - set(d))
     if unknown:
         raise ValueError(f"unknown config.decode fields {unknown} for model.kind 'las'; "
