@@ -33,18 +33,22 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_list("workdir", None, "TTS run directories, comma-separated (one "
-                             "table row each).")
-_ASR = flags.DEFINE_string("asr_workdir", None, "A recogniser run (CTC, LAS or transducer) "
-                           "trained on other voices; without it intelligibility is not scored.")
-_SPLIT = flags.DEFINE_string("split", "test", "Split of each run's dataset to score.")
-_NUM = flags.DEFINE_integer("num_utterances", 50, "Utterances scored per run (the first N).")
-_BATCH = flags.DEFINE_integer("batch_size", 16, "Utterances per generate / eval batch.")
-_PLOTS = flags.DEFINE_integer("plots", 3, "Utterances pictured per run.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
-_OUT = flags.DEFINE_string("out", "results/tts/bench", "Output prefix: OUT.json, OUT.md, "
-                           "OUT_<run>_<i>.png.")
-flags.mark_flags_as_required(["workdir"])
+
+def define_flags() -> None:
+    """The command line (defined only when run as a program, so that importing this module, e.g.
+    from the tests, does not clash with other entry points' flags)."""
+    flags.DEFINE_list("workdir", None, "TTS run directories, comma-separated (one table row "
+                      "each).")
+    flags.DEFINE_string("asr_workdir", None, "A recogniser run (CTC, LAS or transducer) trained "
+                        "on other voices; without it intelligibility is not scored.")
+    flags.DEFINE_string("split", "test", "Split of each run's dataset to score.")
+    flags.DEFINE_integer("num_utterances", 50, "Utterances scored per run (the first N).")
+    flags.DEFINE_integer("batch_size", 16, "Utterances per generate / eval batch.")
+    flags.DEFINE_integer("plots", 3, "Utterances pictured per run.")
+    flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
+    flags.DEFINE_string("out", "results/tts/bench", "Output prefix: OUT.json, OUT.md, "
+                        "OUT_<run>_<i>.png.")
+    flags.mark_flags_as_required(["workdir"])
 
 N_MCEP = 25  # cepstral coefficients c0..c24; MCD uses c1..c24
 
@@ -348,9 +352,9 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
-        result = bench(_WORKDIR.value, out=_OUT.value, asr_workdir=_ASR.value,
-                       split=_SPLIT.value, num=_NUM.value, batch_size=_BATCH.value,
-                       plots=_PLOTS.value, seed=_SEED.value)
+        f = flags.FLAGS
+        result = bench(f.workdir, out=f.out, asr_workdir=f.asr_workdir, split=f.split,
+                       num=f.num_utterances, batch_size=f.batch_size, plots=f.plots, seed=f.seed)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for r in result["runs"]:
@@ -358,10 +362,11 @@ def main(argv):
                  if "cer_synth" in r else "")
         print(f"{r['workdir']}: TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
               f"{r['tf_stop_accuracy']:.3f}, MCD-DTW {r['mcd_dtw_db']:.2f} dB{extra}")
-    print(f"wrote {_OUT.value}.json, {_OUT.value}.md")
+    print(f"wrote {flags.FLAGS.out}.json, {flags.FLAGS.out}.md")
 
 
 if __name__ == "__main__":
     from rnnbench import errors
 
+    define_flags()
     errors.run(main)
