@@ -66,8 +66,7 @@ def load_run(workdir: str) -> TrainedRun:
     task, classes = _classes(workdir, config)
     stub = data_lib.Dataset(config.get("dataset", "?"), task, classes, {})
     objective = objectives.find(config.model.get("kind", "classifier"), task)(config)
-    if getattr(objective, "decode", {}).get("lm_order"):  # the LM comes from the training text
-        objective.check(config, input_pipeline.load_dataset(config))
+    objective.load_artifacts(workdir)  # e.g. the decoding LM fitted on the training text
     graphdef, state, _, _ = train.init_state(config, stub, objective)
     mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
     try:

@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rnnbench import (
+    atomic,
     cells,
     errors,
     features,
@@ -695,6 +696,8 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
     with contextlib.ExitStack() as claims:
         for i in todo:
             claims.enter_context(run_log.claim(workdirs[i], configs[i]))
+            for name, text in program.objective.artifacts().items():  # e.g. the decoding LM
+                atomic.write_text(os.path.join(workdirs[i], name), text)
         runs = init_or_restore(program, [configs[i] for i in todo], [workdirs[i] for i in todo],
                                fresh)
         for start in sorted({r[0] for r in runs}):  # one program per resume step

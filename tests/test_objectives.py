@@ -112,3 +112,27 @@ def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
     metrics, records = inference.score(run, ds, "test")
     assert metrics["cer"] == pytest.approx(final["test_cer"])
     assert all(set(r["hypothesis"]) <= set("ab ") for r in records)
+
+
+def test_a_run_decoded_with_an_lm_keeps_its_lm_for_inference(tmp_path):
+    """The char LM is fitted on the training transcripts once and saved in the workdir, so a
+    restored run decodes exactly as its final evaluation did, without the training data."""
+    from rnnbench import inference, train
+    from toy import small_config
+
+    c = small_config("lstm")
+    c.model.kind = "ctc"
+    c.model.frontend.channels = 0
+    c.num_steps, c.eval_every, c.checkpoint_every = 8, 8, 8
+    c.decode = ml_collections.ConfigDict({"beam": 4, "lm_order": 2, "lm_weight": 0.5})
+    ds = tone_dataset("ctc", n=16)
+    final = train.train_and_evaluate(c, str(tmp_path), wandb_mode="disabled", progress=False,
+                                     dataset=ds)
+    assert (tmp_path / "char_lm.json").exists()
+    run = inference.load_run(str(tmp_path))
+    assert run.objective.lm.to_json() == (tmp_path / "char_lm.json").read_text()
+    metrics, _ = inference.score(run, ds, "test")
+    assert metrics["cer"] == pytest.approx(final["test_cer"])
+    (tmp_path / "char_lm.json").unlink()
+    with pytest.raises(ValueError, match=r"char_lm.json: the run decodes with a character LM"):
+        inference.load_run(str(tmp_path))

@@ -40,9 +40,10 @@ TINY_CONFIG = textwrap.dedent("""
 
     def sweeps():
         return {{
-            # 3 runs that train + 1 that fails at run time (unknown optimizer, caught by the run)
+            # 3 runs that train + 1 that fails at run time (a batch larger than its data: only
+            # the run, which loads the data, can tell; config values are checked up front)
             "four": chain(sweep("seed", [0, 1]), {{"model.hidden": 12}},
-                          {{"optimizer.name": "broken", "model.hidden": 8}}),
+                          {{"batch_size": 64, "model.hidden": 8}}),
             "two": sweep("model.hidden", [8, 12]),
             "seeds": sweep("seed", [0, 1]),
             "big": product(sweep("model.cell", ["rnn", "gru"]), sweep("model.hidden", [8, 16]),
@@ -303,7 +304,7 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu")
     proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    names = ["seed=0", "seed=1", "hidden=12", "name=broken,hidden=8"]
+    names = ["seed=0", "seed=1", "hidden=12", "batch_size=64,hidden=8"]
     finals = [os.path.join(d, n, "final.json") for n in names]
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not any(map(os.path.exists, finals)):
@@ -327,14 +328,13 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
         with open(os.path.join(d, f"seed={seed}", "final.json")) as f:
             assert json.load(f)["models_in_program"] == 2
     by_name = {x["name"]: x for x in state["runs"]}
-    assert by_name["name=broken,hidden=8"]["state"] == "failed"
-    assert "unknown config.optimizer.name 'broken'" in by_name["name=broken,hidden=8"]["error"]
-    assert by_name["name=broken,hidden=8"]["overrides"] == {
-        "optimizer.name": "broken", "model.hidden": 8}
-    err = open(os.path.join(d, "name=broken,hidden=8", "error.txt")).read()
-    # the run's own error output (here the train CLI's one-line config error) and its command
-    assert "error: unknown config.optimizer.name 'broken'" in err
-    assert "--config.optimizer.name=broken" in err
+    assert by_name["batch_size=64,hidden=8"]["state"] == "failed"
+    assert "config.batch_size=64 must be in [1, 48]" in by_name["batch_size=64,hidden=8"]["error"]
+    assert by_name["batch_size=64,hidden=8"]["overrides"] == {"batch_size": 64, "model.hidden": 8}
+    err = open(os.path.join(d, "batch_size=64,hidden=8", "error.txt")).read()
+    # the run's own error output (here the train CLI's one-line data error) and its command
+    assert "error: config.batch_size=64 must be in [1, 48]" in err
+    assert "--config.batch_size=64" in err
     assert "'--workdir=\"" in err  # the command, quoted for a shell
     for f in finals[:3]:
         assert os.path.exists(f)
@@ -347,7 +347,7 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     for seed in (0, 1):  # the seed group wrote what separate runs write
         assert json.load(open(os.path.join(d, f"seed={seed}", "config.json")))["seed"] == seed
     assert sorted(os.listdir(os.path.join(d, "logs"))) == [
-        "default,seeds=0-1.log", "hidden=12.log", "name=broken,hidden=8.log"]
+        "default,seeds=0-1.log", "hidden=12.log", "batch_size=64,hidden=8.log"]
 
     r = _cli(args, cache_dir)  # a third time: only the failed run is retried
     assert r.returncode == 1 and "3/4 done, 1 failed" in r.stderr

@@ -54,6 +54,14 @@ class Objective:
         """Transcript -> label ids for the batcher (None: the dataset has class labels)."""
         return None
 
+    def artifacts(self) -> dict[str, str]:
+        """Files (name -> text) this objective built from the training data and needs again to
+        evaluate a restored run without it (e.g. a decoding LM); written into the workdir."""
+        return {}
+
+    def load_artifacts(self, workdir: str) -> None:
+        """Reads back what `artifacts` wrote (inference on a restored run)."""
+
     def meaning_encoder(self, dataset):
         """Meaning -> (intent id, slot ids [S]) for the batcher (None: batches carry no
         meaning; see rnnbench.data.meanings)."""

@@ -11,6 +11,8 @@ model: `models.CTCRecognizer` -> frame logits [batch, time', alphabet + 1] (blan
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +65,7 @@ def ctc_per_label(logits, lengths, labels, label_lengths):
     return per_seq / jnp.maximum(label_lengths, 1)
 
 
+LM_FILE = "char_lm.json"  # the decoding LM, saved in the workdir (`artifacts`)
 # decode fields of the attention and transducer families, ignored by CTC
 OTHER_FAMILIES_DECODE = ("ctc_weight", "length_bonus", "max_len", "max_symbols_per_step")
 
@@ -137,6 +140,21 @@ class CTC(TextObjective):
             self.lm = char_lm.CharNgramLM.fit(dataset.splits["train"].transcripts,
                                               order=self.decode["lm_order"],
                                               alphabet=dataset.classes)
+
+    def artifacts(self):
+        return {LM_FILE: self.lm.to_json()} if self.lm is not None else {}
+
+    def load_artifacts(self, workdir):
+        if not self.decode["lm_order"]:
+            return
+        path = os.path.join(workdir, LM_FILE)
+        try:
+            with open(path) as f:
+                self.lm = char_lm.CharNgramLM.from_json(f.read())
+        except OSError as e:
+            raise ValueError(f"{path}: the run decodes with a character LM (config.decode."
+                             f"lm_order={self.decode['lm_order']}) but its LM cannot be read "
+                             f"({e})") from None
 
     def per_example(self, logits, aux, batch):
         return ctc_per_label(logits, aux["lengths"], batch["labels"], batch["label_lengths"]), {}
