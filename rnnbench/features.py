@@ -1,4 +1,5 @@
-"""Speech features in pure JAX (jit-able): log-mel filterbank, MFCC, normalisation, SpecAugment.
+"""Speech features in pure JAX (jit-able): log-mel filterbank, MFCC, normalisation, SpecAugment
+and a VTLP-style warp of the mel axis (training-time augmentation).
 
 Conventions
 - Framing: no centre padding. With ``win = round(sr * win_ms / 1000)`` and
@@ -62,8 +63,8 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 20.0,
 
 
 def _frame_params(sample_rate, win_ms, hop_ms, n_fft):
-    win = int(round(sample_rate * win_ms / 1000.0))
-    hop = int(round(sample_rate * hop_ms / 1000.0))
+    win = round(sample_rate * win_ms / 1000.0)
+    hop = round(sample_rate * hop_ms / 1000.0)
     n_fft = int(2 ** np.ceil(np.log2(win))) if n_fft is None else int(n_fft)
     if n_fft < win:
         raise ValueError(f"n_fft={n_fft} must be >= window length {win} samples")
@@ -73,8 +74,8 @@ def _frame_params(sample_rate, win_ms, hop_ms, n_fft):
 def num_frames(num_samples, *, sample_rate: int = 16000, win_ms: float = 25.0,
                hop_ms: float = 10.0):
     """Frames of a clip of ``num_samples`` under the framing convention (works on arrays)."""
-    win = int(round(sample_rate * win_ms / 1000.0))
-    hop = int(round(sample_rate * hop_ms / 1000.0))
+    win = round(sample_rate * win_ms / 1000.0)
+    hop = round(sample_rate * hop_ms / 1000.0)
     return jnp.maximum(0, 1 + (jnp.asarray(num_samples) - win) // hop)
 
 
@@ -142,15 +143,46 @@ def normalize(feats, frame_lengths, mode: str = "utterance", *, mean=None, std=N
     raise ValueError(f"normalize mode must be 'utterance', 'global' or 'none', got {mode!r}")
 
 
+def warp_mel_axis(key, feats, max_warp: float, *, sample_rate: int = 16000, fmin: float = 20.0,
+             fmax: float | None = None, htk: bool = False):
+    """VTLP on log-mel features (Jaitly & Hinton, 2013, in the mel domain); [B, T, F] -> same.
+
+    Each example draws alpha uniformly in [1 - max_warp, 1 + max_warp]; channel m then reads
+    the (linearly interpolated) channel whose centre frequency is f_m / alpha, so spectral
+    content moves up by alpha (formants of a shorter vocal tract). Channels whose source lies
+    outside the filterbank repeat the edge channel. The filterbank (sample_rate, fmin, fmax,
+    htk) is the one ``log_mel`` used with the same arguments.
+    """
+    B, _, F = feats.shape
+    fmax = sample_rate / 2.0 if fmax is None else fmax
+    centres = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), F + 2),
+                         htk)[1:-1].astype(np.float32)
+    alpha = jax.random.uniform(key, (B, 1), minval=1.0 - max_warp, maxval=1.0 + max_warp)
+    pos = jnp.interp(centres[None, :] / alpha, centres, np.arange(F, dtype=np.float32))  # [B, F]
+    i0 = jnp.floor(pos).astype(jnp.int32)
+    i1 = jnp.minimum(i0 + 1, F - 1)
+    w = (pos - i0)[:, None, :]
+    take = jax.vmap(lambda f, i: f[:, i])  # feats [T, F], idx [F] -> [T, F], per example
+    return (1.0 - w) * take(feats, i0) + w * take(feats, i1)
+
+
 def spec_augment(key, feats, frame_lengths, *, num_time_masks: int = 2, time_mask_width: int = 10,
-                 num_freq_masks: int = 2, freq_mask_width: int = 8):
+                 num_freq_masks: int = 2, freq_mask_width: int = 8, mel_warp: float = 0.0):
     """SpecAugment (training only): zero random time and frequency bands; [B, T, F] -> [B, T, F].
 
     Each mask draws a width uniformly in [0, max width] and a start uniformly so that it lies
-    inside the utterance's valid frames (time) or the F channels (frequency).
+    inside the utterance's valid frames (time) or the F channels (frequency). ``mel_warp`` > 0
+    first warps the frequency axis of log-mel features (``warp_mel_axis``, default filterbank);
+    its draws come from ``fold_in(key, 1)``, so the masks are the same with or without it.
     """
+    if not 0.0 <= mel_warp < 1.0:
+        raise ValueError(f"spec_augment mel_warp must be in [0, 1) (the largest relative "
+                         f"frequency warp, e.g. 0.1), got {mel_warp!r}")
     B, T, F = feats.shape
     kt_w, kt_s, kf_w, kf_s = jax.random.split(key, 4)
+    if mel_warp:
+        valid = _mask(frame_lengths, T)[..., None]
+        feats = jnp.where(valid, warp_mel_axis(jax.random.fold_in(key, 1), feats, mel_warp), 0.0)
     keep = jnp.ones((B, T, F), bool)
     if num_time_masks > 0:
         w = jax.random.randint(kt_w, (B, num_time_masks), 0, time_mask_width + 1)

@@ -89,7 +89,7 @@ def test_normalize_modes():
 def test_spec_augment_masks():
     feats = jnp.ones((4, 60, 40))
     fl = jnp.array([60, 60, 30, 10])
-    kw = dict(num_time_masks=2, time_mask_width=10, num_freq_masks=2, freq_mask_width=8)
+    kw = {"num_time_masks": 2, "time_mask_width": 10, "num_freq_masks": 2, "freq_mask_width": 8}
     a = np.asarray(F.spec_augment(jax.random.PRNGKey(0), feats, fl, **kw))
     b = np.asarray(F.spec_augment(jax.random.PRNGKey(0), feats, fl, **kw))
     c = np.asarray(F.spec_augment(jax.random.PRNGKey(1), feats, fl, **kw))
@@ -115,3 +115,38 @@ def test_extract_kinds_and_jit():
     np.testing.assert_allclose(np.asarray(f1[0, : l1[0]]).mean(0), 0.0, atol=1e-4)
     with pytest.raises(ValueError, match="kind"):
         F.extract(audio, lengths, kind="spectrogram")
+
+
+def test_warp_mel_axis_moves_content_by_the_drawn_factor():
+    feats = np.zeros((6, 3, 40), np.float32)
+    feats[:, :, 20] = 1.0  # one lit channel
+    key = jax.random.PRNGKey(3)
+    same = np.asarray(F.warp_mel_axis(key, jnp.asarray(feats), 0.0))
+    np.testing.assert_array_equal(same, feats)  # no warp: the features themselves
+    out = np.asarray(jax.jit(lambda k, x: F.warp_mel_axis(k, x, 0.2))(key, feats))
+    alpha = np.asarray(jax.random.uniform(key, (6, 1), minval=0.8, maxval=1.2))[:, 0]
+    centres = F._mel_to_hz(np.linspace(F._hz_to_mel(20.0, False), F._hz_to_mel(8000.0, False),
+                                       42), False)[1:-1]
+    for b in range(6):
+        # the output's centre of mass sits where the lit channel's frequency times alpha falls
+        com = (out[b, 0] * np.arange(40)).sum() / out[b, 0].sum()
+        expected = np.interp(centres[20] * alpha[b], centres, np.arange(40))
+        assert abs(com - expected) < 0.5, (b, alpha[b], com, expected)
+        assert np.isclose(out[b, 0].max(), 1.0, atol=0.5) and (out[b] >= 0).all()
+    assert (alpha > 1).any() and (alpha < 1).any()
+
+
+def test_spec_augment_mel_warp_keeps_the_masks():
+    feats = jnp.ones((4, 60, 40))  # constant features: the warp leaves them as they are
+    fl = jnp.array([60, 60, 30, 10])
+    key = jax.random.PRNGKey(0)
+    plain = np.asarray(F.spec_augment(key, feats, fl))
+    np.testing.assert_array_equal(np.asarray(F.spec_augment(key, feats, fl, mel_warp=0.0)), plain)
+    warped = np.asarray(F.spec_augment(key, feats, fl, mel_warp=0.15))
+    valid = np.arange(60)[None, :, None] < np.asarray(fl)[:, None, None]
+    np.testing.assert_allclose(warped, np.where(valid, plain, 0.0), atol=1e-6)
+    with pytest.raises(ValueError, match="mel_warp must be in"):
+        F.spec_augment(key, feats, fl, mel_warp=1.5)
+    ramp = jnp.broadcast_to(jnp.arange(40.0), (4, 60, 40))  # a ramp is warped: values move
+    assert not np.allclose(np.asarray(F.spec_augment(key, ramp, fl, mel_warp=0.15)),
+                           np.asarray(F.spec_augment(key, ramp, fl)))

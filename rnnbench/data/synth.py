@@ -37,14 +37,26 @@ utterance with an extra inter-word gap of 0-120 ms (eSpeak ``wordgap``), with
 ("four oh seven"); labels use the character alphabet ``CTC_ALPHABET``.
 Default sizes: train 3000, validation 500, test 500 utterances.
 
+Augmentation (``synth_commands(augment=..., noise_dir=...)``, off by default) of the training
+split only. Options of augment.py: ``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise`` (more
+noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel`` and ``bandwidth``. Training clip
+``i`` keeps every draw of the recipe above (class, voice, accent, rate, pitch, level, offset)
+and takes the augmentation's from its own generator (seed, split, i, augment.AUGMENT_STREAM), so
+an augmented corpus has the same labels and voices, split-disjoint as before, and the default
+corpus's validation and test clips: byte-identical when train_size is a multiple of BLOCK (as
+the default sizes are; otherwise a block mixes splits and eSpeak's call history, which babble
+and intonation change, moves their bytes slightly), so accuracies on them compare across recipes.
+The options (sorted), augment.VERSION and a digest of the noise files enter the spec; with no
+options the spec, the cache key and every byte are those of the default corpus.
+
 ``synth_phrases`` (CTC, with a meaning per utterance) is built from the same pieces
 (voice partition, rendering, noise, workers, cache); its grammar lives in phrases.py.
 
 Caching. Corpora are written to ``{cache_dir}/{name}-{sha1(spec)[:12]}.npz``
 (``cache_dir`` argument, else ``$RNNBENCH_CACHE``, else ``~/.cache/rnnbench``),
-atomically (temp file + ``os.replace``); the spec covers the name, protocol,
-sizes, seed and RECIPE_VERSION, so any change rebuilds. Meanings, where a corpus has them, are
-stored as one JSON string per utterance. The random choices for clip
+atomically (temp file + ``os.replace``); the spec covers the name, protocol, sizes,
+seed, RECIPE_VERSION and the augmentation (if any), so any change rebuilds. Meanings,
+where a corpus has them, are stored as one JSON string per utterance. The random choices for clip
 ``i`` of a split depend only on (seed, split, i), and the same spec gives the same
 bytes. eSpeak NG keeps state between calls, so rendering happens in blocks of 2000
 items, each in a fresh spawned process (2 at a time by default, ``num_workers``),
@@ -71,11 +83,12 @@ import os
 from collections.abc import Callable
 
 import numpy as np
-import scipy.fft
 
 from rnnbench import atomic
 from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, SAMPLE_RATE, Dataset, Split
+from rnnbench.data import augment as augment_lib
 from rnnbench.data.audio import default_cache_dir, resample, to_int16
+from rnnbench.data.augment import colored_noise
 from rnnbench.data.espeak import ESpeak
 
 RECIPE_VERSION = 1
@@ -111,17 +124,6 @@ def voice_partition(variants: list[str], seed: int) -> dict[str, list[str]]:
 def draw_speakers(rng: np.random.Generator, voices: list[str], n: int) -> list[str]:
     """``n`` voices drawn uniformly (with replacement) from one split's ``voices``."""
     return [voices[j] for j in rng.integers(0, len(voices), size=n)]
-
-
-def colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    """Unit-RMS white/pink/brown noise, float32 [n]."""
-    alpha = rng.integers(0, 3)
-    m = scipy.fft.next_fast_len(n, real=True)
-    spec = scipy.fft.rfft(rng.standard_normal(m).astype(np.float32))
-    f = np.arange(spec.shape[0], dtype=np.float32)
-    f[0] = 1.0
-    x = scipy.fft.irfft(spec / f ** (alpha / 2.0), m)[:n]
-    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
 
 
 def render_speech(es: ESpeak, rng: np.random.Generator, text: str, variant: str, *,
@@ -241,21 +243,54 @@ def check_sizes(train_size, validation_size, test_size) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- corpora
 
-def _command_clip(es, seed, split_id, i, cls, classes, variant) -> np.ndarray:
+def _command_clip(es, seed, split_id, i, cls, classes, variant, augment=(), voices=(),
+                  noise_dir=None) -> np.ndarray:
     rng = np.random.default_rng([seed, split_id, i])
     n = SAMPLE_RATE
+    arng = bank = None
+    if augment:  # drawn from a stream of its own: the base draws of clip i stay the same
+        arng = np.random.default_rng([seed, split_id, i, augment_lib.AUGMENT_STREAM])
+        bank = augment_lib.noise_bank(noise_dir) if noise_dir else None
     if cls == "_silence_":
-        return to_int16(colored_noise(rng, n) * 10 ** (rng.uniform(-55, -25) / 20))
+        if "noise" in augment:
+            clip = augment_lib.background(arng, n, bank=bank)
+        else:
+            clip = colored_noise(rng, n)
+        clip = clip * 10 ** (rng.uniform(-55, -25) / 20)
+        return to_int16(_recording(arng, clip, augment))
     if cls == "_unknown_":
         others = [w for w in WORDS_35 if w not in classes]
         word = others[rng.integers(len(others))]
     else:
         word = cls
-    speech = render_speech(es, rng, word, variant)[:n]
+    text = augment_lib.intonation(arng, word) if "intonation" in augment else word
+    speech = render_speech(es, rng, text, variant)
+    for name, fn in (("speed", augment_lib.speed), ("vtlp", augment_lib.vtlp),
+                     ("rir", augment_lib.reverberate)):
+        if name in augment:
+            speech = fn(arng, speech)
+    speech = speech[:n]
     clip = np.zeros(n, np.float32)
     off = int(rng.integers(0, n - speech.shape[0] + 1))
     clip[off: off + speech.shape[0]] = speech
-    return to_int16(add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2)))))
+    rms = float(np.sqrt(np.mean(speech ** 2)))
+    if "noise" not in augment:
+        clip = add_noise(rng, clip, rms)
+    else:
+        def speak(r):  # a babble talker: two words, a voice of this clip's split
+            words = " ".join(WORDS_35[j] for j in r.integers(len(WORDS_35), size=2))
+            return render_speech(es, r, words, voices[r.integers(len(voices))])
+        clip = augment_lib.add_background(arng, clip, rms, speak=speak, bank=bank)
+    return to_int16(_recording(arng, clip, augment))
+
+
+def _recording(arng, clip: np.ndarray, augment) -> np.ndarray:
+    """The microphone/line and the recording's sample rate (augment options)."""
+    if "channel" in augment:
+        clip = augment_lib.channel(arng, clip)
+    if "bandwidth" in augment:
+        clip = augment_lib.bandwidth(arng, clip)
+    return clip
 
 
 def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
@@ -272,14 +307,23 @@ def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
 
 def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
                    train_size: int = 6000, validation_size: int = 1200, test_size: int = 1200,
-                   use_cache: bool = True, num_workers: int | None = None) -> Dataset:
-    """Synthetic Speech Commands (see module docstring). ``data_dir`` is ignored."""
+                   augment=(), noise_dir: str | None = None, use_cache: bool = True,
+                   num_workers: int | None = None) -> Dataset:
+    """Synthetic Speech Commands (see module docstring). ``data_dir`` is ignored.
+
+    ``augment``: option names of rnnbench/data/augment.py (a list or "speed,rir"), applied to
+    the training split; ``noise_dir``: a folder of noise WAVs for the ``noise`` option.
+    """
     if protocol not in (12, 35):
         raise ValueError(f"synth_commands: protocol must be 12 or 35, got {protocol!r}")
     sizes = check_sizes(train_size, validation_size, test_size)
+    augment = augment_lib.check_options(augment, noise_dir)
     classes = CLASSES_12 if protocol == 12 else list(WORDS_35)
     spec = dict(name="synth_commands", recipe=RECIPE_VERSION, block=BLOCK, protocol=protocol,
                 seed=seed, **sizes)
+    if augment:  # the default spec (and so its cache key) is unchanged
+        spec.update(augment=list(augment), augment_version=augment_lib.VERSION,
+                    noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None)
 
     def build() -> dict[str, Split]:
         voices = voice_partition(ESpeak().variants, seed)
@@ -288,7 +332,9 @@ def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_di
             lrng = np.random.default_rng([seed, split_id, 104729])
             labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
             plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
-        items = [(seed, split_id, i, classes[plan[s][0][i]], classes, plan[s][1][i])
+        extra = {s: (augment, tuple(voices[s]), noise_dir) if augment and s == "train" else ()
+                 for s in SPLITS}  # validation and test stay the default recipe's clips
+        items = [(seed, split_id, i, classes[plan[s][0][i]], classes, plan[s][1][i], *extra[s])
                  for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
         audio = iter(render_all(_command_clip, items, num_workers))
         return {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=plan[s][0],
