@@ -37,16 +37,21 @@ import time
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/transfer", "Where the runs live.")
-_OUT = flags.DEFINE_string("out", "results/transfer", "Output path without extension.")
-_FSDD = flags.DEFINE_string("fsdd_dir", None, "FSDD directory (default $RNNBENCH_FSDD_DIR).")
-_SC = flags.DEFINE_string("speech_commands_dir", None,
-                          "An extracted Speech Commands directory (optional).")
-_ROWS = flags.DEFINE_list("rows", None, "Rows of experiments/configs/transfer.py (default all).")
-_VARIANT = flags.DEFINE_string("variant", "gru", "Encoder variant (experiments/configs).")
-_STEPS = flags.DEFINE_integer("num_steps", None, "Training steps (default: the config's); "
-                               "warmup becomes at most a tenth of them.")
-_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Re-render <out>.md from <out>.json.")
+
+def define_flags() -> None:
+    """The command line (defined only when run as a program, so that importing this module, e.g.
+    from the tests, does not clash with other entry points' flags)."""
+    flags.DEFINE_string("workdir", "runs/transfer", "Where the runs live.")
+    flags.DEFINE_string("out", "results/transfer", "Output path without extension.")
+    flags.DEFINE_string("fsdd_dir", None, "FSDD directory (default $RNNBENCH_FSDD_DIR).")
+    flags.DEFINE_string("speech_commands_dir", None,
+                        "An extracted Speech Commands directory (optional).")
+    flags.DEFINE_list("rows", None, "Rows of experiments/configs/transfer.py (default all).")
+    flags.DEFINE_string("variant", "gru", "Encoder variant (experiments/configs).")
+    flags.DEFINE_integer("num_steps", None, "Training steps (default: the config's); warmup "
+                         "becomes at most a tenth of them.")
+    flags.DEFINE_bool("render_only", False, "Re-render <out>.md from <out>.json.")
+
 
 SCORES_FILE = "transfer_scores.json"
 SCORER_VERSION = 2  # part of the scores' cache key: a new scorer rescores every run
@@ -456,50 +461,52 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from rnnbench import atomic, provenance
-    json_path = _OUT.value + ".json"
-    if _RENDER_ONLY.value:
+    json_path = flags.FLAGS.out + ".json"
+    if flags.FLAGS.render_only:
         try:
             with open(json_path) as f:
                 result = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             sys.exit(f"error: --render_only needs {json_path} ({e})")
-        atomic.write_text(_OUT.value + ".md", render(result))
-        print(f"wrote {_OUT.value}.md")
+        atomic.write_text(flags.FLAGS.out + ".md", render(result))
+        print(f"wrote {flags.FLAGS.out}.md")
         return
     from experiments.configs import transfer as tc
-    fsdd_dir = _FSDD.value or os.environ.get("RNNBENCH_FSDD_DIR")
+    fsdd_dir = flags.FLAGS.fsdd_dir or os.environ.get("RNNBENCH_FSDD_DIR")
     if not fsdd_dir or not os.path.isdir(fsdd_dir):
         sys.exit(f"error: --fsdd_dir (or $RNNBENCH_FSDD_DIR) must be an FSDD directory, got "
                  f"{fsdd_dir!r}")
     known = {r.name: r for r in tc.ROWS}
-    unknown = [r for r in (_ROWS.value or []) if r not in known]
+    unknown = [r for r in (flags.FLAGS.rows or []) if r not in known]
     if unknown:
         sys.exit(f"error: --rows: unknown row(s) {unknown}; known: {', '.join(known)}")
-    if _SC.value and not os.path.isdir(_SC.value):
-        sys.exit(f"error: --speech_commands_dir {_SC.value!r} is not a directory")
-    rows = [known[r] for r in _ROWS.value] if _ROWS.value else list(tc.ROWS)
-    sc_dir = os.path.abspath(_SC.value) if _SC.value else None
+    if flags.FLAGS.speech_commands_dir and not os.path.isdir(flags.FLAGS.speech_commands_dir):
+        sys.exit(f"error: --speech_commands_dir {flags.FLAGS.speech_commands_dir!r} is not a directory")
+    rows = [known[r] for r in flags.FLAGS.rows] if flags.FLAGS.rows else list(tc.ROWS)
+    sc_dir = os.path.abspath(flags.FLAGS.speech_commands_dir) if flags.FLAGS.speech_commands_dir else None
     try:
-        result_rows, reference = measure(rows, _VARIANT.value, _STEPS.value, _WORKDIR.value,
+        result_rows, reference = measure(rows, flags.FLAGS.variant, flags.FLAGS.num_steps, flags.FLAGS.workdir,
                                          fsdd_dir, sc_dir)
     except ValueError as e:  # bad data or config, named by the loader or the trainer
         sys.exit(f"error: {e}")
     names = ("workdir", "out", "rows", "variant", "num_steps", "speech_commands_dir")
     values = {n: flags.FLAGS[n].value for n in names}
-    values["rows"] = ",".join(_ROWS.value) if _ROWS.value else None
+    values["rows"] = ",".join(flags.FLAGS.rows) if flags.FLAGS.rows else None
     result = {
         "command": _command(values, {n: flags.FLAGS[n].default for n in names}),
-        "out": _OUT.value, "provenance": provenance.record(), "rows": result_rows,
+        "out": flags.FLAGS.out, "provenance": provenance.record(), "rows": result_rows,
         "reference": reference, "fsdd_dir": fsdd_dir, "speech_commands_dir": sc_dir,
-        "settings": settings(_VARIANT.value, _STEPS.value),
+        "settings": settings(flags.FLAGS.variant, flags.FLAGS.num_steps),
     }
     result["provenance_line"] = provenance.one_line(result["provenance"])
     atomic.write_json(json_path, result)
-    atomic.write_text(_OUT.value + ".md", render(result))
-    print(f"wrote {json_path} and {_OUT.value}.md")
+    atomic.write_text(flags.FLAGS.out + ".md", render(result))
+    print(f"wrote {json_path} and {flags.FLAGS.out}.md")
 
 
 if __name__ == "__main__":
-    from rnnbench import hugepages
+    from rnnbench import errors, hugepages
+
     hugepages.ensure()
-    app.run(main)
+    define_flags()
+    errors.run(main)
