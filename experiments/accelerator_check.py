@@ -52,14 +52,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("tests", "main_job", "bench_step", "bench_seeds", "bench_scan")
 # pip name -> module, for every package a part imports (pyproject dependencies, test extras)
 PACKAGES = {
-    "jax": "jax", "flax": "flax", "optax": "optax", "orbax-checkpoint": "orbax.checkpoint",
-    "numpy": "numpy", "scipy": "scipy", "absl-py": "absl", "ml_collections": "ml_collections",
-    "soundfile": "soundfile", "espeakng-loader": "espeakng_loader", "jiwer": "jiwer",
-    "rapidfuzz": "rapidfuzz", "tqdm": "tqdm", "matplotlib": "matplotlib", "pytest": "pytest",
+    "jax": "jax",
+    "flax": "flax",
+    "optax": "optax",
+    "orbax-checkpoint": "orbax.checkpoint",
+    "numpy": "numpy",
+    "scipy": "scipy",
+    "absl-py": "absl",
+    "ml_collections": "ml_collections",
+    "soundfile": "soundfile",
+    "espeakng-loader": "espeakng_loader",
+    "jiwer": "jiwer",
+    "rapidfuzz": "rapidfuzz",
+    "tqdm": "tqdm",
+    "matplotlib": "matplotlib",
+    "pytest": "pytest",
     "torch": "torch",
 }
-_TRAIN = ("jax", "flax", "optax", "orbax-checkpoint", "numpy", "scipy", "absl-py",
-          "ml_collections", "soundfile", "espeakng-loader", "jiwer", "rapidfuzz", "tqdm")
+_TRAIN = (
+    "jax",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "numpy",
+    "scipy",
+    "absl-py",
+    "ml_collections",
+    "soundfile",
+    "espeakng-loader",
+    "jiwer",
+    "rapidfuzz",
+    "tqdm",
+)
 NEEDS = {  # without these a part cannot run at all (torch is optional where noted)
     "tests": ("jax", "flax", "numpy", "pytest"),
     "main_job": _TRAIN,
@@ -67,22 +91,48 @@ NEEDS = {  # without these a part cannot run at all (torch is optional where not
     "bench_seeds": _TRAIN,
     "bench_scan": ("jax", "flax", "optax", "numpy", "matplotlib"),
 }
-TIMEOUT_S = {"device": 120, "tests": 240, "main_job": 150, "bench_step": 150,
-             "bench_seeds": 100, "bench_scan": 240}
+TIMEOUT_S = {
+    "device": 120,
+    "tests": 240,
+    "main_job": 150,
+    "bench_step": 150,
+    "bench_seeds": 100,
+    "bench_scan": 240,
+}
 TEST_FILES = ("tests/test_interop_parity.py", "tests/test_fused.py", "tests/test_linear_rnn.py")
 # --quick: one test of each file
-QUICK_TESTS = {"tests/test_interop_parity.py": "parity_relu_rnn",
-               "tests/test_fused.py": "functions_directly_match_cell_steps",
-               "tests/test_linear_rnn.py": "mingru_and_minlstm_match_float64"}
-MAIN_JOB = ("-m", "experiments.train", "--config=experiments/configs/kws.py:lstm",
-            "--wandb=disabled", "--quiet")
-QUICK_TRAIN = ("num_steps=6", "eval_every=3", "checkpoint_every=3", "log_every=3",
-               "batch_size=16", "model.hidden=8", "optimizer.warmup_steps=2",
-               "data.options.train_size=48", "data.options.validation_size=16",
-               "data.options.test_size=16")
+QUICK_TESTS = {
+    "tests/test_interop_parity.py": "parity_relu_rnn",
+    "tests/test_fused.py": "functions_directly_match_cell_steps",
+    "tests/test_linear_rnn.py": "mingru_and_minlstm_match_float64",
+}
+MAIN_JOB = (
+    "-m",
+    "experiments.train",
+    "--config=experiments/configs/kws.py:lstm",
+    "--wandb=disabled",
+    "--quiet",
+)
+QUICK_TRAIN = (
+    "num_steps=6",
+    "eval_every=3",
+    "checkpoint_every=3",
+    "log_every=3",
+    "batch_size=16",
+    "model.hidden=8",
+    "optimizer.warmup_steps=2",
+    "data.options.train_size=48",
+    "data.options.validation_size=16",
+    "data.options.test_size=16",
+)
 SEEDS_N = (8, 32)
-SCAN = ("--T=1000,4000,16000", "--cells=mingru,minlstm,lru,lstm,gru", "--batch=64",
-        "--hidden=256", "--repeats=3")
+SCAN = (
+    "--T=1000,4000,16000",
+    "--cells=mingru,minlstm,lru,lstm,gru",
+    "--batch=64",
+    "--hidden=256",
+    "--repeats=3",
+)
 QUICK_SCAN = ("--T=8,16", "--cells=mingru,lstm", "--batch=2", "--hidden=8", "--repeats=1")
 
 _PROBE = """
@@ -130,8 +180,14 @@ def run_commands(commands, timeout: float, env=None) -> list[dict]:
             log = stack.enter_context(open(log_path, "w"))
             log.write(f"$ {shlex.join(argv)}\n")
             log.flush()
-            proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             started.append((argv, log_path, proc, time.monotonic()))
         deadline = time.monotonic() + timeout
         for argv, log_path, proc, t0 in started:
@@ -142,9 +198,15 @@ def run_commands(commands, timeout: float, env=None) -> list[dict]:
                 os.killpg(proc.pid, signal.SIGKILL)  # the child and anything it started
                 rc = proc.wait()
                 status = "timeout"
-            results.append({"command": shlex.join(argv), "status": status, "returncode": rc,
-                            "seconds": round(time.monotonic() - t0, 1),
-                            "log": os.path.basename(log_path)})
+            results.append(
+                {
+                    "command": shlex.join(argv),
+                    "status": status,
+                    "returncode": rc,
+                    "seconds": round(time.monotonic() - t0, 1),
+                    "log": os.path.basename(log_path),
+                }
+            )
     for r, (_, log_path, _, _) in zip(results, started):
         with open(log_path, errors="replace") as f:
             r["log_tail"] = f.read()[-3000:]
@@ -182,9 +244,14 @@ def junit_counts(path: str) -> dict | None:
         return None
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     n = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
-    return {"tests": n["tests"], "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],
-            "failed": n["failures"], "errors": n["errors"], "skipped": n["skipped"],
-            "seconds": round(float(suite.get("time", 0.0)), 1)}
+    return {
+        "tests": n["tests"],
+        "passed": n["tests"] - n["failures"] - n["errors"] - n["skipped"],
+        "failed": n["failures"],
+        "errors": n["errors"],
+        "skipped": n["skipped"],
+        "seconds": round(float(suite.get("time", 0.0)), 1),
+    }
 
 
 def part_tests(ctx, timeout):
@@ -216,8 +283,18 @@ def part_main_job(ctx, timeout):
         final = _read_json(os.path.join(workdir, "final.json"))
     if final is not None:
         atomic.write_json(os.path.join(ctx.raw, "main_job_final.json"), final)
-    keys = ("test_accuracy", "val_accuracy", "test_cer", "test_wer", "num_params", "steps",
-            "steps_per_s", "train_time_s", "wall_time_s", "precision")
+    keys = (
+        "test_accuracy",
+        "val_accuracy",
+        "test_cer",
+        "test_wer",
+        "num_params",
+        "steps",
+        "steps_per_s",
+        "train_time_s",
+        "wall_time_s",
+        "precision",
+    )
     summary = {k: final[k] for k in keys if final and k in final}
     summary["command_wall_s"] = runs[0]["seconds"]
     return runs, summary
@@ -233,12 +310,22 @@ def _bench_step_args(ctx) -> tuple[list[str], str | None]:
     torch_device = None
     fws = ["rnnbench", "torch", "flax"] if torch_ok else ["rnnbench", "flax"]
     if ctx.quick:
-        args = ["--shapes=S1", "--cells=lstm", f"--frameworks={','.join(fws[:2])}",
-                "--repeats=2", "--warmup=1"]
+        args = [
+            "--shapes=S1",
+            "--cells=lstm",
+            f"--frameworks={','.join(fws[:2])}",
+            "--repeats=2",
+            "--warmup=1",
+        ]
     else:
         shapes = [s for s in ("S1", "S3", "G1") if s in bench_step.SHAPES]
-        args = [f"--shapes={','.join(shapes)}", "--cells=lstm,gru",
-                f"--frameworks={','.join(fws)}", "--repeats=10", "--warmup=2"]
+        args = [
+            f"--shapes={','.join(shapes)}",
+            "--cells=lstm,gru",
+            f"--frameworks={','.join(fws)}",
+            "--repeats=10",
+            "--warmup=2",
+        ]
     if torch_ok:
         torch_device = "cpu"
         if "device" in inspect.signature(bench_step.make_torch).parameters:
@@ -271,36 +358,73 @@ def part_bench_seeds(ctx, timeout):
     deadline = time.monotonic() + timeout
     for n in (2,) if ctx.quick else SEEDS_N:  # one after another: each is a timing
         out = os.path.join(ctx.raw, f"bench_seeds_n{n}.json")
-        argv = _python("-m", "experiments.bench_seeds", f"--models={n}",
-                       f"--hidden={8 if ctx.quick else 64}",
-                       f"--repeats={1 if ctx.quick else 5}", f"--out={out}")
+        argv = _python(
+            "-m",
+            "experiments.bench_seeds",
+            f"--models={n}",
+            f"--hidden={8 if ctx.quick else 64}",
+            f"--repeats={1 if ctx.quick else 5}",
+            f"--out={out}",
+        )
         left = deadline - time.monotonic()
         if left < 1:
-            runs.append({"command": shlex.join(argv), "status": "timeout", "returncode": None,
-                         "seconds": 0.0, "log": None, "log_tail": "not started: no time left"})
+            runs.append(
+                {
+                    "command": shlex.join(argv),
+                    "status": "timeout",
+                    "returncode": None,
+                    "seconds": 0.0,
+                    "log": None,
+                    "log_tail": "not started: no time left",
+                }
+            )
             continue
         runs += run_commands([(argv, out.replace(".json", ".log"))], left)
         if runs[-1]["status"] == "ok":
             for r in (_read_json(out) or {}).get("results", []):
-                rows.append({k: round(r[k], 3) if isinstance(r[k], float) else r[k]
-                             for k in ("models", "hidden", "sequential_ms", "vmapped_ms",
-                                       "throughput_ratio")})
+                rows.append(
+                    {
+                        k: round(r[k], 3) if isinstance(r[k], float) else r[k]
+                        for k in (
+                            "models",
+                            "hidden",
+                            "sequential_ms",
+                            "vmapped_ms",
+                            "throughput_ratio",
+                        )
+                    }
+                )
     return runs, {"rows": rows}
 
 
 def part_bench_scan(ctx, timeout):
     scan_dir = os.path.join(ctx.raw, "scan")
-    argv = _python("-m", "experiments.bench_scan", *(QUICK_SCAN if ctx.quick else SCAN),
-                   f"--out-dir={scan_dir}")
+    argv = _python(
+        "-m",
+        "experiments.bench_scan",
+        *(QUICK_SCAN if ctx.quick else SCAN),
+        f"--out-dir={scan_dir}",
+    )
     runs = run_commands([(argv, os.path.join(ctx.raw, "bench_scan.log"))], timeout)
     # bench_scan rewrites scan_cost.json after each T: a timeout keeps the lengths it finished,
     # and `--from-json` draws their plot.
     report = _read_json(os.path.join(scan_dir, "scan_cost.json")) or {}
     results = report.get("results", [])
     if results and runs[0]["status"] == "timeout":
-        runs += run_commands([(_python("-m", "experiments.bench_scan", f"--out-dir={scan_dir}",
-                                       f"--from-json={os.path.join(scan_dir, 'scan_cost.json')}"),
-                               os.path.join(ctx.raw, "bench_scan_plot.log"))], 60)
+        runs += run_commands(
+            [
+                (
+                    _python(
+                        "-m",
+                        "experiments.bench_scan",
+                        f"--out-dir={scan_dir}",
+                        f"--from-json={os.path.join(scan_dir, 'scan_cost.json')}",
+                    ),
+                    os.path.join(ctx.raw, "bench_scan_plot.log"),
+                )
+            ],
+            60,
+        )
     png = os.path.join(scan_dir, "scan_cost.png")
     if results and os.path.exists(png):
         with atomic.replacing(ctx.plot) as tmp:
@@ -308,13 +432,20 @@ def part_bench_scan(ctx, timeout):
     by_t = {}
     for r in results:  # one row per T, one column per variant (ms per train step)
         by_t.setdefault(r["T"], {"T": r["T"]})[r["variant"]] = round(r["step_ms_median"], 2)
-    return runs, {"rows": list(by_t.values()),
-                  "plot": os.path.basename(ctx.plot) if os.path.exists(ctx.plot) else None,
-                  "partial": runs[0]["status"] != "ok" and bool(results)}
+    return runs, {
+        "rows": list(by_t.values()),
+        "plot": os.path.basename(ctx.plot) if os.path.exists(ctx.plot) else None,
+        "partial": runs[0]["status"] != "ok" and bool(results),
+    }
 
 
-PART_FUNCTIONS = {"tests": part_tests, "main_job": part_main_job, "bench_step": part_bench_step,
-                  "bench_seeds": part_bench_seeds, "bench_scan": part_bench_scan}
+PART_FUNCTIONS = {
+    "tests": part_tests,
+    "main_job": part_main_job,
+    "bench_step": part_bench_step,
+    "bench_seeds": part_bench_seeds,
+    "bench_scan": part_bench_scan,
+}
 
 
 # ----------------------------------------------------------------------------- the report
@@ -325,12 +456,15 @@ def probe_device(settings: dict, log_dir: str) -> tuple[dict, dict]:
     record with `settings`; the probe's run record). From a subprocess, so that this process
     never holds the accelerator; {} when JAX cannot start (the log in `log_dir`/device.log)."""
     settings = json.dumps({"check": "accelerator_check", **settings})
-    probe = run_commands([(_python("-c", _PROBE, settings), os.path.join(log_dir, "device.log"))],
-                         TIMEOUT_S["device"], env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false"})[0]
+    probe = run_commands(
+        [(_python("-c", _PROBE, settings), os.path.join(log_dir, "device.log"))],
+        TIMEOUT_S["device"],
+        env={"XLA_PYTHON_CLIENT_PREALLOCATE": "false"},
+    )[0]
     device = {}
     for line in probe["log_tail"].splitlines():
         if line.startswith("PROBE "):
-            device = json.loads(line[len("PROBE "):])
+            device = json.loads(line[len("PROBE ") :])
     return device, probe
 
 
@@ -349,46 +483,69 @@ def markdown(report: dict) -> str:
     lines = [f"# rnnbench accelerator check: {title}", ""]
     if not report["complete"]:
         pending = ", ".join(p["name"] for p in report["parts"] if p["status"] == "pending")
-        banner = (f"**INCOMPLETE**: the check has not finished (not run yet: "
-                  f"{pending or 'none'}); these are partial results.")
+        banner = (
+            f"**INCOMPLETE**: the check has not finished (not run yet: "
+            f"{pending or 'none'}); these are partial results."
+        )
         lines += [banner, ""]
     lines += [f"Command: `{report['command']}`", ""]
     if dev.get("provenance"):
         lines += [f"Provenance: {provenance.one_line(dev['provenance'])}.", ""]
     quick = " (--quick: tiny sizes, not a measurement)" if report["quick"] else ""
-    policy = (f"Precision policy `{report['precision']}` for the main job and the benchmarks "
-              "that take one; the tests run at the default, exact float32. Wall time of the "
-              f"check {report['wall_s']:.0f} s{quick}.")
+    policy = (
+        f"Precision policy `{report['precision']}` for the main job and the benchmarks "
+        "that take one; the tests run at the default, exact float32. Wall time of the "
+        f"check {report['wall_s']:.0f} s{quick}."
+    )
     lines += [policy, ""]
     missing = report["missing_packages"]
     if missing:
-        lines += [f"Missing packages: {', '.join(missing)} (`pip install {' '.join(missing)}`).",
-                  ""]
+        lines += [
+            f"Missing packages: {', '.join(missing)} (`pip install {' '.join(missing)}`).",
+            "",
+        ]
     lines += ["| part | status | seconds | notes |", "|---|---|---:|---|"]
     for p in report["parts"]:
-        lines.append(f"| {p['name']} | {p['status']} | {p.get('seconds', 0):.0f} | "
-                     f"{p.get('note', '')} |")
+        lines.append(
+            f"| {p['name']} | {p['status']} | {p.get('seconds', 0):.0f} | {p.get('note', '')} |"
+        )
     parts = {p["name"]: p for p in report["parts"]}
 
     def summary(name):
         return (parts.get(name) or {}).get("summary") or {}
 
     if summary("tests"):
-        lines += ["", "## Precision-sensitive tests (exact float32)", "",
-                  "| file | passed | failed | errors | skipped | seconds |", "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "## Precision-sensitive tests (exact float32)",
+            "",
+            "| file | passed | failed | errors | skipped | seconds |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for path, c in summary("tests").items():
-            cells = [str(c[k]) for k in ("passed", "failed", "errors", "skipped", "seconds")
-                     ] if c else ["no report"] + [""] * 4
+            cells = (
+                [str(c[k]) for k in ("passed", "failed", "errors", "skipped", "seconds")]
+                if c
+                else ["no report"] + [""] * 4
+            )
             lines.append(f"| {path} | " + " | ".join(cells) + " |")
     if summary("main_job"):
         s = summary("main_job")
-        lines += ["", "## Main job (README command 1)", "",
-                  "| " + " | ".join(s) + " |", "|" + "---|" * len(s),
-                  "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v)
-                                    for v in s.values()) + " |"]
-    for name, title in (("bench_step", "Train step (ms, medians)"),
-                        ("bench_seeds", "Seeds in one program (ms, medians)"),
-                        ("bench_scan", "Parallel vs sequential scans (ms per train step)")):
+        lines += [
+            "",
+            "## Main job (README command 1)",
+            "",
+            "| " + " | ".join(s) + " |",
+            "|" + "---|" * len(s),
+            "| "
+            + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in s.values())
+            + " |",
+        ]
+    for name, title in (
+        ("bench_step", "Train step (ms, medians)"),
+        ("bench_seeds", "Seeds in one program (ms, medians)"),
+        ("bench_scan", "Parallel vs sequential scans (ms per train step)"),
+    ):
         rows = summary(name).get("rows")
         if not rows:
             continue
@@ -423,13 +580,21 @@ def run_part(name: str, ctx, timeout: float) -> dict:
     t0 = time.monotonic()
     runs, summary = PART_FUNCTIONS[name](ctx, timeout)
     status = _combine(runs)
-    entry = {"status": status, "seconds": round(time.monotonic() - t0, 1), "runs": runs,
-             "summary": summary, **_why(status, runs)}
+    entry = {
+        "status": status,
+        "seconds": round(time.monotonic() - t0, 1),
+        "runs": runs,
+        "summary": summary,
+        **_why(status, runs),
+    }
     if name == "tests" and any(summary.values()):  # the counts say more than a last line
         entry["note"] = "; ".join(
             f"{os.path.basename(f)}: {c['passed']} passed, {c['failed']} failed, "
-            f"{c['errors']} errors, {c['skipped']} skipped" if c
-            else f"{os.path.basename(f)}: no report" for f, c in summary.items())
+            f"{c['errors']} errors, {c['skipped']} skipped"
+            if c
+            else f"{os.path.basename(f)}: no report"
+            for f, c in summary.items()
+        )
     elif name == "bench_step" and status == "ok" and summary.get("torch_device"):
         entry["note"] = f"torch on {summary['torch_device']}"
     return entry
@@ -441,8 +606,15 @@ class _Context:
         self.missing, self.raw, self.plot = missing, raw, plot
 
 
-def run(parts=PARTS, *, quick=False, precision="float32", out_dir="results/accelerator",
-        budget_s=470.0, log=print) -> dict:
+def run(
+    parts=PARTS,
+    *,
+    quick=False,
+    precision="float32",
+    out_dir="results/accelerator",
+    budget_s=470.0,
+    log=print,
+) -> dict:
     """Runs the check; returns the report it wrote to `<out_dir>/<device>.json`."""
     t_start = time.monotonic()
     deadline = t_start + budget_s
@@ -455,8 +627,10 @@ def run(parts=PARTS, *, quick=False, precision="float32", out_dir="results/accel
 
     with tempfile.TemporaryDirectory(prefix="accelerator-probe-") as probe_dir:
         device, probe = probe_device({"precision": precision, "quick": quick}, probe_dir)
-        log(f"device: {device.get('device_kind', 'unknown (see device.log)')} "
-            f"x{device.get('device_count', '?')}")
+        log(
+            f"device: {device.get('device_kind', 'unknown (see device.log)')} "
+            f"x{device.get('device_count', '?')}"
+        )
         name = slug(device, quick)
         raw = os.path.join(out_dir, name)
         shutil.rmtree(raw, ignore_errors=True)  # this check's own files from an earlier run
@@ -465,12 +639,24 @@ def run(parts=PARTS, *, quick=False, precision="float32", out_dir="results/accel
     plot = os.path.join(out_dir, f"{name}_scan.png")
     if os.path.exists(plot):
         os.remove(plot)  # an earlier run's plot must not sit beside this run's report
-    probe_entry = {"name": "device", "status": probe["status"] if device else "failed",
-                   "seconds": probe["seconds"], "runs": [probe]}
+    probe_entry = {
+        "name": "device",
+        "status": probe["status"] if device else "failed",
+        "seconds": probe["seconds"],
+        "runs": [probe],
+    }
     probe_entry.update(_why(probe_entry["status"], [probe]))
-    report = {"command": command, "quick": quick, "precision": precision, "complete": False,
-              "all_ok": False, "device": device, "missing_packages": missing,
-              "wall_s": 0.0, "parts": [probe_entry]}
+    report = {
+        "command": command,
+        "quick": quick,
+        "precision": precision,
+        "complete": False,
+        "all_ok": False,
+        "device": device,
+        "missing_packages": missing,
+        "wall_s": 0.0,
+        "parts": [probe_entry],
+    }
     report["parts"] += [{"name": p, "status": "pending"} for p in parts]
     paths = (os.path.join(out_dir, f"{name}.json"), os.path.join(out_dir, f"{name}.md"))
 
@@ -504,18 +690,28 @@ def run(parts=PARTS, *, quick=False, precision="float32", out_dir="results/accel
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true",
-                   help="tiny sizes everywhere (one test per file, 6 training steps, ...)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes everywhere (one test per file, 6 training steps, ...)",
+    )
     p.add_argument("--parts", default=",".join(PARTS), help=f"comma list of {','.join(PARTS)}")
-    p.add_argument("--precision", default="float32",
-                   help="precision policy of the main job and the benchmarks that take one "
-                        "(rnnbench/precision.py); the tests always run exact")
+    p.add_argument(
+        "--precision",
+        default="float32",
+        help="precision policy of the main job and the benchmarks that take one "
+        "(rnnbench/precision.py); the tests always run exact",
+    )
     p.add_argument("--out_dir", default="results/accelerator")
-    p.add_argument("--budget_s", type=float, default=470.0,
-                   help="seconds for the whole check; a part gets what is left, at most its "
-                        "own timeout")
+    p.add_argument(
+        "--budget_s",
+        type=float,
+        default=470.0,
+        help="seconds for the whole check; a part gets what is left, at most its own timeout",
+    )
     args = p.parse_args(argv)
     parts = tuple(x for x in args.parts.split(",") if x)
     bad = [x for x in parts if x not in PARTS]
@@ -527,8 +723,14 @@ def main(argv=None):
         precision.check(args.precision)
     except ValueError as e:
         p.error(f"--precision: {e}")
-    report = run(parts, quick=args.quick, precision=args.precision, out_dir=args.out_dir,
-                 budget_s=args.budget_s, log=lambda s: print(s, flush=True))
+    report = run(
+        parts,
+        quick=args.quick,
+        precision=args.precision,
+        out_dir=args.out_dir,
+        budget_s=args.budget_s,
+        log=lambda s: print(s, flush=True),
+    )
     return 0 if report["all_ok"] else 1
 
 

@@ -63,11 +63,21 @@ def side_by_side(single, single_args, many, many_args, n: int, repeats: int):
 
 def report(label: str, n: int, seq, f_seq, vm, f_vmap) -> dict:
     """Prints one line and returns it as a JSON-able dict (times in ms)."""
-    print(f"{label}: {n} sequential {seq * 1e3:7.1f} ms ({f_seq:.0f} faults) | one vmapped of "
-          f"{n} {vm * 1e3:7.1f} ms ({f_vmap:.0f} faults) | vmapped/sequential throughput "
-          f"{seq / vm:.2f}x", flush=True)
-    return {"label": label, "models": n, "sequential_ms": seq * 1e3, "sequential_faults": f_seq,
-            "vmapped_ms": vm * 1e3, "vmapped_faults": f_vmap, "throughput_ratio": seq / vm}
+    print(
+        f"{label}: {n} sequential {seq * 1e3:7.1f} ms ({f_seq:.0f} faults) | one vmapped of "
+        f"{n} {vm * 1e3:7.1f} ms ({f_vmap:.0f} faults) | vmapped/sequential throughput "
+        f"{seq / vm:.2f}x",
+        flush=True,
+    )
+    return {
+        "label": label,
+        "models": n,
+        "sequential_ms": seq * 1e3,
+        "sequential_faults": f_seq,
+        "vmapped_ms": vm * 1e3,
+        "vmapped_faults": f_vmap,
+        "throughput_ratio": seq / vm,
+    }
 
 
 def main():
@@ -75,11 +85,19 @@ def main():
     parser.add_argument("--models", type=int, default=4)
     parser.add_argument("--hidden", default="64,256")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--frontend", type=int, default=64,
-                        help="conv front-end channels of the step (0: LSTM on all 101 frames)")
-    parser.add_argument("--part", choices=["step", "recurrence"], default="step",
-                        help="the whole train step, or only the fused LSTM recurrence (forward + "
-                        "backward, T=51, batch 64) of rnnbench/fused.py")
+    parser.add_argument(
+        "--frontend",
+        type=int,
+        default=64,
+        help="conv front-end channels of the step (0: LSTM on all 101 frames)",
+    )
+    parser.add_argument(
+        "--part",
+        choices=["step", "recurrence"],
+        default="step",
+        help="the whole train step, or only the fused LSTM recurrence (forward + "
+        "backward, T=51, batch 64) of rnnbench/fused.py",
+    )
     parser.add_argument("--out", default="", help="write the results as JSON here")
     args = parser.parse_args()
     t0 = time.time()
@@ -94,22 +112,33 @@ def main():
 
     n = args.models
     rng = np.random.default_rng(0)
-    out = {"command": "python -m experiments.bench_seeds " + " ".join(sys.argv[1:]),
-           "provenance": provenance.record({
-               "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-               "xla_flags": os.environ.get("XLA_FLAGS", ""),
-               "cpu_affinity": sorted(os.sched_getaffinity(0)),
-           }),
-           "models": n, "part": args.part, "frontend": args.frontend, "repeats": args.repeats,
-           "results": []}
-    print(f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, "
-          f"part={args.part}, batch 64 per model, frontend={args.frontend}, "
-          f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
+    out = {
+        "command": "python -m experiments.bench_seeds " + " ".join(sys.argv[1:]),
+        "provenance": provenance.record(
+            {
+                "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+                "xla_flags": os.environ.get("XLA_FLAGS", ""),
+                "cpu_affinity": sorted(os.sched_getaffinity(0)),
+            }
+        ),
+        "models": n,
+        "part": args.part,
+        "frontend": args.frontend,
+        "repeats": args.repeats,
+        "results": [],
+    }
+    print(
+        f"# {jax.devices()[0].device_kind}, {jax.device_count()} device(s), N={n}, "
+        f"part={args.part}, batch 64 per model, frontend={args.frontend}, "
+        f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}"
+    )
     fake = data_lib.Dataset("fake", "classify", [str(i) for i in range(12)], {})
-    batch = {"audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
-             "audio_lengths": np.full((64,), 16000, np.int32),
-             "labels": rng.integers(0, 12, 64).astype(np.int32),
-             "weights": np.ones((64,), np.float32)}
+    batch = {
+        "audio": rng.normal(0, 0.1, (64, 16000)).astype(np.float32),
+        "audio_lengths": np.full((64,), 16000, np.int32),
+        "labels": rng.integers(0, 12, 64).astype(np.int32),
+        "weights": np.ones((64,), np.float32),
+    }
     stacked = {k: np.stack([v] * n) for k, v in batch.items()}
     for hidden in [int(h) for h in args.hidden.split(",")]:
         if args.part == "recurrence":
@@ -121,14 +150,22 @@ def main():
             def grads(w, xp, h0):
                 def loss(w, xp):
                     ys, _ = fused.lstm_recurrence(w, xp, h0, h0)
-                    return jnp.sum(ys ** 2)
+                    return jnp.sum(ys**2)
+
                 dw, dxp = jax.grad(loss, argnums=(0, 1))(w, xp)
                 return w - 1e-3 * dw, dxp
 
-            res = side_by_side(jax.jit(grads), (w[0], xp[0], h0[0]), jax.jit(jax.vmap(grads)),
-                               (w, xp, h0), n, args.repeats)
-            out["results"].append({"hidden": hidden,
-                                   **report(f"H={hidden:4d} recurrence", n, *res)})
+            res = side_by_side(
+                jax.jit(grads),
+                (w[0], xp[0], h0[0]),
+                jax.jit(jax.vmap(grads)),
+                (w, xp, h0),
+                n,
+                args.repeats,
+            )
+            out["results"].append(
+                {"hidden": hidden, **report(f"H={hidden:4d} recurrence", n, *res)}
+            )
             continue
         config = kws.get_config("lstm")
         config.model.hidden = hidden
@@ -136,8 +173,14 @@ def main():
         graphdef, state, tx, _ = train.init_state(config, fake)
         step, _ = train.make_steps(config, graphdef, tx, objectives.make(config, fake))
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[state] * n)
-        res = side_by_side(jax.jit(step), (state, batch), jax.jit(jax.vmap(step)),
-                           (states, stacked), n, args.repeats)
+        res = side_by_side(
+            jax.jit(step),
+            (state, batch),
+            jax.jit(jax.vmap(step)),
+            (states, stacked),
+            n,
+            args.repeats,
+        )
         out["results"].append({"hidden": hidden, **report(f"H={hidden:4d} train step", n, *res)})
     out["wall_s"] = time.time() - t0
     out["loadavg_end"] = os.getloadavg()

@@ -89,8 +89,14 @@ def make_data(shape: dict, seed: int = 0):
 
 
 def make_rnnbench(
-    shape: dict, cell: str, x, y, *, lr: float = 1e-3, use_lengths: bool = False,
-    unroll: int | str = "auto"
+    shape: dict,
+    cell: str,
+    x,
+    y,
+    *,
+    lr: float = 1e-3,
+    use_lengths: bool = False,
+    unroll: int | str = "auto",
 ):
     """Returns step() -> None that runs one train step and blocks until it is done."""
     import jax
@@ -252,8 +258,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-
-
 def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
     """Where rnnbench's LSTM train step spends its time: median ms of the full step and of its
     parts (timed interleaved, one jit each), with the sequential-matmul and weight-gradient floors.
@@ -303,8 +307,9 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
         return rec_loss(w_hh, project(w_ih, 0.0, x))
 
     def matmul_scan(w, h):
-        return jax.lax.scan(lambda h, _: (jnp.tanh(jnp.dot(h, w)[:, :H]), None), h, None,
-                            length=T)[0]
+        return jax.lax.scan(lambda h, _: (jnp.tanh(jnp.dot(h, w)[:, :H]), None), h, None, length=T)[
+            0
+        ]
 
     fwd_store = jax.jit(lambda w, xp: fused._lstm_fwd(w, xp, h0, c0, None, 1, prec))
     saved = fwd_store(w_hh, xp)[1]
@@ -318,10 +323,14 @@ def lstm_breakdown(shape: dict, repeats: int, log=print) -> dict:
         "fwd storing": (fwd_store, (w_hh, xp)),
         "bwd": (bwd, (saved, cts)),
         "projection fwd": (jax.jit(project), (w_ih, b, xt)),
-        "projection grad (dW_ih, db)": (jax.jit(jax.grad(
-            lambda w, b, x, dg: jnp.vdot(project(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
-        "projection grad, 3-D dot": (jax.jit(jax.grad(
-            lambda w, b, x, dg: jnp.vdot(project_3d(w, b, x), dg), (0, 1))), (w_ih, b, xt, dg)),
+        "projection grad (dW_ih, db)": (
+            jax.jit(jax.grad(lambda w, b, x, dg: jnp.vdot(project(w, b, x), dg), (0, 1))),
+            (w_ih, b, xt, dg),
+        ),
+        "projection grad, 3-D dot": (
+            jax.jit(jax.grad(lambda w, b, x, dg: jnp.vdot(project_3d(w, b, x), dg), (0, 1))),
+            (w_ih, b, xt, dg),
+        ),
         "dW_hh matmul": (jax.jit(lambda h, g: fused._wgrad(h, g, prec)), (hs, dg)),
         "T x h @ W_hh": (jax.jit(matmul_scan), (w_hh, h0)),
     }
@@ -444,8 +453,11 @@ def run(
 
 def settings() -> dict:
     """The process settings a timing depends on, for the provenance record."""
-    out = {"glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
-           "xla_flags": os.environ.get("XLA_FLAGS", ""), **OPTIONS}
+    out = {
+        "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        **OPTIONS,
+    }
     try:
         import torch
     except ImportError:  # the `compare` extra is optional; --breakdown does not need it
@@ -498,19 +510,28 @@ def main(argv=None):
         "padded batches)",
     )
     p.add_argument("--out", default="", help="write the results as JSON here")
-    p.add_argument("--torch_device", default="auto",
-                   help="cpu, cuda, or auto (cuda when torch sees a GPU)")
-    p.add_argument("--precision", default="float32", choices=["float32", "tf32", "bf16"],
-                   help="rnnbench's matmul policy (and TF32 on/off for torch on CUDA)")
-    p.add_argument("--breakdown", action="store_true",
-                   help="instead of the comparison: time the parts of rnnbench's LSTM step at "
-                   "each of --shapes (see lstm_breakdown)")
+    p.add_argument(
+        "--torch_device", default="auto", help="cpu, cuda, or auto (cuda when torch sees a GPU)"
+    )
+    p.add_argument(
+        "--precision",
+        default="float32",
+        choices=["float32", "tf32", "bf16"],
+        help="rnnbench's matmul policy (and TF32 on/off for torch on CUDA)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead of the comparison: time the parts of rnnbench's LSTM step at "
+        "each of --shapes (see lstm_breakdown)",
+    )
     args = p.parse_args(argv)
     OPTIONS["precision"] = args.precision
     OPTIONS["torch_device"] = args.torch_device
     if args.torch_device == "auto":
         try:
             import torch
+
             OPTIONS["torch_device"] = "cuda" if torch.cuda.is_available() else "cpu"
         except ImportError:
             OPTIONS["torch_device"] = "cpu"
@@ -528,13 +549,19 @@ def main(argv=None):
             p.error(f"unknown framework {f!r}; expected {list(MAKERS)}")
     command = "python -m experiments.bench_step " + " ".join(sys.argv[1:])
     if args.breakdown:
-        report = {"provenance": provenance.record(settings()), "command": command,
-                  "repeats": args.repeats, "shapes": {}}
+        report = {
+            "provenance": provenance.record(settings()),
+            "command": command,
+            "repeats": args.repeats,
+            "shapes": {},
+        }
         t0 = time.time()
         for s in shapes:
             print(f"# {s} {SHAPES[s]}: LSTM step parts, {args.repeats} interleaved repeats")
-            report["shapes"][s] = {"shape": SHAPES[s],
-                                   "parts": lstm_breakdown(SHAPES[s], args.repeats)}
+            report["shapes"][s] = {
+                "shape": SHAPES[s],
+                "parts": lstm_breakdown(SHAPES[s], args.repeats),
+            }
         report["wall_s"] = time.time() - t0
         report["loadavg_end"] = os.getloadavg()
         if args.out:

@@ -17,11 +17,14 @@ import sys
 from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory.")
-_DATASET = flags.DEFINE_string("dataset", None, "A dataset name (see rnnbench.data) or "
-                               "manifest:PATH.")
+_DATASET = flags.DEFINE_string(
+    "dataset", None, "A dataset name (see rnnbench.data) or manifest:PATH."
+)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the dataset lives (real corpora).")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to score (a manifest has only 'test').")
-_OUT = flags.DEFINE_string("out", None, "JSON path (default <workdir>/eval_<dataset>_<split>.json).")
+_OUT = flags.DEFINE_string(
+    "out", None, "JSON path (default <workdir>/eval_<dataset>_<split>.json)."
+)
 flags.mark_flags_as_required(["workdir", "dataset"])
 
 
@@ -39,12 +42,22 @@ def main(argv):
         sys.exit(f"error: {e}")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", _DATASET.value).strip("_")
     out = _OUT.value or os.path.join(_WORKDIR.value, f"eval_{tag}_{_SPLIT.value}.json")
-    atomic.write_json(out, {"workdir": _WORKDIR.value, "step": run.step,
-                            "dataset": _DATASET.value, "split": _SPLIT.value,
-                            "metrics": metrics, "utterances": records,
-                            "provenance": provenance.record()}, indent=1)
-    shown = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in metrics.items())
+    atomic.write_json(
+        out,
+        {
+            "workdir": _WORKDIR.value,
+            "step": run.step,
+            "dataset": _DATASET.value,
+            "split": _SPLIT.value,
+            "metrics": metrics,
+            "utterances": records,
+            "provenance": provenance.record(),
+        },
+        indent=1,
+    )
+    shown = ", ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
     print(f"{_DATASET.value} {_SPLIT.value}: {shown}; per-utterance hypotheses in {out}")
 
 

@@ -40,107 +40,239 @@ from rnnbench import report as report_lib
 class Entry:
     """How one committed table was made, all of it needed to make it again."""
 
-    config: str                      # experiments/configs/<file>.py[:variant]
-    sweep: str                       # name of a sweep in the config file's sweeps()
+    config: str  # experiments/configs/<file>.py[:variant]
+    sweep: str  # name of a sweep in the config file's sweeps()
     overrides: tuple[str, ...] = ()  # --override key=value for every run, as the table used
-    vmap_seeds: bool = False         # --vmap_seeds: each configuration's seeds as one program
-    parallel: int = 1                # --parallel: runs at a time (moves only the speed columns)
-    reference: str | None = None     # report --reference
+    vmap_seeds: bool = False  # --vmap_seeds: each configuration's seeds as one program
+    parallel: int = 1  # --parallel: runs at a time (moves only the speed columns)
+    reference: str | None = None  # report --reference
     smoke_overrides: tuple[str, ...] = ()  # on top of SMOKE_OVERRIDES
-    needs_env: str | None = None     # environment variable the config reads (data location)
-    note: str | None = None          # how the table was made, where the fields above do not say
-    table: str = "report"            # what makes the table from the runs: "report" (a sweep
-                                     # table, rnnbench/report.py) or "decoders" (a CTC decoder
-                                     # comparison, experiments/decoders.py)
+    needs_env: str | None = None  # environment variable the config reads (data location)
+    note: str | None = None  # how the table was made, where the fields above do not say
+    table: str = "report"  # what makes the table from the runs: "report" (a sweep
+    # table, rnnbench/report.py) or "decoders" (a CTC decoder
+    # comparison, experiments/decoders.py)
     table_args: tuple[str, ...] = ()  # flags of experiments.decoders (table="decoders")
-    decode_speed: bool = False       # time each run's decoding before the report (a
-                                     # `decode utt/s` column; experiments.decoders --speed_only)
+    decode_speed: bool = False  # time each run's decoding before the report (a
+    # `decode utt/s` column; experiments.decoders --speed_only)
     smoke_table_args: tuple[str, ...] = ()  # table_args replaced under --smoke
 
 
 STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
 STEPS_1000 = ("checkpoint_every=250", "eval_every=250", "num_steps=1000")
-SMOKE_SYNTH = ("data.options.train_size=48", "data.options.validation_size=16",
-               "data.options.test_size=16")
-INFERRED_PARALLEL = ("The sweep runner did not record --parallel then; 2 is inferred from the "
-                     "runs' wall times against the sweep's duration (it moves only the speed "
-                     "columns)")
+SMOKE_SYNTH = (
+    "data.options.train_size=48",
+    "data.options.validation_size=16",
+    "data.options.test_size=16",
+)
+INFERRED_PARALLEL = (
+    "The sweep runner did not record --parallel then; 2 is inferred from the "
+    "runs' wall times against the sweep's duration (it moves only the speed "
+    "columns)"
+)
 ASR = "experiments/configs/asr.py"
 STEPS_300 = ("checkpoint_every=150", "eval_every=150", "num_steps=300")
-DECODERS = ("--beam=10", "--token_prune=5", "--lm_orders=3,6", "--lm_weights=0.3,0.6,1.0",
-            "--insertion_bonuses=0.0,1.0")
+DECODERS = (
+    "--beam=10",
+    "--token_prune=5",
+    "--lm_orders=3,6",
+    "--lm_weights=0.3,0.6,1.0",
+    "--insertion_bonuses=0.0,1.0",
+)
 SMOKE_DECODERS = ("--beam=2", "--lm_orders=2", "--lm_weights=0.5", "--insertion_bonuses=0.0")
-SMOKE_PHRASES = ("data.options.train_size=48", "data.options.validation_size=16",
-                 "data.options.test_size=16")
+SMOKE_PHRASES = (
+    "data.options.train_size=48",
+    "data.options.validation_size=16",
+    "data.options.test_size=16",
+)
 SWEEPS = {
-    "kws_cells": Entry("experiments/configs/kws.py:lstm", "cells", STEPS_600, vmap_seeds=True,
-                       parallel=2, reference="hello_edge", smoke_overrides=SMOKE_SYNTH,
-                       note=INFERRED_PARALLEL),
-    "kws_fsdd": Entry("experiments/configs/kws_fsdd.py:lstm", "lstm_gru", (), vmap_seeds=True,
-                      parallel=1, reference="hello_edge", needs_env="RNNBENCH_FSDD_DIR",
-                      note="Made before this entry by two `python -m experiments.train "
-                      "--config=experiments/configs/kws_fsdd.py:<cell> --seeds=0,1,2` commands, "
-                      "one per cell, whose runs were then moved into runs/kws_fsdd; the sweep "
-                      "trains the same two vmapped programs"),
-    "kws_fsdd_cells": Entry("experiments/configs/kws_fsdd.py", "cells", STEPS_600,
-                            vmap_seeds=False, parallel=2, reference="hello_edge",
-                            needs_env="RNNBENCH_FSDD_DIR", note=INFERRED_PARALLEL),
-    "kws_attention": Entry("experiments/configs/kws.py:lstm", "attention", STEPS_600,
-                           vmap_seeds=True, parallel=2, smoke_overrides=SMOKE_SYNTH,
-                           note=INFERRED_PARALLEL),
-    "kws_regularisers": Entry("experiments/configs/kws.py:lstm", "regularisers", STEPS_600,
-                              vmap_seeds=False, parallel=2, smoke_overrides=SMOKE_SYNTH,
-                              note=INFERRED_PARALLEL),
-    "kws_depth": Entry("experiments/configs/kws.py:lstm", "depth", STEPS_600, vmap_seeds=False,
-                       parallel=2, smoke_overrides=SMOKE_SYNTH, note=INFERRED_PARALLEL),
-    "ctc_cells": Entry("experiments/configs/ctc.py", "cells", STEPS_1000, vmap_seeds=True,
-                       parallel=2, smoke_overrides=SMOKE_SYNTH, note=INFERRED_PARALLEL),
-    "ctc_fsdd_cells": Entry("experiments/configs/ctc_fsdd.py", "cells", STEPS_1000,
-                            vmap_seeds=False, parallel=2, smoke_overrides=SMOKE_SYNTH,
-                            needs_env="RNNBENCH_FSDD_DIR", note=INFERRED_PARALLEL),
+    "kws_cells": Entry(
+        "experiments/configs/kws.py:lstm",
+        "cells",
+        STEPS_600,
+        vmap_seeds=True,
+        parallel=2,
+        reference="hello_edge",
+        smoke_overrides=SMOKE_SYNTH,
+        note=INFERRED_PARALLEL,
+    ),
+    "kws_fsdd": Entry(
+        "experiments/configs/kws_fsdd.py:lstm",
+        "lstm_gru",
+        (),
+        vmap_seeds=True,
+        parallel=1,
+        reference="hello_edge",
+        needs_env="RNNBENCH_FSDD_DIR",
+        note="Made before this entry by two `python -m experiments.train "
+        "--config=experiments/configs/kws_fsdd.py:<cell> --seeds=0,1,2` commands, "
+        "one per cell, whose runs were then moved into runs/kws_fsdd; the sweep "
+        "trains the same two vmapped programs",
+    ),
+    "kws_fsdd_cells": Entry(
+        "experiments/configs/kws_fsdd.py",
+        "cells",
+        STEPS_600,
+        vmap_seeds=False,
+        parallel=2,
+        reference="hello_edge",
+        needs_env="RNNBENCH_FSDD_DIR",
+        note=INFERRED_PARALLEL,
+    ),
+    "kws_attention": Entry(
+        "experiments/configs/kws.py:lstm",
+        "attention",
+        STEPS_600,
+        vmap_seeds=True,
+        parallel=2,
+        smoke_overrides=SMOKE_SYNTH,
+        note=INFERRED_PARALLEL,
+    ),
+    "kws_regularisers": Entry(
+        "experiments/configs/kws.py:lstm",
+        "regularisers",
+        STEPS_600,
+        vmap_seeds=False,
+        parallel=2,
+        smoke_overrides=SMOKE_SYNTH,
+        note=INFERRED_PARALLEL,
+    ),
+    "kws_depth": Entry(
+        "experiments/configs/kws.py:lstm",
+        "depth",
+        STEPS_600,
+        vmap_seeds=False,
+        parallel=2,
+        smoke_overrides=SMOKE_SYNTH,
+        note=INFERRED_PARALLEL,
+    ),
+    "ctc_cells": Entry(
+        "experiments/configs/ctc.py",
+        "cells",
+        STEPS_1000,
+        vmap_seeds=True,
+        parallel=2,
+        smoke_overrides=SMOKE_SYNTH,
+        note=INFERRED_PARALLEL,
+    ),
+    "ctc_fsdd_cells": Entry(
+        "experiments/configs/ctc_fsdd.py",
+        "cells",
+        STEPS_1000,
+        vmap_seeds=False,
+        parallel=2,
+        smoke_overrides=SMOKE_SYNTH,
+        needs_env="RNNBENCH_FSDD_DIR",
+        note=INFERRED_PARALLEL,
+    ),
     # recognition (issue 13): CTC decoders on trained BiLSTM CTC runs, model families x cells
-    "ctc_decoders": Entry(f"{ASR}:ctc_bilstm_digits", "decoders", STEPS_1000, parallel=1,
-                          smoke_overrides=SMOKE_SYNTH, table="decoders", table_args=DECODERS,
-                          smoke_table_args=SMOKE_DECODERS),
-    "ctc_decoders_seed0": Entry(f"{ASR}:ctc_bilstm_digits", "decoders_seed0", STEPS_1000,
-                                parallel=1, smoke_overrides=SMOKE_SYNTH, table="decoders",
-                                table_args=DECODERS, smoke_table_args=SMOKE_DECODERS),
-    "ctc_decoders_fsdd": Entry(f"{ASR}:ctc_bilstm_fsdd", "decoders", STEPS_1000, parallel=1,
-                               needs_env="RNNBENCH_FSDD_DIR", table="decoders",
-                               table_args=DECODERS, smoke_table_args=SMOKE_DECODERS),
-    "asr_families_phrases": Entry(f"{ASR}:ctc_bilstm_phrases", "families", STEPS_1000,
-                                  parallel=2, smoke_overrides=SMOKE_PHRASES, decode_speed=True),
-    "asr_families_fsdd": Entry(f"{ASR}:ctc_bilstm_fsdd", "families", STEPS_1000, parallel=2,
-                               needs_env="RNNBENCH_FSDD_DIR", decode_speed=True),
+    "ctc_decoders": Entry(
+        f"{ASR}:ctc_bilstm_digits",
+        "decoders",
+        STEPS_1000,
+        parallel=1,
+        smoke_overrides=SMOKE_SYNTH,
+        table="decoders",
+        table_args=DECODERS,
+        smoke_table_args=SMOKE_DECODERS,
+    ),
+    "ctc_decoders_seed0": Entry(
+        f"{ASR}:ctc_bilstm_digits",
+        "decoders_seed0",
+        STEPS_1000,
+        parallel=1,
+        smoke_overrides=SMOKE_SYNTH,
+        table="decoders",
+        table_args=DECODERS,
+        smoke_table_args=SMOKE_DECODERS,
+    ),
+    "ctc_decoders_fsdd": Entry(
+        f"{ASR}:ctc_bilstm_fsdd",
+        "decoders",
+        STEPS_1000,
+        parallel=1,
+        needs_env="RNNBENCH_FSDD_DIR",
+        table="decoders",
+        table_args=DECODERS,
+        smoke_table_args=SMOKE_DECODERS,
+    ),
+    "asr_families_phrases": Entry(
+        f"{ASR}:ctc_bilstm_phrases",
+        "families",
+        STEPS_1000,
+        parallel=2,
+        smoke_overrides=SMOKE_PHRASES,
+        decode_speed=True,
+    ),
+    "asr_families_fsdd": Entry(
+        f"{ASR}:ctc_bilstm_fsdd",
+        "families",
+        STEPS_1000,
+        parallel=2,
+        needs_env="RNNBENCH_FSDD_DIR",
+        decode_speed=True,
+    ),
 }
-SMOKE_OVERRIDES = ("num_steps=6", "eval_every=3", "checkpoint_every=3", "log_every=3",
-                   "batch_size=16", "model.hidden=8", "optimizer.warmup_steps=2")
+SMOKE_OVERRIDES = (
+    "num_steps=6",
+    "eval_every=3",
+    "checkpoint_every=3",
+    "log_every=3",
+    "batch_size=16",
+    "model.hidden=8",
+    "optimizer.warmup_steps=2",
+)
 SMOKE_SEEDS = (0, 1)
 SMOKE_CONFIGS = 2  # configurations kept from the sweep's grid (each with SMOKE_SEEDS)
 
 _NAME_HELP = ", ".join(SWEEPS)
-_SMOKE = flags.DEFINE_bool("smoke", False, "Tiny end-to-end run under <workdir>/smoke/ that "
-                           "checks the produced table; for CI.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the exact sweep and report commands; run "
-                             "nothing.")
-_RENDER_ONLY = flags.DEFINE_bool("render_only", False, "Re-render the table's .md, .csv and .json "
-                                 "from its saved JSON (<out_dir>/NAME.json), with this entry's "
-                                 "reproduce command and runner settings; train nothing.")
+_SMOKE = flags.DEFINE_bool(
+    "smoke",
+    False,
+    "Tiny end-to-end run under <workdir>/smoke/ that checks the produced table; for CI.",
+)
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the exact sweep and report commands; run nothing."
+)
+_RENDER_ONLY = flags.DEFINE_bool(
+    "render_only",
+    False,
+    "Re-render the table's .md, .csv and .json "
+    "from its saved JSON (<out_dir>/NAME.json), with this entry's "
+    "reproduce command and runner settings; train nothing.",
+)
 _WORKDIR = flags.DEFINE_string("workdir", "runs", "Parent of the sweep directory.")
-_OUT_DIR = flags.DEFINE_string("out_dir", None, "Where the table and plots go (default results/, "
-                               "or <workdir>/smoke/results with --smoke).")
-_PARALLEL = flags.DEFINE_integer("parallel", None, "Runs at a time (default: the entry's; it "
-                                 "moves only the speed columns).")
+_OUT_DIR = flags.DEFINE_string(
+    "out_dir",
+    None,
+    "Where the table and plots go (default results/, or <workdir>/smoke/results with --smoke).",
+)
+_PARALLEL = flags.DEFINE_integer(
+    "parallel", None, "Runs at a time (default: the entry's; it moves only the speed columns)."
+)
 
 
-def sweep_command(config: str, sweep: str, sweep_dir: str, *, parallel: int | None = None,
-                  vmap_seeds: bool | None = None, overrides: tuple[str, ...] = (),
-                  extra: tuple[str, ...] = ()) -> list[str]:
+def sweep_command(
+    config: str,
+    sweep: str,
+    sweep_dir: str,
+    *,
+    parallel: int | None = None,
+    vmap_seeds: bool | None = None,
+    overrides: tuple[str, ...] = (),
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     """The sweep runner's command line. Flags relied on: --config, --sweep, --workdir,
     --parallel, --vmap_seeds, repeated --override=key=value (applied to every run) and, with
     --smoke, --wandb=disabled."""
-    cmd = [sys.executable, "-m", "experiments.sweep", f"--config={config}", f"--sweep={sweep}",
-           f"--workdir={sweep_dir}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.sweep",
+        f"--config={config}",
+        f"--sweep={sweep}",
+        f"--workdir={sweep_dir}",
+    ]
     if parallel:
         cmd.append(f"--parallel={parallel}")
     if vmap_seeds is not None:
@@ -150,36 +282,55 @@ def sweep_command(config: str, sweep: str, sweep_dir: str, *, parallel: int | No
 
 def runner_settings(entry: Entry, parallel: int | None = None) -> dict:
     """The sweep runner's settings an entry's table was made with (for its header)."""
-    out = {"backend": "local", "parallel": parallel or entry.parallel,
-           "vmap_seeds": entry.vmap_seeds}
+    out = {
+        "backend": "local",
+        "parallel": parallel or entry.parallel,
+        "vmap_seeds": entry.vmap_seeds,
+    }
     return {**out, "note": entry.note} if entry.note else out
 
 
-def table_commands(entry: Entry, sweep_dir: str, out: str, runs: list[str] = (),
-                   smoke: bool = False) -> list[list[str]]:
+def table_commands(
+    entry: Entry, sweep_dir: str, out: str, runs: list[str] = (), smoke: bool = False
+) -> list[list[str]]:
     """The commands that make the table from the finished runs of `sweep_dir` (`runs`: their
     names): the decoder comparison, or the decode-speed step (if any) and the report."""
     if entry.table == "decoders":
         args = entry.smoke_table_args if smoke and entry.smoke_table_args else entry.table_args
         workdirs = ",".join(os.path.join(sweep_dir, r) for r in runs)
-        return [["python", "-m", "experiments.decoders", f"--workdirs={workdirs}",
-                 f"--out={out}", *args]]
+        return [
+            [
+                "python",
+                "-m",
+                "experiments.decoders",
+                f"--workdirs={workdirs}",
+                f"--out={out}",
+                *args,
+            ]
+        ]
     cmds = []
     if entry.decode_speed:
-        cmds.append(["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}",
-                     "--speed_only"])
+        cmds.append(
+            ["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}", "--speed_only"]
+        )
     return cmds + [shlex.split(report_lib.report_command(sweep_dir, out, entry.reference))]
 
 
-def commands(name: str, *, workdir: str = "runs", out_dir: str = "results",
-             parallel: int | None = None) -> list[list[str]]:
+def commands(
+    name: str, *, workdir: str = "runs", out_dir: str = "results", parallel: int | None = None
+) -> list[list[str]]:
     """The exact commands `reproduce(name)` runs: the sweep, then what makes the table (the
     report, or the decoder comparison)."""
     entry = SWEEPS[name]
     sweep_dir, out = os.path.join(workdir, name), os.path.join(out_dir, name)
-    sweep = sweep_command(entry.config, entry.sweep, sweep_dir,
-                          parallel=parallel or entry.parallel, vmap_seeds=entry.vmap_seeds,
-                          overrides=entry.overrides)
+    sweep = sweep_command(
+        entry.config,
+        entry.sweep,
+        sweep_dir,
+        parallel=parallel or entry.parallel,
+        vmap_seeds=entry.vmap_seeds,
+        overrides=entry.overrides,
+    )
     runs = grid.run_names(load_grid(entry)) if entry.table == "decoders" else []
     return [sweep, *table_commands(entry, sweep_dir, out, runs)]
 
@@ -199,17 +350,20 @@ def reproduce_command(name: str, *flags_: str) -> str:
 def load_grid(entry: Entry) -> list[dict]:
     """The sweep's list of override dicts, from the config file's sweeps()."""
     from rnnbench import sweep as sweep_lib
+
     _, _, module, _ = sweep_lib.load_config_module(entry.config)
     table = module.sweeps() if hasattr(module, "sweeps") else {}
     if entry.sweep not in table:
         raise sweep_lib.SweepError(
             f"{entry.config.split(':')[0]} has no sweep {entry.sweep!r} in its sweeps() (known: "
-            f"{', '.join(table) or 'none'}); the reproduce entry needs it")
+            f"{', '.join(table) or 'none'}); the reproduce entry needs it"
+        )
     return grid.as_grid(table[entry.sweep])
 
 
-def smoke_grid(overrides: list[dict], seeds=SMOKE_SEEDS,
-               configs: int = SMOKE_CONFIGS) -> list[dict]:
+def smoke_grid(
+    overrides: list[dict], seeds=SMOKE_SEEDS, configs: int = SMOKE_CONFIGS
+) -> list[dict]:
     """The first `configs` configurations of a grid (overrides minus seed), each at `seeds`."""
     kept, seen = [], []
     for d in overrides:
@@ -261,8 +415,9 @@ def run_step(cmd: list[str]) -> int:
     """Runs a `python -m ...` table step (decode speed, decoder comparison) with this
     interpreter, in the foreground."""
     print("+ " + display(cmd), flush=True)
-    return subprocess.run([sys.executable, *cmd[1:]] if cmd[0] == "python" else cmd,
-                          check=False).returncode
+    return subprocess.run(
+        [sys.executable, *cmd[1:]] if cmd[0] == "python" else cmd, check=False
+    ).returncode
 
 
 def check_decoders_table(rep: dict, runs: int) -> list[str]:
@@ -270,17 +425,20 @@ def check_decoders_table(rep: dict, runs: int) -> list[str]:
     every run, and the Markdown file holding them."""
     problems = []
     if [r["decoder"] for r in rep["rows"]] != ["greedy", "beam", "beam_lm"]:
-        problems.append(f"decoder rows {[r['decoder'] for r in rep['rows']]}, expected greedy, "
-                        "beam, beam_lm")
+        problems.append(
+            f"decoder rows {[r['decoder'] for r in rep['rows']]}, expected greedy, beam, beam_lm"
+        )
     for row in rep["rows"]:
         if row["test_cer"]["n"] != runs:
-            problems.append(f"row {row['decoder']}: test CER from {row['test_cer']['n']} runs, "
-                            f"expected {runs}")
+            problems.append(
+                f"row {row['decoder']}: test CER from {row['test_cer']['n']} runs, expected {runs}"
+            )
     with open(rep["files"]["md"]) as f:
         table = [line for line in f.read().splitlines() if line.startswith("| ")]
     if len(table) != 1 + len(rep["rows"]):
-        problems.append(f"{rep['files']['md']}: {len(table) - 1} table rows, expected "
-                        f"{len(rep['rows'])}")
+        problems.append(
+            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(rep['rows'])}"
+        )
     return problems
 
 
@@ -300,19 +458,23 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
     for row in rep["rows"]:
         want = groups.get(grid.config_key(row["config"]))
         if (row["n"], row["expected"]) != (want, want):
-            problems.append(f"row {row['label']}: n={row['n']}/{row['expected']}, expected "
-                            f"{want}/{want} (failed: {row['failed']}, missing: {row['missing']})")
+            problems.append(
+                f"row {row['label']}: n={row['n']}/{row['expected']}, expected "
+                f"{want}/{want} (failed: {row['failed']}, missing: {row['missing']})"
+            )
         if row["metrics"][rep["primary_metric"]]["n"] != want:
-            problems.append(f"row {row['label']}: {rep['primary_metric']} from "
-                            f"{row['metrics'][rep['primary_metric']]['n']} runs, expected {want}")
+            problems.append(
+                f"row {row['label']}: {rep['primary_metric']} from "
+                f"{row['metrics'][rep['primary_metric']]['n']} runs, expected {want}"
+            )
     with open(rep["files"]["md"]) as f:
         table = [line for line in f.read().splitlines() if line.startswith("| ")]
     if len(table) != 1 + len(groups):  # header + one line per configuration
-        problems.append(f"{rep['files']['md']}: {len(table) - 1} table rows, expected "
-                        f"{len(groups)}")
+        problems.append(
+            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(groups)}"
+        )
     for n in set(groups.values()):
-        if sum(f"| {n}/{n} |" in line for line in table) != sum(
-                v == n for v in groups.values()):
+        if sum(f"| {n}/{n} |" in line for line in table) != sum(v == n for v in groups.values()):
             problems.append(f"{rep['files']['md']}: rows with n = {n}/{n} do not match sweep.json")
     for key in ("csv", "json", "curves", "params"):
         path = rep["files"][key]
@@ -334,23 +496,33 @@ def _check_name(name: str) -> Entry | None:
     return SWEEPS[name]
 
 
-def dry_run(name: str, *, workdir: str = "runs", out_dir: str | None = None,
-            parallel: int | None = None, out=None) -> int:
+def dry_run(
+    name: str,
+    *,
+    workdir: str = "runs",
+    out_dir: str | None = None,
+    parallel: int | None = None,
+    out=None,
+) -> int:
     """Prints the exact commands `reproduce(name)` would run; runs nothing."""
     out = out or sys.stdout
     entry = _check_name(name)
     if entry is None:
         return 2
     from rnnbench.sweep import SweepError
+
     try:
         runs = load_grid(entry)
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     table = {"decoders": "; the table: experiments.decoders on its runs"}.get(entry.table, "")
-    print(f"# {reproduce_command(name)}: {entry.config} sweep {entry.sweep!r}, {len(runs)} runs, "
-          f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}{table}"
-          + (f". {entry.note}" if entry.note else ""), file=out)
+    print(
+        f"# {reproduce_command(name)}: {entry.config} sweep {entry.sweep!r}, {len(runs)} runs, "
+        f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}{table}"
+        + (f". {entry.note}" if entry.note else ""),
+        file=out,
+    )
     for cmd in commands(name, workdir=workdir, out_dir=out_dir or "results", parallel=parallel):
         print(display(cmd), file=out)
     return 0
@@ -366,9 +538,13 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
     path = os.path.join(out_dir, name + ".json")
     if entry.table == "decoders":
         from experiments import decoders
+
         try:
-            rep = decoders.render(path, reproduce_command=reproduce_command(name),
-                                  commands=[display(c) for c in commands(name, out_dir=out_dir)])
+            rep = decoders.render(
+                path,
+                reproduce_command=reproduce_command(name),
+                commands=[display(c) for c in commands(name, out_dir=out_dir)],
+            )
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -376,27 +552,41 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
         return 0
     try:
         rep = report_lib.rerender(
-            path, reproduce_command=reproduce_command(name),
+            path,
+            reproduce_command=reproduce_command(name),
             commands=[display(c) for c in commands(name, out_dir=out_dir)],
-            runner=runner_settings(entry))
+            runner=runner_settings(entry),
+        )
     except report_lib.ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{name}: re-rendered {rep['files']['md']}, {rep['files']['csv']} and "
-          f"{rep['files']['json']} from the JSON (plots left as they are)")
+    print(
+        f"{name}: re-rendered {rep['files']['md']}, {rep['files']['csv']} and "
+        f"{rep['files']['json']} from the JSON (plots left as they are)"
+    )
     return 0
 
 
-def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
-              out_dir: str | None = None, parallel: int | None = None,
-              sweep_runner=run_sweep, step_runner=run_step) -> int:
+def reproduce(
+    name: str,
+    *,
+    smoke: bool = False,
+    workdir: str = "runs",
+    out_dir: str | None = None,
+    parallel: int | None = None,
+    sweep_runner=run_sweep,
+    step_runner=run_step,
+) -> int:
     """Sweep + table (+ the smoke check); returns the process exit code."""
     entry = _check_name(name)
     if entry is None:
         return 2
     if entry.needs_env and not os.environ.get(entry.needs_env):
-        print(f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "
-              f"directory (see {entry.config})", file=sys.stderr)
+        print(
+            f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "
+            f"directory (see {entry.config})",
+            file=sys.stderr,
+        )
         return 2
     expected_runs = None
     runner = runner_settings(entry, parallel)
@@ -412,25 +602,36 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
         write_smoke_config(entry, runs, config)
         # the grid's own values win: leave out shrinking overrides of keys the sweep varies
         varied = {k for d in runs for k in d}
-        overrides = tuple(o for o in SMOKE_OVERRIDES + entry.smoke_overrides
-                          if o.split("=", 1)[0] not in varied)
-        cmds = [sweep_command(config, entry.sweep, sweep_dir, parallel=runner["parallel"],
-                              vmap_seeds=entry.vmap_seeds, overrides=overrides,
-                              extra=("--wandb=disabled",))]
-        cmds += table_commands(entry, sweep_dir, os.path.join(out_dir, name),
-                               grid.run_names(runs), smoke=True)
+        overrides = tuple(
+            o for o in SMOKE_OVERRIDES + entry.smoke_overrides if o.split("=", 1)[0] not in varied
+        )
+        cmds = [
+            sweep_command(
+                config,
+                entry.sweep,
+                sweep_dir,
+                parallel=runner["parallel"],
+                vmap_seeds=entry.vmap_seeds,
+                overrides=overrides,
+                extra=("--wandb=disabled",),
+            )
+        ]
+        cmds += table_commands(
+            entry, sweep_dir, os.path.join(out_dir, name), grid.run_names(runs), smoke=True
+        )
     else:
         sweep_dir = os.path.join(workdir, name)
         out_dir = out_dir or "results"
         cmds = commands(name, workdir=workdir, out_dir=out_dir, parallel=parallel)
     rc = sweep_runner(cmds[0])
     if rc:
-        print(f"warning: the sweep runner exited with code {rc}; reporting what there is",
-              file=sys.stderr)
+        print(
+            f"warning: the sweep runner exited with code {rc}; reporting what there is",
+            file=sys.stderr,
+        )
     for cmd in cmds[1:-1]:  # the decode-speed step: a failure leaves its column empty
         if step_runner(cmd):
-            print(f"warning: {display(cmd)} failed; the table goes on without it",
-                  file=sys.stderr)
+            print(f"warning: {display(cmd)} failed; the table goes on without it", file=sys.stderr)
 
     out = os.path.join(out_dir, name)
     args = ["--smoke"] if smoke else []
@@ -442,20 +643,37 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
         args.append(f"--parallel={parallel}")
     shown = [display(c) for c in cmds]
     if entry.table == "decoders":
-        return _decoders_table(cmds[-1], out, shown, reproduce_command(name, *args),
-                               expected_runs if smoke else None, step_runner) or rc
+        return (
+            _decoders_table(
+                cmds[-1],
+                out,
+                shown,
+                reproduce_command(name, *args),
+                expected_runs if smoke else None,
+                step_runner,
+            )
+            or rc
+        )
     report_cmd = report_lib.report_command(sweep_dir, out, entry.reference)
     try:
         rep = report_lib.make_report(
-            sweep_dir, out, reference=entry.reference, report_command=report_cmd,
-            reproduce_command=reproduce_command(name, *args), commands=shown, runner=runner)
+            sweep_dir,
+            out,
+            reference=entry.reference,
+            report_command=report_cmd,
+            reproduce_command=reproduce_command(name, *args),
+            commands=shown,
+            runner=runner,
+        )
     except (report_lib.ReportError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return rc or 1
     for w in rep["warnings"]:
         print(f"warning: {w}", file=sys.stderr)
-    print(f"{name}: {len(rep['rows'])} configurations, {rep['num_done']}/{rep['num_runs']} runs "
-          f"finished -> {rep['files']['md']}")
+    print(
+        f"{name}: {len(rep['rows'])} configurations, {rep['num_done']}/{rep['num_runs']} runs "
+        f"finished -> {rep['files']['md']}"
+    )
     if smoke:
         problems = check_table(rep, sweep_dir, expected_runs=expected_runs)
         for p in problems:
@@ -466,18 +684,27 @@ def reproduce(name: str, *, smoke: bool = False, workdir: str = "runs",
     return rc
 
 
-def _decoders_table(cmd: list[str], out: str, shown: list[str], reproduce_cmd: str,
-                    smoke_runs: int | None, step_runner) -> int:
+def _decoders_table(
+    cmd: list[str],
+    out: str,
+    shown: list[str],
+    reproduce_cmd: str,
+    smoke_runs: int | None,
+    step_runner,
+) -> int:
     """Runs the decoder comparison, then re-renders its header with the reproduce command and
     every command it ran (the comparison's JSON is its only input)."""
     from experiments import decoders
+
     rc = step_runner(cmd)
     if rc:
         print(f"error: {display(cmd)} exited with code {rc}", file=sys.stderr)
         return rc
     rep = decoders.render(out + ".json", commands=shown, reproduce_command=reproduce_cmd)
-    print(f"{os.path.basename(out)}: {len(rep['rows'])} decoders on {len(rep['runs'])} runs -> "
-          f"{rep['files']['md']}")
+    print(
+        f"{os.path.basename(out)}: {len(rep['rows'])} decoders on {len(rep['runs'])} runs -> "
+        f"{rep['files']['md']}"
+    )
     if smoke_runs is not None:
         problems = check_decoders_table(rep, smoke_runs)
         for p in problems:
@@ -490,18 +717,26 @@ def _decoders_table(cmd: list[str], out: str, shown: list[str], reproduce_cmd: s
 
 def main(argv):
     if len(argv) != 2:
-        raise app.UsageError(f"usage: python -m experiments.reproduce NAME [--dry_run | "
-                             f"--render_only | --smoke] [--workdir=runs] [--parallel=N]; NAME is "
-                             f"one of {_NAME_HELP}")
+        raise app.UsageError(
+            f"usage: python -m experiments.reproduce NAME [--dry_run | "
+            f"--render_only | --smoke] [--workdir=runs] [--parallel=N]; NAME is "
+            f"one of {_NAME_HELP}"
+        )
     if _DRY_RUN.value + _RENDER_ONLY.value + _SMOKE.value > 1:
         raise app.UsageError("--dry_run, --render_only and --smoke exclude each other")
     if _DRY_RUN.value:
-        return dry_run(argv[1], workdir=_WORKDIR.value, out_dir=_OUT_DIR.value,
-                       parallel=_PARALLEL.value)
+        return dry_run(
+            argv[1], workdir=_WORKDIR.value, out_dir=_OUT_DIR.value, parallel=_PARALLEL.value
+        )
     if _RENDER_ONLY.value:
         return render_only(argv[1], out_dir=_OUT_DIR.value)
-    return reproduce(argv[1], smoke=_SMOKE.value, workdir=_WORKDIR.value, out_dir=_OUT_DIR.value,
-                     parallel=_PARALLEL.value)
+    return reproduce(
+        argv[1],
+        smoke=_SMOKE.value,
+        workdir=_WORKDIR.value,
+        out_dir=_OUT_DIR.value,
+        parallel=_PARALLEL.value,
+    )
 
 
 if __name__ == "__main__":

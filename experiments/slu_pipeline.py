@@ -29,8 +29,14 @@ _BATCH = flags.DEFINE_integer("batch_size", 32, "Clips per forward pass of the r
 PREFIX = {"validation": "val", "test": "test"}
 
 
-def run_pipeline(workdir: str, split: str = "test", *, dataset=None,
-                 parser_steps: int = 600, batch_size: int = 32) -> dict:
+def run_pipeline(
+    workdir: str,
+    split: str = "test",
+    *,
+    dataset=None,
+    parser_steps: int = 600,
+    batch_size: int = 32,
+) -> dict:
     """Scores recogniser (in `workdir`) + text parser on `split` of the run's dataset (or of
     `dataset`); returns what `main` writes."""
     from rnnbench import inference, input_pipeline, metrics, provenance, text_parser
@@ -40,13 +46,16 @@ def run_pipeline(workdir: str, split: str = "test", *, dataset=None,
     run = inference.load_run(workdir)
     recogniser = isinstance(run.objective, TextObjective)  # CTC, LAS, transducer
     if not recogniser:
-        raise ValueError(f"--workdir {workdir} trains model.kind "
-                         f"{run.config.model.get('kind')!r}; the pipeline needs a recogniser "
-                         "(a run with --config.model.kind=ctc)")
+        raise ValueError(
+            f"--workdir {workdir} trains model.kind "
+            f"{run.config.model.get('kind')!r}; the pipeline needs a recogniser "
+            "(a run with --config.model.kind=ctc)"
+        )
     dataset = dataset or input_pipeline.load_dataset(run.config)
     if split not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name} has no split {split!r}; it has "
-                         f"{sorted(dataset.splits)}")
+        raise ValueError(
+            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
+        )
     parser = text_parser.TextParser(steps=parser_steps, seed=int(run.config.seed))
     intent.check_meanings(dataset, parser.codec)
     train = dataset.splits["train"]
@@ -63,18 +72,38 @@ def run_pipeline(workdir: str, split: str = "test", *, dataset=None,
     out.update({f"{p}_{k}": v for k, v in metrics.error_rates(sp.transcripts, hyps).items()})
     out.update({f"{p}_reference_{k}": v for k, v in ceiling.items()})
     out.update(
-        workdir=workdir, step=run.step, seed=int(run.config.seed), dataset=dataset.name,
+        workdir=workdir,
+        step=run.step,
+        seed=int(run.config.seed),
+        dataset=dataset.name,
         split_kind=(run.config.get("data") or {}).get("options", {}).get("split", "voices"),
-        split=split, examples=len(sp), objective="intent_pipeline",
-        primary_metric="meaning_accuracy", recogniser_kind=run.config.model.get("kind"),
+        split=split,
+        examples=len(sp),
+        objective="intent_pipeline",
+        primary_metric="meaning_accuracy",
+        recogniser_kind=run.config.model.get("kind"),
         cell=run.config.model.get("cell"),
-        parser={"steps": parser.steps, "hidden": parser.hidden, "seed": parser.seed,
-                "train_examples": len(train), "final_loss": parser.losses[-1]},
+        parser={
+            "steps": parser.steps,
+            "hidden": parser.hidden,
+            "seed": parser.seed,
+            "train_examples": len(train),
+            "final_loss": parser.losses[-1],
+        },
         provenance=provenance.record(),
-        utterances=[{"index": i, "speaker": sp.speakers[i], "reference": sp.transcripts[i],
-                     "hypothesis": h, "meaning": fmt(sp.meanings[i]), "parsed": fmt(m),
-                     "correct": m == sp.meanings[i]}
-                    for i, (h, m) in enumerate(zip(hyps, parsed))])
+        utterances=[
+            {
+                "index": i,
+                "speaker": sp.speakers[i],
+                "reference": sp.transcripts[i],
+                "hypothesis": h,
+                "meaning": fmt(sp.meanings[i]),
+                "parsed": fmt(m),
+                "correct": m == sp.meanings[i],
+            }
+            for i, (h, m) in enumerate(zip(hyps, parsed))
+        ],
+    )
     return out
 
 
@@ -85,18 +114,22 @@ def main(argv):
 
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
-    result = run_pipeline(_WORKDIR.value, _SPLIT.value, parser_steps=_PARSER_STEPS.value,
-                          batch_size=_BATCH.value)
+    result = run_pipeline(
+        _WORKDIR.value, _SPLIT.value, parser_steps=_PARSER_STEPS.value, batch_size=_BATCH.value
+    )
     path = _OUT.value or os.path.join(_WORKDIR.value, f"slu_pipeline_{_SPLIT.value}.json")
     atomic.write_json(path, result, indent=1)
     p = PREFIX[_SPLIT.value]
-    print(f"{result['dataset']} ({result['split_kind']}) {_SPLIT.value}: exact meaning "
-          f"{result[f'{p}_meaning_accuracy']:.4f} (parser on reference transcripts "
-          f"{result[f'{p}_reference_meaning_accuracy']:.4f}), intent "
-          f"{result[f'{p}_intent_accuracy']:.4f}, CER {result[f'{p}_cer']:.4f}; "
-          f"per-utterance results in {path}")
+    print(
+        f"{result['dataset']} ({result['split_kind']}) {_SPLIT.value}: exact meaning "
+        f"{result[f'{p}_meaning_accuracy']:.4f} (parser on reference transcripts "
+        f"{result[f'{p}_reference_meaning_accuracy']:.4f}), intent "
+        f"{result[f'{p}_intent_accuracy']:.4f}, CER {result[f'{p}_cer']:.4f}; "
+        f"per-utterance results in {path}"
+    )
 
 
 if __name__ == "__main__":
     from rnnbench import errors
+
     errors.run(main)

@@ -18,31 +18,53 @@ import sys
 
 from absl import app, flags
 
-_CONFIG = flags.DEFINE_string("config", None, "Config file[:variant], e.g. "
-                              "experiments/configs/kws.py:lstm.")
+_CONFIG = flags.DEFINE_string(
+    "config", None, "Config file[:variant], e.g. experiments/configs/kws.py:lstm."
+)
 _SWEEP = flags.DEFINE_string("sweep", None, "Name of a sweep in the config file's sweeps().")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep directory (one workdir per run inside).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Subprocesses (or submitit jobs) at once.")
 _DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the runs and their overrides; train nothing.")
-_WANDB = flags.DEFINE_enum("wandb", "offline", ["online", "offline", "disabled"],
-                           "W&B mode of the runs (local and submitit backends).")
-_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "wandb", "submitit"],
-                             "Where runs execute.")
-_VMAP_SEEDS = flags.DEFINE_enum("vmap_seeds", "auto", ["auto", "true", "false"],
-                                "Train runs that differ only in `seed` together, as one compiled "
-                                "program in one subprocess (auto: with a GPU/TPU; on a CPU-only "
-                                "machine one run per subprocess measured faster).")
-_OVERRIDE = flags.DEFINE_multi_string("override", [], "key=value applied to every run, e.g. "
-                                      "--override num_steps=500 (repeatable).")
-_PIN = flags.DEFINE_enum("pin", "auto", ["auto", "true", "false"], "Pin each local subprocess to "
-                         "its own core(s), single-threaded if one core (auto: with --parallel > 1 "
-                         "on a CPU-only machine).")
+_WANDB = flags.DEFINE_enum(
+    "wandb",
+    "offline",
+    ["online", "offline", "disabled"],
+    "W&B mode of the runs (local and submitit backends).",
+)
+_BACKEND = flags.DEFINE_enum(
+    "backend", "local", ["local", "wandb", "submitit"], "Where runs execute."
+)
+_VMAP_SEEDS = flags.DEFINE_enum(
+    "vmap_seeds",
+    "auto",
+    ["auto", "true", "false"],
+    "Train runs that differ only in `seed` together, as one compiled "
+    "program in one subprocess (auto: with a GPU/TPU; on a CPU-only "
+    "machine one run per subprocess measured faster).",
+)
+_OVERRIDE = flags.DEFINE_multi_string(
+    "override", [], "key=value applied to every run, e.g. --override num_steps=500 (repeatable)."
+)
+_PIN = flags.DEFINE_enum(
+    "pin",
+    "auto",
+    ["auto", "true", "false"],
+    "Pin each local subprocess to "
+    "its own core(s), single-threaded if one core (auto: with --parallel > 1 "
+    "on a CPU-only machine).",
+)
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
-_CLUSTER = flags.DEFINE_string("submitit_cluster", None, "submitit cluster: slurm, local, debug "
-                               "(default: slurm if available, else local).")
+_CLUSTER = flags.DEFINE_string(
+    "submitit_cluster",
+    None,
+    "submitit cluster: slurm, local, debug (default: slurm if available, else local).",
+)
 _SUBMITIT_PARAM = flags.DEFINE_multi_string(
-    "submitit_param", [], "key=value for executor.update_parameters, e.g. timeout_min=120, "
-    "slurm_partition=gpu, gpus_per_node=1 (repeatable; numbers are parsed).")
+    "submitit_param",
+    [],
+    "key=value for executor.update_parameters, e.g. timeout_min=120, "
+    "slurm_partition=gpu, gpus_per_node=1 (repeatable; numbers are parsed).",
+)
 flags.mark_flags_as_required(["config", "sweep", "workdir"])
 
 
@@ -66,6 +88,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from rnnbench import sweep
+
     try:
         s = sweep.resolve(_CONFIG.value, _SWEEP.value, _WORKDIR.value, _OVERRIDE.value)
         vmap_seeds = None if _VMAP_SEEDS.value == "auto" else _VMAP_SEEDS.value == "true"
@@ -75,20 +98,32 @@ def main(argv):
         if _BACKEND.value == "wandb":
             paths = sweep.wandb_sweep_files(s)
             for p in paths:
-                print(f"wrote {p}\n  wandb sweep {p}   "
-                      f"# then: wandb agent <entity>/{s.project}/<sweep id>")
+                print(
+                    f"wrote {p}\n  wandb sweep {p}   "
+                    f"# then: wandb agent <entity>/{s.project}/<sweep id>"
+                )
             return 0
         pin = None if _PIN.value == "auto" else _PIN.value == "true"
         failed = sweep.run_sweep(
-            s, parallel=_PARALLEL.value, vmap_seeds=vmap_seeds, wandb_mode=_WANDB.value,
-            backend=_BACKEND.value, pin=pin, progress=not _QUIET.value,
-            submitit_cluster=_CLUSTER.value, submitit_params=_params(_SUBMITIT_PARAM.value))
+            s,
+            parallel=_PARALLEL.value,
+            vmap_seeds=vmap_seeds,
+            wandb_mode=_WANDB.value,
+            backend=_BACKEND.value,
+            pin=pin,
+            progress=not _QUIET.value,
+            submitit_cluster=_CLUSTER.value,
+            submitit_params=_params(_SUBMITIT_PARAM.value),
+        )
     except sweep.SweepError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"sweep: interrupted; finished runs are kept, run the same command to continue "
-              f"(state in {_WORKDIR.value}/sweep.json)", file=sys.stderr)
+        print(
+            f"sweep: interrupted; finished runs are kept, run the same command to continue "
+            f"(state in {_WORKDIR.value}/sweep.json)",
+            file=sys.stderr,
+        )
         return 130
     return 1 if failed else 0
 

@@ -20,8 +20,7 @@ import sys
 
 from absl import app, flags, logging
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A TTS training run (config.json, "
-                               "checkpoints/).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A TTS training run (config.json, checkpoints/).")
 _OUT = flags.DEFINE_string("out", None, "WAV path (one text) or directory (several).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
 flags.mark_flags_as_required(["workdir", "out"])

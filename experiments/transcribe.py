@@ -12,8 +12,9 @@ import sys
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run directory (config.json, "
-                               "checkpoints/).")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "A training run directory (config.json, checkpoints/)."
+)
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Files per forward pass.")
 flags.mark_flags_as_required(["workdir"])
 

@@ -44,12 +44,16 @@ def define_flags() -> None:
     flags.DEFINE_string("workdir", "runs/transfer", "Where the runs live.")
     flags.DEFINE_string("out", "results/transfer", "Output path without extension.")
     flags.DEFINE_string("fsdd_dir", None, "FSDD directory (default $RNNBENCH_FSDD_DIR).")
-    flags.DEFINE_string("speech_commands_dir", None,
-                        "An extracted Speech Commands directory (optional).")
+    flags.DEFINE_string(
+        "speech_commands_dir", None, "An extracted Speech Commands directory (optional)."
+    )
     flags.DEFINE_list("rows", None, "Rows of experiments/configs/transfer.py (default all).")
     flags.DEFINE_string("variant", "gru", "Encoder variant (experiments/configs).")
-    flags.DEFINE_integer("num_steps", None, "Training steps (default: the config's); warmup "
-                         "becomes at most a tenth of them.")
+    flags.DEFINE_integer(
+        "num_steps",
+        None,
+        "Training steps (default: the config's); warmup becomes at most a tenth of them.",
+    )
     flags.DEFINE_bool("render_only", False, "Re-render <out>.md from <out>.json.")
 
 
@@ -59,15 +63,19 @@ SCORER_VERSION = 2  # part of the scores' cache key: a new scorer rescores every
 
 # ----------------------------------------------------------------------------- label mapping
 
+
 def fsdd_targets(fsdd_labels, classes: list[str]):
     """FSDD digit ids (0 = "zero" .. 9 = "nine") -> ids of the same words in `classes`."""
     import numpy as np
 
     from rnnbench.data import DIGIT_WORDS
+
     missing = [w for w in DIGIT_WORDS if w not in classes]
     if missing:
-        raise ValueError(f"the model's classes lack the digit words {missing}; FSDD digits need "
-                         f"a 35-word model (synth_commands protocol 35)")
+        raise ValueError(
+            f"the model's classes lack the digit words {missing}; FSDD digits need "
+            f"a 35-word model (synth_commands protocol 35)"
+        )
     table = np.array([classes.index(w) for w in DIGIT_WORDS], np.int32)
     return table[np.asarray(fsdd_labels, np.int64)]
 
@@ -86,6 +94,7 @@ def accuracies(logits, targets, subset=None) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- models
+
 
 def logits_fn(run):
     """A function int16 clips -> logits [N, classes] for a restored run (inference.load_run)."""
@@ -113,22 +122,25 @@ def logits_fn(run):
         order = np.argsort([a.shape[0] for a in clips], kind="stable")  # little padding
         out = np.zeros((len(clips), len(run.classes)), np.float32)
         for s in range(0, len(clips), batch_size):
-            rows = order[s:s + batch_size]
+            rows = order[s : s + batch_size]
             width = -(-max(clips[i].shape[0] for i in rows) // 8000) * 8000  # few compiles
             audio = np.zeros((batch_size, width), np.float32)
             lengths = np.full((batch_size,), width, np.int32)
             for r, i in enumerate(rows):
-                audio[r, :clips[i].shape[0]] = clips[i].astype(np.float32) / 32768.0
+                audio[r, : clips[i].shape[0]] = clips[i].astype(np.float32) / 32768.0
                 lengths[r] = clips[i].shape[0]
-            out[rows] = np.asarray(forward(run.params, audio, lengths))[:len(rows)]
+            out[rows] = np.asarray(forward(run.params, audio, lengths))[: len(rows)]
         return out
 
     return apply
 
 
 def _pct(counts) -> dict | None:
-    return None if counts is None else {"correct": counts[0], "total": counts[1],
-                                        "accuracy": counts[0] / max(counts[1], 1)}
+    return (
+        None
+        if counts is None
+        else {"correct": counts[0], "total": counts[1], "accuracy": counts[0] / max(counts[1], 1)}
+    )
 
 
 def score_35(logits, fsdd, sc) -> dict:
@@ -136,6 +148,7 @@ def score_35(logits, fsdd, sc) -> dict:
     with ids already in the model's classes; `logits(clips)` gives [N, 35]."""
     from rnnbench.data import DIGIT_WORDS
     from rnnbench.data.synth import WORDS_35
+
     digits = [WORDS_35.index(w) for w in DIGIT_WORDS]
     out = {}
     for name, (clips, targets) in fsdd.items():
@@ -151,6 +164,7 @@ def score_35(logits, fsdd, sc) -> dict:
 def score_12(logits, fsdd, sc) -> dict:
     """Scores of a 12-class model: FSDD clips all as `_unknown_`, Speech Commands 12-class."""
     from rnnbench.data.synth import CLASSES_12
+
     out = {}
     for name, (clips, _) in fsdd.items():
         targets = [CLASSES_12.index("_unknown_")] * len(clips)
@@ -163,15 +177,18 @@ def score_12(logits, fsdd, sc) -> dict:
 
 # ----------------------------------------------------------------------------- real data
 
+
 def load_fsdd(fsdd_dir: str) -> dict:
     """{"test": (clips, digit ids), "all": ...}: official test takes 0-4, and every recording."""
     from rnnbench.data import fsdd as fsdd_lib
+
     ds = fsdd_lib.load_fsdd(data_dir=fsdd_dir, split="official")
     test = ds.splits["test"]
     every = [ds.splits[s] for s in ("train", "validation", "test")]
-    return {"test": (test.audio, list(test.labels)),
-            "all": ([a for sp in every for a in sp.audio],
-                    [int(x) for sp in every for x in sp.labels])}
+    return {
+        "test": (test.audio, list(test.labels)),
+        "all": ([a for sp in every for a in sp.audio], [int(x) for sp in every for x in sp.labels]),
+    }
 
 
 def load_speech_commands(sc_dir: str, protocol: int) -> dict:
@@ -181,6 +198,7 @@ def load_speech_commands(sc_dir: str, protocol: int) -> dict:
 
     from rnnbench.data import speech_commands
     from rnnbench.data.synth import CLASSES_12, WORDS_35
+
     ds = speech_commands.load_speech_commands(data_dir=sc_dir, protocol=protocol)
     test = ds.splits["test"]
     names = [ds.classes[int(i)] for i in test.labels]
@@ -188,11 +206,16 @@ def load_speech_commands(sc_dir: str, protocol: int) -> dict:
     keep = [i for i, n in enumerate(names) if n in want]
     if not keep:
         raise ValueError(f"--speech_commands_dir {sc_dir}: no test clips of the words {want}")
-    return {"test": ([test.audio[i] for i in keep],
-                     np.array([want.index(names[i]) for i in keep], np.int32))}
+    return {
+        "test": (
+            [test.audio[i] for i in keep],
+            np.array([want.index(names[i]) for i in keep], np.int32),
+        )
+    }
 
 
 # ----------------------------------------------------------------------------- runs
+
 
 @dataclasses.dataclass
 class Job:
@@ -217,6 +240,7 @@ def _finished(config, workdir: str) -> dict | None:
 def train_job(job: Job) -> dict:
     """Trains `job` (or returns its finished final.json); the corpus build is timed here."""
     from rnnbench import input_pipeline, train
+
     final = _finished(job.config, job.workdir)
     if final is not None:
         return final
@@ -225,8 +249,11 @@ def train_job(job: Job) -> dict:
     corpus_s = time.time() - t0
     final = train.train_and_evaluate(job.config, job.workdir, dataset=dataset, progress=True)
     from rnnbench import atomic
-    atomic.write_json(os.path.join(job.workdir, "corpus_time.json"),
-                      {"corpus_load_s": corpus_s, "note": "build or cache load, before training"})
+
+    atomic.write_json(
+        os.path.join(job.workdir, "corpus_time.json"),
+        {"corpus_load_s": corpus_s, "note": "build or cache load, before training"},
+    )
     return final
 
 
@@ -241,8 +268,13 @@ def _corpus_seconds(workdir: str) -> float | None:
 def score_job(job: Job, final: dict, fsdd: dict, sc: dict | None, sc_dir: str | None) -> dict:
     """The job's real-speech scores, cached in <workdir>/transfer_scores.json per (step, data)."""
     from rnnbench import atomic, inference
-    key = {"step": final.get("steps"), "fsdd": fsdd["_dir"], "speech_commands": sc_dir,
-           "scorer": SCORER_VERSION}
+
+    key = {
+        "step": final.get("steps"),
+        "fsdd": fsdd["_dir"],
+        "speech_commands": sc_dir,
+        "scorer": SCORER_VERSION,
+    }
     path = os.path.join(job.workdir, SCORES_FILE)
     if os.path.exists(path):
         with open(path) as f:
@@ -255,8 +287,7 @@ def score_job(job: Job, final: dict, fsdd: dict, sc: dict | None, sc_dir: str | 
         atomic.write_json(classes_json, {"task": "classify", "classes": _classes(job)})
     logits = logits_fn(inference.load_run(job.workdir))
     if job.protocol is None:  # the reference, scored the same way as the rows
-        scores = {"fsdd_test_digits": _pct(accuracies(logits(data["test"][0]),
-                                                      data["test"][1]))}
+        scores = {"fsdd_test_digits": _pct(accuracies(logits(data["test"][0]), data["test"][1]))}
     elif job.protocol == 35:
         data = {k: (c, fsdd_targets(t, _classes(job))) for k, (c, t) in data.items()}
         scores = score_35(logits, data, sc)
@@ -269,11 +300,18 @@ def score_job(job: Job, final: dict, fsdd: dict, sc: dict | None, sc_dir: str | 
 def _classes(job: Job) -> list[str]:
     from rnnbench.data import DIGIT_WORDS
     from rnnbench.data.synth import CLASSES_12, WORDS_35
+
     return {35: WORDS_35, 12: CLASSES_12, None: DIGIT_WORDS}[job.protocol][:]
 
 
-def jobs(rows, variant: str, num_steps: int | None, workdir: str, fsdd_dir: str,
-         sc_dir: str | None = None) -> list[Job]:
+def jobs(
+    rows,
+    variant: str,
+    num_steps: int | None,
+    workdir: str,
+    fsdd_dir: str,
+    sc_dir: str | None = None,
+) -> list[Job]:
     """The models of the table: each row's protocols, then the FSDD-trained reference; rows that
     need Speech Commands' background noise only with `sc_dir`.
     `num_steps` replaces the config's (warmup then at most a tenth of them)."""
@@ -286,15 +324,31 @@ def jobs(rows, variant: str, num_steps: int | None, workdir: str, fsdd_dir: str,
         return c
 
     noise_dir = os.path.join(sc_dir, "_background_noise_") if sc_dir else None
-    out = [Job(row.name, p, steps(tc.get_config(variant, p, row, noise_dir)),
-               os.path.join(workdir, f"p{p}", row.name), row)
-           for row in rows if noise_dir or not row.sc_noise for p in row.protocols]
-    out.append(Job("fsdd_reference", None, steps(tc.reference_config(variant, fsdd_dir)),
-                   os.path.join(workdir, "fsdd_reference")))
+    out = [
+        Job(
+            row.name,
+            p,
+            steps(tc.get_config(variant, p, row, noise_dir)),
+            os.path.join(workdir, f"p{p}", row.name),
+            row,
+        )
+        for row in rows
+        if noise_dir or not row.sc_noise
+        for p in row.protocols
+    ]
+    out.append(
+        Job(
+            "fsdd_reference",
+            None,
+            steps(tc.reference_config(variant, fsdd_dir)),
+            os.path.join(workdir, "fsdd_reference"),
+        )
+    )
     return out
 
 
 # ----------------------------------------------------------------------------- the table
+
 
 def _fmt(entry: dict | None) -> str:
     return "—" if entry is None else f"{100 * entry['accuracy']:.2f}%"
@@ -308,35 +362,45 @@ def render(result: dict) -> str:
     """The Markdown table of a result dict (what `main` writes to <out>.json)."""
     settings = result["settings"]
     lines = [
-        ("# Synthetic to real speech: models trained only on `synth_commands`, tested on "
-        "recordings"),
+        (
+            "# Synthetic to real speech: models trained only on `synth_commands`, tested on "
+            "recordings"
+        ),
         "",
-        (f"Generated by `experiments/transfer.py` from `{os.path.basename(result['out'])}.json`; "
-        "do not edit by hand. Reproduce with:"),
+        (
+            f"Generated by `experiments/transfer.py` from `{os.path.basename(result['out'])}.json`; "
+            "do not edit by hand. Reproduce with:"
+        ),
         "",
         "```",
         result["command"],
         "```",
         "",
         f"- made: {result['provenance_line']}",
-        (f"- runs: `{settings['variant']}` encoder of experiments/configs/kws.py (conv front-end, "
-        f"1 layer of {settings['hidden']}), {settings['num_steps']:,} steps, batch "
-        f"{settings['batch_size']}, **one seed ({settings['seed']}) per row**: short runs for a "
-        "comparison, not the main job. Corpus: synth_commands "
-        f"{settings['sizes']} train / validation / test clips; test voices unseen."),
+        (
+            f"- runs: `{settings['variant']}` encoder of experiments/configs/kws.py (conv front-end, "
+            f"1 layer of {settings['hidden']}), {settings['num_steps']:,} steps, batch "
+            f"{settings['batch_size']}, **one seed ({settings['seed']}) per row**: short runs for a "
+            "comparison, not the main job. Corpus: synth_commands "
+            f"{settings['sizes']} train / validation / test clips; test voices unseen."
+        ),
         f"- full-size version of a row: `{settings['full_size_command']}`",
-        ("- FSDD: official test takes 0-4 (300 clips; the reference's test set) and all 3,000 "
-        "recordings; 6 speakers no synthetic model heard. FSDD digit d is the word "
-        "\"zero\"..\"nine\" of the 35; *10 digits* = argmax over the 10 digit words only "
-        "(the reference's task), *35 words* = over all 35. For 12-class models every FSDD clip's "
-        "right answer is `_unknown_` (digits are not commands)."),
+        (
+            "- FSDD: official test takes 0-4 (300 clips; the reference's test set) and all 3,000 "
+            "recordings; 6 speakers no synthetic model heard. FSDD digit d is the word "
+            '"zero".."nine" of the 35; *10 digits* = argmax over the 10 digit words only '
+            "(the reference's task), *35 words* = over all 35. For 12-class models every FSDD clip's "
+            "right answer is `_unknown_` (digits are not commands)."
+        ),
         f"- Speech Commands: {result.get('speech_commands_dir') or 'not given (columns —)'}",
         "",
         "## 35-word models (FSDD digits)",
         "",
-        ("| corpus | augment | mel warp | synthetic test (35 words) | FSDD test, 10 digits | "
-        "gap to FSDD-trained (points) | FSDD test, 35 words | FSDD all 3,000, 10 digits | "
-        "FSDD all, 35 words | Speech Commands test, 35 words | corpus s |"),
+        (
+            "| corpus | augment | mel warp | synthetic test (35 words) | FSDD test, 10 digits | "
+            "gap to FSDD-trained (points) | FSDD test, 35 words | FSDD all 3,000, 10 digits | "
+            "FSDD all, 35 words | Speech Commands test, 35 words | corpus s |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = result["reference"]
@@ -350,16 +414,21 @@ def render(result: dict) -> str:
             f"{_fmt(r['synthetic_test'])} | {_fmt(d)}{_counts(d)} | {gap} | "
             f"{_fmt(s.get('fsdd_test_35'))} | {_fmt(s.get('fsdd_all_digits'))} | "
             f"{_fmt(s.get('fsdd_all_35'))} | {_fmt(s.get('sc_test'))}{_counts(s.get('sc_test'))} | "
-            f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |")
-    lines.append(f"| **FSDD-trained reference** (real speech) | — | — | — | "
-                 f"{_fmt(ref.get('fsdd_test_digits'))}{_counts(ref.get('fsdd_test_digits'))} | "
-                 "0 | — | — | — | — | — |")
+            f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |"
+        )
+    lines.append(
+        f"| **FSDD-trained reference** (real speech) | — | — | — | "
+        f"{_fmt(ref.get('fsdd_test_digits'))}{_counts(ref.get('fsdd_test_digits'))} | "
+        "0 | — | — | — | — | — |"
+    )
     lines += [
         "",
         "## 12-class models (the main job's protocol)",
         "",
-        ("| corpus | augment | mel warp | synthetic test (12 classes) | FSDD test as `_unknown_` | "
-        "FSDD all 3,000 as `_unknown_` | Speech Commands test, 12 classes | corpus s |"),
+        (
+            "| corpus | augment | mel warp | synthetic test (12 classes) | FSDD test as `_unknown_` | "
+            "FSDD all 3,000 as `_unknown_` | Speech Commands test, 12 classes | corpus s |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in result["rows"] if r["protocol"] == 12):
@@ -369,10 +438,16 @@ def render(result: dict) -> str:
             f"{_fmt(r['synthetic_test'])} | {_fmt(s.get('fsdd_test_unknown'))} | "
             f"{_fmt(s.get('fsdd_all_unknown'))} | {_fmt(s.get('sc_test'))}"
             f"{_counts(s.get('sc_test'))} | "
-            f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |")
+            f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |"
+        )
     lines += ["", "## Goals (issue 17)", ""] + [f"- {g}" for g in goals(result)]
-    lines += ["", ("*corpus s*: seconds to build the row's corpus (or load it, when it was "
-              "cached) in the process that trained the row, on this shared machine.")]
+    lines += [
+        "",
+        (
+            "*corpus s*: seconds to build the row's corpus (or load it, when it was "
+            "cached) in the process that trained the row, on this shared machine."
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -380,42 +455,54 @@ def goals(result: dict) -> list[str]:
     """The issue's goals, judged from the numbers in `result`."""
     out = []
     ref = (result["reference"].get("fsdd_test_digits") or {}).get("accuracy")
-    rows35 = [r for r in result["rows"] if r["protocol"] == 35
-              and r["scores"].get("fsdd_test_digits")]
+    rows35 = [
+        r for r in result["rows"] if r["protocol"] == 35 and r["scores"].get("fsdd_test_digits")
+    ]
     if rows35 and ref is not None:
         best = max(rows35, key=lambda r: r["scores"]["fsdd_test_digits"]["accuracy"])
         gap = 100 * (ref - best["scores"]["fsdd_test_digits"]["accuracy"])
-        out.append(f"within 5 points of the FSDD-trained model on FSDD digits: best row "
-                   f"`{best['name']}` is {gap:.2f} points below it: "
-                   f"**{'met' if gap <= 5 else 'not met'}**")
+        out.append(
+            f"within 5 points of the FSDD-trained model on FSDD digits: best row "
+            f"`{best['name']}` is {gap:.2f} points below it: "
+            f"**{'met' if gap <= 5 else 'not met'}**"
+        )
     sc = [r for r in result["rows"] if r["protocol"] == 12 and r["scores"].get("sc_test")]
     if sc:
         best = max(sc, key=lambda r: r["scores"]["sc_test"]["accuracy"])
         acc = 100 * best["scores"]["sc_test"]["accuracy"]
-        out.append(f">= 90% on real 12-class Speech Commands: best row `{best['name']}` "
-                   f"{acc:.2f}%: **{'met' if acc >= 90 else 'not met'}**")
+        out.append(
+            f">= 90% on real 12-class Speech Commands: best row `{best['name']}` "
+            f"{acc:.2f}%: **{'met' if acc >= 90 else 'not met'}**"
+        )
     else:
-        out.append(">= 90% on real 12-class Speech Commands: **not measured** (no "
-                   "--speech_commands_dir)")
+        out.append(
+            ">= 90% on real 12-class Speech Commands: **not measured** (no --speech_commands_dir)"
+        )
     synth12 = [r for r in result["rows"] if r["protocol"] == 12 and r["synthetic_test"]]
     for r in synth12:
         acc = 100 * r["synthetic_test"]["accuracy"]
-        out.append(f"12-class synthetic test of row `{r['name']}` at these short settings: "
-                   f"{acc:.2f}% (the main job's >= 95% is judged by its own 2,000-step run, "
-                   "results/kws_default.md)")
+        out.append(
+            f"12-class synthetic test of row `{r['name']}` at these short settings: "
+            f"{acc:.2f}% (the main job's >= 95% is judged by its own 2,000-step run, "
+            "results/kws_default.md)"
+        )
     return out
 
 
 def _command(values: dict, defaults: dict) -> str:
     """The command line that makes this table: the flags that differ from their defaults."""
     parts = ["RNNBENCH_FSDD_DIR=/path/to/fsdd python -m experiments.transfer"]
-    parts += [f"--{k}={shlex.quote(str(v))}" for k, v in values.items()
-              if v is not None and v != defaults.get(k)]
+    parts += [
+        f"--{k}={shlex.quote(str(v))}"
+        for k, v in values.items()
+        if v is not None and v != defaults.get(k)
+    ]
     return " ".join(parts)
 
 
-def measure(rows, variant: str, num_steps: int | None, workdir: str, fsdd_dir: str,
-            sc_dir: str | None) -> tuple[list[dict], dict]:
+def measure(
+    rows, variant: str, num_steps: int | None, workdir: str, fsdd_dir: str, sc_dir: str | None
+) -> tuple[list[dict], dict]:
     """Trains (or reuses) every job of `rows` and the reference; -> (row results, reference)."""
     fsdd = dict(load_fsdd(fsdd_dir), _dir=os.path.abspath(fsdd_dir))
     sc = {p: load_speech_commands(sc_dir, p) for p in (12, 35)} if sc_dir else {}
@@ -427,40 +514,55 @@ def measure(rows, variant: str, num_steps: int | None, workdir: str, fsdd_dir: s
         n = int(final["test_examples"])
         test = _pct((round(final["test_accuracy"] * n), n))
         if job.protocol is None:
-            reference = {"workdir": job.workdir, "fsdd_test_digits": scores["fsdd_test_digits"],
-                         "fsdd_test_in_training_eval": test,
-                         "train_time_s": final.get("train_time_s")}
+            reference = {
+                "workdir": job.workdir,
+                "fsdd_test_digits": scores["fsdd_test_digits"],
+                "fsdd_test_in_training_eval": test,
+                "train_time_s": final.get("train_time_s"),
+            }
             continue
-        result_rows.append({"name": job.name, "protocol": job.protocol,
-                            "augment": job.row.augment + (" + SC background noise"
-                                                          if job.row.sc_noise else ""),
-                            "mel_warp": job.row.mel_warp,
-                            "workdir": job.workdir, "synthetic_test": test,
-                            "synthetic_validation": final.get("val_accuracy"),
-                            "scores": scores, "corpus_s": _corpus_seconds(job.workdir),
-                            "train_time_s": final.get("train_time_s")})
+        result_rows.append(
+            {
+                "name": job.name,
+                "protocol": job.protocol,
+                "augment": job.row.augment + (" + SC background noise" if job.row.sc_noise else ""),
+                "mel_warp": job.row.mel_warp,
+                "workdir": job.workdir,
+                "synthetic_test": test,
+                "synthetic_validation": final.get("val_accuracy"),
+                "scores": scores,
+                "corpus_s": _corpus_seconds(job.workdir),
+                "train_time_s": final.get("train_time_s"),
+            }
+        )
     return result_rows, reference
 
 
 def settings(variant: str, num_steps: int | None) -> dict:
     """What every row shares, for the table's header."""
     from experiments.configs import transfer as tc
+
     cfg = tc.get_config(variant)
     opts = cfg.data.options
-    return {"variant": variant, "hidden": cfg.model.hidden,
-            "num_steps": num_steps or cfg.num_steps, "batch_size": cfg.batch_size,
-            "seed": cfg.seed,
-            "sizes": f"{opts.train_size:,} / {opts.validation_size:,} / {opts.test_size:,}",
-            "full_size_command": "python -m experiments.train "
-            "--config=experiments/configs/transfer.py:lstm --config.num_steps=2000 "
-            "--config.data.protocol=<12 or 35> --config.data.options.augment=<the row's> "
-            "--config.spec_augment.mel_warp=<the row's> --workdir=runs/<row>"}
+    return {
+        "variant": variant,
+        "hidden": cfg.model.hidden,
+        "num_steps": num_steps or cfg.num_steps,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "sizes": f"{opts.train_size:,} / {opts.validation_size:,} / {opts.test_size:,}",
+        "full_size_command": "python -m experiments.train "
+        "--config=experiments/configs/transfer.py:lstm --config.num_steps=2000 "
+        "--config.data.protocol=<12 or 35> --config.data.options.augment=<the row's> "
+        "--config.spec_augment.mel_warp=<the row's> --workdir=runs/<row>",
+    }
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from rnnbench import atomic, provenance
+
     json_path = flags.FLAGS.out + ".json"
     if flags.FLAGS.render_only:
         try:
@@ -472,21 +574,30 @@ def main(argv):
         print(f"wrote {flags.FLAGS.out}.md")
         return
     from experiments.configs import transfer as tc
+
     fsdd_dir = flags.FLAGS.fsdd_dir or os.environ.get("RNNBENCH_FSDD_DIR")
     if not fsdd_dir or not os.path.isdir(fsdd_dir):
-        sys.exit(f"error: --fsdd_dir (or $RNNBENCH_FSDD_DIR) must be an FSDD directory, got "
-                 f"{fsdd_dir!r}")
+        sys.exit(
+            f"error: --fsdd_dir (or $RNNBENCH_FSDD_DIR) must be an FSDD directory, got {fsdd_dir!r}"
+        )
     known = {r.name: r for r in tc.ROWS}
     unknown = [r for r in (flags.FLAGS.rows or []) if r not in known]
     if unknown:
         sys.exit(f"error: --rows: unknown row(s) {unknown}; known: {', '.join(known)}")
     if flags.FLAGS.speech_commands_dir and not os.path.isdir(flags.FLAGS.speech_commands_dir):
-        sys.exit(f"error: --speech_commands_dir {flags.FLAGS.speech_commands_dir!r} is not a directory")
+        sys.exit(
+            f"error: --speech_commands_dir {flags.FLAGS.speech_commands_dir!r} is not a directory"
+        )
     rows = [known[r] for r in flags.FLAGS.rows] if flags.FLAGS.rows else list(tc.ROWS)
-    sc_dir = os.path.abspath(flags.FLAGS.speech_commands_dir) if flags.FLAGS.speech_commands_dir else None
+    sc_dir = (
+        os.path.abspath(flags.FLAGS.speech_commands_dir)
+        if flags.FLAGS.speech_commands_dir
+        else None
+    )
     try:
-        result_rows, reference = measure(rows, flags.FLAGS.variant, flags.FLAGS.num_steps, flags.FLAGS.workdir,
-                                         fsdd_dir, sc_dir)
+        result_rows, reference = measure(
+            rows, flags.FLAGS.variant, flags.FLAGS.num_steps, flags.FLAGS.workdir, fsdd_dir, sc_dir
+        )
     except ValueError as e:  # bad data or config, named by the loader or the trainer
         sys.exit(f"error: {e}")
     names = ("workdir", "out", "rows", "variant", "num_steps", "speech_commands_dir")
@@ -494,8 +605,12 @@ def main(argv):
     values["rows"] = ",".join(flags.FLAGS.rows) if flags.FLAGS.rows else None
     result = {
         "command": _command(values, {n: flags.FLAGS[n].default for n in names}),
-        "out": flags.FLAGS.out, "provenance": provenance.record(), "rows": result_rows,
-        "reference": reference, "fsdd_dir": fsdd_dir, "speech_commands_dir": sc_dir,
+        "out": flags.FLAGS.out,
+        "provenance": provenance.record(),
+        "rows": result_rows,
+        "reference": reference,
+        "fsdd_dir": fsdd_dir,
+        "speech_commands_dir": sc_dir,
         "settings": settings(flags.FLAGS.variant, flags.FLAGS.num_steps),
     }
     result["provenance_line"] = provenance.one_line(result["provenance"])

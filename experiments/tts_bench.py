@@ -37,23 +37,29 @@ from absl import app, flags, logging
 def define_flags() -> None:
     """The command line (defined only when run as a program, so that importing this module, e.g.
     from the tests, does not clash with other entry points' flags)."""
-    flags.DEFINE_list("workdir", None, "TTS run directories, comma-separated (one table row "
-                      "each).")
-    flags.DEFINE_string("asr_workdir", None, "A recogniser run (CTC, LAS or transducer) trained "
-                        "on other voices; without it intelligibility is not scored.")
+    flags.DEFINE_list("workdir", None, "TTS run directories, comma-separated (one table row each).")
+    flags.DEFINE_string(
+        "asr_workdir",
+        None,
+        "A recogniser run (CTC, LAS or transducer) trained "
+        "on other voices; without it intelligibility is not scored.",
+    )
     flags.DEFINE_string("split", "test", "Split of each run's dataset to score.")
     flags.DEFINE_integer("num_utterances", 50, "Utterances scored per run (the first N).")
     flags.DEFINE_integer("batch_size", 16, "Utterances per generate / eval batch.")
     flags.DEFINE_integer("plots", 3, "Utterances pictured per run.")
     flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
-    flags.DEFINE_string("out", "results/tts/bench", "Output prefix: OUT.json, OUT.md, "
-                        "OUT_<run>_<i>.png.")
+    flags.DEFINE_string(
+        "out", "results/tts/bench", "Output prefix: OUT.json, OUT.md, OUT_<run>_<i>.png."
+    )
     flags.mark_flags_as_required(["workdir"])
+
 
 N_MCEP = 25  # cepstral coefficients c0..c24; MCD uses c1..c24
 
 
 # ----------------------------------------------------------------------------- distortion
+
 
 def mel_cepstrum(log_mel: np.ndarray, n: int = N_MCEP) -> np.ndarray:
     """log-mel [T, M] (natural log of mel POWER) -> cepstra [T, n] of the log-amplitude mel
@@ -110,6 +116,7 @@ def mcd_dtw(log_mel_ref: np.ndarray, log_mel_syn: np.ndarray, n: int = N_MCEP) -
 
 # ----------------------------------------------------------------------------- scoring
 
+
 def _subset(split, n: int):
     from rnnbench import data as data_lib
 
@@ -141,8 +148,9 @@ def teacher_forced(synth, dataset, split, batch_size: int) -> dict:
     run = synth.run
     buckets = input_pipeline.buckets_for(run.config, dataset)
     acc = run.objective.new_accumulator(final=True)
-    for batch in batching.eval_batches(split, batch_size=batch_size, buckets=buckets,
-                                       encode=dataset.encode):
+    for batch in batching.eval_batches(
+        split, batch_size=batch_size, buckets=buckets, encode=dataset.encode
+    ):
         out = jax.device_get(run.eval_step(run.params, batch))
         run.objective.accumulate(acc, dataset, batch, out)
     return run.objective.summarize(acc, dataset)
@@ -155,7 +163,7 @@ def free_running(synth, texts: list[str], batch_size: int, seed: int) -> dict:
 
     res = {"log_mel": [], "audio": [], "alignment": [], "stopped": [], "seconds": []}
     for s in range(0, len(texts), batch_size):
-        chunk = texts[s:s + batch_size]
+        chunk = texts[s : s + batch_size]
         padded = chunk + [chunk[-1]] * (batch_size - len(chunk))
         t0 = time.time()
         audio, out = synthesis.synthesize(synth, padded, seed=seed)
@@ -165,7 +173,7 @@ def free_running(synth, texts: list[str], batch_size: int, seed: int) -> dict:
             n = int(out["lengths"][i])
             res["log_mel"].append(out["log_mel"][i, :n])
             res["audio"].append(audio[i])
-            res["alignment"].append(out["alignments"][i, :steps[i], :out["text_lengths"][i]])
+            res["alignment"].append(out["alignments"][i, : steps[i], : out["text_lengths"][i]])
             res["stopped"].append(bool(out["stopped"][i]))
             res["seconds"].append(per)
     return res
@@ -179,8 +187,17 @@ def asr_texts(asr, clips_float: list[np.ndarray], batch_size: int) -> list[str]:
     return inference.predict(asr, clips, batch_size=batch_size)
 
 
-def score_run(workdir: str, *, asr, split_name: str, num: int, batch_size: int, seed: int,
-              dataset=None, reference_cache: dict | None = None) -> dict:
+def score_run(
+    workdir: str,
+    *,
+    asr,
+    split_name: str,
+    num: int,
+    batch_size: int,
+    seed: int,
+    dataset=None,
+    reference_cache: dict | None = None,
+) -> dict:
     """Every metric of one TTS run (module docstring) -> {summary..., "utterances": [...],
     "examples": [...] (arrays for the pictures)}. `dataset`: the run's dataset (loaded from its
     config when None)."""
@@ -191,8 +208,9 @@ def score_run(workdir: str, *, asr, split_name: str, num: int, batch_size: int, 
     if dataset is None:
         dataset = input_pipeline.load_dataset(config)
     if split_name not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name} has no split {split_name!r}; it has "
-                         f"{sorted(dataset.splits)}")
+        raise ValueError(
+            f"dataset {dataset.name} has no split {split_name!r}; it has {sorted(dataset.splits)}"
+        )
     split = _subset(dataset.splits[split_name], num)
     texts = list(split.transcripts)
     tf = teacher_forced(synth, dataset, split, batch_size)
@@ -206,32 +224,51 @@ def score_run(workdir: str, *, asr, split_name: str, num: int, batch_size: int, 
     if os.path.exists(path):
         with open(path) as f:
             final = json.load(f)
-    row = {"workdir": workdir, "step": synth.run.step,
-           "decoder_cell": config.model.get("decoder_cell") or config.model.cell,
-           "dataset": dataset.name, "data_options": dict(config.data.get("options") or {}),
-           "split": split_name, "utterances_scored": len(texts),
-           "num_params": final.get("num_params"), "steps": final.get("steps"),
-           "train_time_s": final.get("train_time_s"),
-           "tf_mel_l1": tf["mel_l1"], "tf_stop_accuracy": tf["stop_accuracy"],
-           "tf_mel_mse": tf["mel_mse"], "mcd_dtw_db": float(np.nanmean(mcd)),
-           "mcd_coefficients": n_mcep - 1,
-           "frames_ratio": float(np.mean(ratio)), "stopped": int(np.sum(fr["stopped"])),
-           "synthesis_s_per_utterance": float(np.mean(fr["seconds"]))}
-    records = [{"text": t, "reference_frames": len(r), "synth_frames": len(s), "stopped": st,
-                "mcd_dtw_db": m} for t, r, s, st, m in zip(texts, refs, fr["log_mel"],
-                                                            fr["stopped"], mcd)]
+    row = {
+        "workdir": workdir,
+        "step": synth.run.step,
+        "decoder_cell": config.model.get("decoder_cell") or config.model.cell,
+        "dataset": dataset.name,
+        "data_options": dict(config.data.get("options") or {}),
+        "split": split_name,
+        "utterances_scored": len(texts),
+        "num_params": final.get("num_params"),
+        "steps": final.get("steps"),
+        "train_time_s": final.get("train_time_s"),
+        "tf_mel_l1": tf["mel_l1"],
+        "tf_stop_accuracy": tf["stop_accuracy"],
+        "tf_mel_mse": tf["mel_mse"],
+        "mcd_dtw_db": float(np.nanmean(mcd)),
+        "mcd_coefficients": n_mcep - 1,
+        "frames_ratio": float(np.mean(ratio)),
+        "stopped": int(np.sum(fr["stopped"])),
+        "synthesis_s_per_utterance": float(np.mean(fr["seconds"])),
+    }
+    records = [
+        {
+            "text": t,
+            "reference_frames": len(r),
+            "synth_frames": len(s),
+            "stopped": st,
+            "mcd_dtw_db": m,
+        }
+        for t, r, s, st, m in zip(texts, refs, fr["log_mel"], fr["stopped"], mcd)
+    ]
     if asr is not None:
-        key = json.dumps([dataset.name, split_name, len(texts), row["data_options"]],
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            [dataset.name, split_name, len(texts), row["data_options"]], sort_keys=True, default=str
+        )
         cache = reference_cache if reference_cache is not None else {}
         if key not in cache:
             lengths = np.array([len(r) for r in refs])
             padded = np.zeros((len(refs), lengths.max(), refs[0].shape[-1]), np.float32)
             for i, r in enumerate(refs):
-                padded[i, :len(r)] = r
+                padded[i, : len(r)] = r
             vocoded = synthesis.to_audio(synth, padded, lengths)  # the synthesis' Griffin-Lim
-            cache[key] = {"reference": asr_texts(asr, list(split.audio), batch_size),
-                          "vocoded": asr_texts(asr, vocoded, batch_size)}
+            cache[key] = {
+                "reference": asr_texts(asr, list(split.audio), batch_size),
+                "vocoded": asr_texts(asr, vocoded, batch_size),
+            }
         hyp = {"synth": asr_texts(asr, fr["audio"], batch_size), **cache[key]}
         for name, h in hyp.items():
             rates = metrics.error_rates(texts, h)
@@ -241,12 +278,15 @@ def score_run(workdir: str, *, asr, split_name: str, num: int, batch_size: int, 
         ref = row["cer_reference"]
         row["cer_ratio"] = row["cer_synth"] / ref if ref > 0 else None  # None: reference perfect
         row["within_2x"] = bool(row["cer_synth"] <= 2.0 * row["cer_reference"])
-    examples = [{"text": t, "reference": r, "synth": s, "alignment": a}
-                for t, r, s, a in zip(texts, refs, fr["log_mel"], fr["alignment"])]
+    examples = [
+        {"text": t, "reference": r, "synth": s, "alignment": a}
+        for t, r, s, a in zip(texts, refs, fr["log_mel"], fr["alignment"])
+    ]
     return dict(row, utterances=records, examples=examples)
 
 
 # ----------------------------------------------------------------------------- output
+
 
 def plot_example(example: dict, path: str, title: str) -> None:
     """eSpeak reference log-mel | synthesised log-mel | alignment (characters x decoder
@@ -257,20 +297,32 @@ def plot_example(example: dict, path: str, title: str) -> None:
 
     ref, syn, align = example["reference"], example["synth"], example["alignment"]
     fig = Figure(figsize=(15, 3.6), layout="constrained")
-    axes = fig.subplots(1, 3, width_ratios=[max(len(ref), 1), max(len(syn), 1),
-                                            max(len(syn), 1)])
+    axes = fig.subplots(1, 3, width_ratios=[max(len(ref), 1), max(len(syn), 1), max(len(syn), 1)])
     lo = min(float(ref.min()), float(syn.min()) if syn.size else 0.0)
     hi = max(float(ref.max()), float(syn.max()) if syn.size else 0.0)
     for ax, m, name in ((axes[0], ref, "eSpeak reference"), (axes[1], syn, "synthesised")):
         if m.size:
-            ax.imshow(m.T, aspect="auto", origin="lower", interpolation="nearest", vmin=lo,
-                      vmax=hi, cmap="magma")
+            ax.imshow(
+                m.T,
+                aspect="auto",
+                origin="lower",
+                interpolation="nearest",
+                vmin=lo,
+                vmax=hi,
+                cmap="magma",
+            )
         ax.set_title(f"{name} ({len(m)} frames)")
         ax.set_xlabel("frame")
         ax.set_ylabel("mel channel")
     if align.size:
-        axes[2].imshow(align.T, aspect="auto", origin="lower", interpolation="nearest",
-                       vmin=0.0, cmap="viridis")
+        axes[2].imshow(
+            align.T,
+            aspect="auto",
+            origin="lower",
+            interpolation="nearest",
+            vmin=0.0,
+            cmap="viridis",
+        )
     axes[2].set_title("attention")
     axes[2].set_xlabel("decoder step")
     axes[2].set_ylabel("character")
@@ -292,38 +344,88 @@ def _fmt(v, spec: str = ".3f") -> str:
 def markdown(rows: list[dict], command: str, record: dict, asr_workdir: str | None) -> str:
     from rnnbench import provenance
 
-    lines = ["# TTS decoder cells: teacher-forced, free-running and intelligibility", "",
-             f"`{command}`", "", f"Provenance: {provenance.one_line(record)}", ""]
+    lines = [
+        "# TTS decoder cells: teacher-forced, free-running and intelligibility",
+        "",
+        f"`{command}`",
+        "",
+        f"Provenance: {provenance.one_line(record)}",
+        "",
+    ]
     if asr_workdir:
-        lines += [(f"Recogniser: `{asr_workdir}`. CER synth: its CER on the synthesised audio; "
-                  "GL(ref): on the reference log-mel through the same Griffin-Lim; eSpeak: on "
-                  "the reference audio. Target: synth <= 2x eSpeak."), ""]
+        lines += [
+            (
+                f"Recogniser: `{asr_workdir}`. CER synth: its CER on the synthesised audio; "
+                "GL(ref): on the reference log-mel through the same Griffin-Lim; eSpeak: on "
+                "the reference audio. Target: synth <= 2x eSpeak."
+            ),
+            "",
+        ]
     else:
         lines += ["No --asr_workdir: intelligibility not scored.", ""]
-    head = ["run", "decoder", "params", "steps", "train s", "TF mel L1", "TF stop acc",
-            "MCD-DTW dB", "frames syn/ref", "stopped"]
+    head = [
+        "run",
+        "decoder",
+        "params",
+        "steps",
+        "train s",
+        "TF mel L1",
+        "TF stop acc",
+        "MCD-DTW dB",
+        "frames syn/ref",
+        "stopped",
+    ]
     if asr_workdir:
         head += ["CER synth", "CER GL(ref)", "CER eSpeak", "synth/eSpeak", "<= 2x"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [os.path.basename(os.path.normpath(r["workdir"])), r["decoder_cell"],
-                 _fmt(r["num_params"]), _fmt(r["steps"]), _fmt(r["train_time_s"], ".0f"),
-                 _fmt(r["tf_mel_l1"]), _fmt(r["tf_stop_accuracy"]), _fmt(r["mcd_dtw_db"], ".2f"),
-                 _fmt(r["frames_ratio"], ".2f"), f"{r['stopped']}/{r['utterances_scored']}"]
+        cells = [
+            os.path.basename(os.path.normpath(r["workdir"])),
+            r["decoder_cell"],
+            _fmt(r["num_params"]),
+            _fmt(r["steps"]),
+            _fmt(r["train_time_s"], ".0f"),
+            _fmt(r["tf_mel_l1"]),
+            _fmt(r["tf_stop_accuracy"]),
+            _fmt(r["mcd_dtw_db"], ".2f"),
+            _fmt(r["frames_ratio"], ".2f"),
+            f"{r['stopped']}/{r['utterances_scored']}",
+        ]
         if asr_workdir:
-            cells += [_fmt(r["cer_synth"]), _fmt(r["cer_vocoded"]), _fmt(r["cer_reference"]),
-                      _fmt(r["cer_ratio"], ".2f"), _fmt(r["within_2x"])]
+            cells += [
+                _fmt(r["cer_synth"]),
+                _fmt(r["cer_vocoded"]),
+                _fmt(r["cer_reference"]),
+                _fmt(r["cer_ratio"], ".2f"),
+                _fmt(r["within_2x"]),
+            ]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", (f"TF: teacher forced (the objective's evaluation). MCD: cepstra "
-                   f"c1-c{N_MCEP - 1} (fewer for runs with fewer mel channels) of the "
-                   "log-amplitude mel spectrum, DTW-aligned to the eSpeak reference. Train s: "
-                   "the run's final.json train_time_s on its machine."), ""]
+    lines += [
+        "",
+        (
+            f"TF: teacher forced (the objective's evaluation). MCD: cepstra "
+            f"c1-c{N_MCEP - 1} (fewer for runs with fewer mel channels) of the "
+            "log-amplitude mel spectrum, DTW-aligned to the eSpeak reference. Train s: "
+            "the run's final.json train_time_s on its machine."
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
-def bench(workdirs: list[str], *, out: str, asr_workdir: str | None = None,
-          split: str = "test", num: int = 50, batch_size: int = 16, plots: int = 3,
-          seed: int = 0, datasets: dict | None = None, command: str = "") -> dict:
+def bench(
+    workdirs: list[str],
+    *,
+    out: str,
+    asr_workdir: str | None = None,
+    split: str = "test",
+    num: int = 50,
+    batch_size: int = 16,
+    plots: int = 3,
+    seed: int = 0,
+    datasets: dict | None = None,
+    command: str = "",
+) -> dict:
     """Scores every run, writes OUT.json, OUT.md and the pictures; returns the JSON object.
     `datasets`: {workdir: Dataset} to score on in-memory datasets (tests)."""
     from rnnbench import atomic, inference, provenance
@@ -332,16 +434,29 @@ def bench(workdirs: list[str], *, out: str, asr_workdir: str | None = None,
     cache: dict = {}
     rows = []
     for w in workdirs:
-        r = score_run(w, asr=asr, split_name=split, num=num, batch_size=batch_size, seed=seed,
-                      dataset=(datasets or {}).get(w), reference_cache=cache)
+        r = score_run(
+            w,
+            asr=asr,
+            split_name=split,
+            num=num,
+            batch_size=batch_size,
+            seed=seed,
+            dataset=(datasets or {}).get(w),
+            reference_cache=cache,
+        )
         tag = os.path.basename(os.path.normpath(w))
         for i, ex in enumerate(r.pop("examples")[:plots]):
             plot_example(ex, f"{out}_{tag}_{i}.png", f"{tag}: {ex['text']!r}")
         rows.append(r)
     record = provenance.record({"asr_workdir": asr_workdir, "asr_step": asr.step if asr else None})
     command = command or "python -m experiments.tts_bench " + " ".join(sys.argv[1:])
-    result = {"command": command, "provenance": record, "split": split,
-              "num_utterances": num, "runs": rows}
+    result = {
+        "command": command,
+        "provenance": record,
+        "split": split,
+        "num_utterances": num,
+        "runs": rows,
+    }
     atomic.write_json(f"{out}.json", result, indent=1)
     atomic.write_text(f"{out}.md", markdown(rows, command, record, asr_workdir))
     return result
@@ -353,15 +468,28 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
     try:
         f = flags.FLAGS
-        result = bench(f.workdir, out=f.out, asr_workdir=f.asr_workdir, split=f.split,
-                       num=f.num_utterances, batch_size=f.batch_size, plots=f.plots, seed=f.seed)
+        result = bench(
+            f.workdir,
+            out=f.out,
+            asr_workdir=f.asr_workdir,
+            split=f.split,
+            num=f.num_utterances,
+            batch_size=f.batch_size,
+            plots=f.plots,
+            seed=f.seed,
+        )
     except ValueError as e:
         sys.exit(f"error: {e}")
     for r in result["runs"]:
-        extra = (f", CER synth {r['cer_synth']:.3f} vs eSpeak {r['cer_reference']:.3f}"
-                 if "cer_synth" in r else "")
-        print(f"{r['workdir']}: TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
-              f"{r['tf_stop_accuracy']:.3f}, MCD-DTW {r['mcd_dtw_db']:.2f} dB{extra}")
+        extra = (
+            f", CER synth {r['cer_synth']:.3f} vs eSpeak {r['cer_reference']:.3f}"
+            if "cer_synth" in r
+            else ""
+        )
+        print(
+            f"{r['workdir']}: TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
+            f"{r['tf_stop_accuracy']:.3f}, MCD-DTW {r['mcd_dtw_db']:.2f} dB{extra}"
+        )
     print(f"wrote {flags.FLAGS.out}.json, {flags.FLAGS.out}.md")
 
 

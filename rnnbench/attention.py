@@ -30,8 +30,14 @@ class AttentionPooling(nnx.Module):
     A sequence of length 0 pools to zeros.
     """
 
-    def __init__(self, features: int, hidden: int | None = None, *,
-                 precision: str = precision_lib.DEFAULT, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        features: int,
+        hidden: int | None = None,
+        *,
+        precision: str = precision_lib.DEFAULT,
+        rngs: nnx.Rngs,
+    ):
         hidden = hidden or features
         self.precision = precision_lib.check(precision)
         lax_precision = precision_lib.lax_precision(precision)
@@ -45,8 +51,9 @@ class AttentionPooling(nnx.Module):
         scores = jnp.where(mask, scores, -jnp.inf)
         weights = jax.nn.softmax(scores, axis=-1, where=mask)
         weights = jnp.where(mask, weights, 0.0)
-        pooled = jnp.einsum("bt,btd->bd", weights, h,
-                            precision=precision_lib.lax_precision(self.precision))
+        pooled = jnp.einsum(
+            "bt,btd->bd", weights, h, precision=precision_lib.lax_precision(self.precision)
+        )
         return pooled, weights
 
 
@@ -56,16 +63,29 @@ class SelfAttention(nnx.Module):
     y = LayerNorm(h + MHA(h, h, h, mask)); padded steps are zero in y.
     """
 
-    def __init__(self, features: int, num_heads: int = 4, *, dropout: float = 0.0,
-                 precision: str = precision_lib.DEFAULT, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        features: int,
+        num_heads: int = 4,
+        *,
+        dropout: float = 0.0,
+        precision: str = precision_lib.DEFAULT,
+        rngs: nnx.Rngs,
+    ):
         if features % num_heads:
-            raise ValueError(f"attention num_heads={num_heads} must divide the state size "
-                             f"{features}")
+            raise ValueError(
+                f"attention num_heads={num_heads} must divide the state size {features}"
+            )
         self.precision = precision_lib.check(precision)
-        self.mha = nnx.MultiHeadAttention(num_heads=num_heads, in_features=features,
-                                          dropout_rate=dropout, decode=False, keep_rngs=False,
-                                          precision=precision_lib.lax_precision(precision),
-                                          rngs=rngs)
+        self.mha = nnx.MultiHeadAttention(
+            num_heads=num_heads,
+            in_features=features,
+            dropout_rate=dropout,
+            decode=False,
+            keep_rngs=False,
+            precision=precision_lib.lax_precision(precision),
+            rngs=rngs,
+        )
         self.norm = nnx.LayerNorm(features, rngs=rngs)
 
     def __call__(self, h: Array, lengths: Array, *, key: Array | None = None) -> Array:

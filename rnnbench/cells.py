@@ -30,7 +30,7 @@ LSTM cell state accurate in mixed precision.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -179,4 +179,3 @@ def make(name: str, in_features: int, hidden_size: int, **kw) -> nnx.Module:
                 f"{sorted(PARALLEL_CELLS)}"
             )
     return CELLS[name](in_features, hidden_size, **kw)
-

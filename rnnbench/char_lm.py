@@ -38,20 +38,23 @@ class CharNgramLM:
 
     EOS = "</s>"
 
-    def __init__(self, order: int, alphabet: Sequence[str],
-                 counts: dict[tuple[int, ...], np.ndarray]):
+    def __init__(
+        self, order: int, alphabet: Sequence[str], counts: dict[tuple[int, ...], np.ndarray]
+    ):
         self.order = _check_order(order)
         self.alphabet = _check_alphabet(alphabet)
         self._index = {c: i for i, c in enumerate(self.alphabet)}
-        self._eos = len(self.alphabet)      # id of EOS among the next symbols
+        self._eos = len(self.alphabet)  # id of EOS among the next symbols
         self._bos = len(self.alphabet) + 1  # id of BOS, only ever in a context
         size = len(self.alphabet) + 1
         self._counts = {}
         for ctx, row in counts.items():
             row = np.asarray(row, np.float64)
             if len(ctx) >= self.order or row.shape != (size,) or (row < 0).any():
-                raise ValueError(f"CharNgramLM: bad counts for context {ctx}: expected a context "
-                                 f"shorter than order={self.order} and {size} counts >= 0")
+                raise ValueError(
+                    f"CharNgramLM: bad counts for context {ctx}: expected a context "
+                    f"shorter than order={self.order} and {size} counts >= 0"
+                )
             self._counts[tuple(int(i) for i in ctx)] = row
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
@@ -68,18 +71,21 @@ class CharNgramLM:
         n_texts = 0
         for n, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"CharNgramLM.fit: texts[{n}] is {type(text).__name__}, "
-                                "expected str")
+                raise TypeError(
+                    f"CharNgramLM.fit: texts[{n}] is {type(text).__name__}, expected str"
+                )
             ids = []
             for c in text:
                 if c not in index:
-                    raise ValueError(f"CharNgramLM.fit: character {c!r} of texts[{n}]={text!r} "
-                                     f"is not in the alphabet {''.join(alphabet)!r}")
+                    raise ValueError(
+                        f"CharNgramLM.fit: character {c!r} of texts[{n}]={text!r} "
+                        f"is not in the alphabet {''.join(alphabet)!r}"
+                    )
                 ids.append(index[c])
             tokens = [bos] * (order - 1) + ids + [eos]
             for i in range(order - 1, len(tokens)):
                 for k in range(order):
-                    ctx = tuple(tokens[i - k:i])
+                    ctx = tuple(tokens[i - k : i])
                     if ctx not in counts:
                         counts[ctx] = np.zeros(size, np.float64)
                     counts[ctx][tokens[i]] += 1
@@ -104,8 +110,10 @@ class CharNgramLM:
         elif next_char in self._index:
             i = self._index[next_char]
         else:
-            raise ValueError(f"CharNgramLM.score: next_char {next_char!r} is neither in the "
-                             f"alphabet {''.join(self.alphabet)!r} nor CharNgramLM.EOS")
+            raise ValueError(
+                f"CharNgramLM.score: next_char {next_char!r} is neither in the "
+                f"alphabet {''.join(self.alphabet)!r} nor CharNgramLM.EOS"
+            )
         return float(self.next_log_probs(context)[i])
 
     def log_prob(self, text: str) -> float:
@@ -121,19 +129,21 @@ class CharNgramLM:
         try:
             return [self._index[c] for c in context]
         except KeyError as e:
-            raise ValueError(f"CharNgramLM: character {e.args[0]!r} of context {context!r} is "
-                             f"not in the alphabet {''.join(self.alphabet)!r}") from None
+            raise ValueError(
+                f"CharNgramLM: character {e.args[0]!r} of context {context!r} is "
+                f"not in the alphabet {''.join(self.alphabet)!r}"
+            ) from None
 
     def _next_log_probs(self, ids: Sequence[int]) -> np.ndarray:
         padded = [self._bos] * (self.order - 1) + list(ids)
-        ctx = tuple(padded[len(padded) - (self.order - 1):]) if self.order > 1 else ()
+        ctx = tuple(padded[len(padded) - (self.order - 1) :]) if self.order > 1 else ()
         cached = self._cache.get(ctx)
         if cached is not None:
             return cached
         size = len(self.alphabet) + 1
         prob = np.full(size, 1.0 / size)
         for k in range(len(ctx) + 1):  # shortest context first: P(w | h') feeds P(w | h)
-            row = self._counts.get(ctx[len(ctx) - k:])
+            row = self._counts.get(ctx[len(ctx) - k :])
             if row is None:  # unseen context: back off entirely (and so are all longer ones)
                 break
             types = float(np.count_nonzero(row))
@@ -149,11 +159,19 @@ class CharNgramLM:
 
     def to_json(self) -> str:
         """The model as a JSON string (sorted keys: equal models give equal strings)."""
-        counts = {",".join(map(str, ctx)): [int(x) if float(x).is_integer() else float(x)
-                                            for x in row]
-                  for ctx, row in self._counts.items()}
-        return json.dumps({"format": FORMAT, "order": self.order,
-                           "alphabet": list(self.alphabet), "counts": counts}, sort_keys=True)
+        counts = {
+            ",".join(map(str, ctx)): [int(x) if float(x).is_integer() else float(x) for x in row]
+            for ctx, row in self._counts.items()
+        }
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "order": self.order,
+                "alphabet": list(self.alphabet),
+                "counts": counts,
+            },
+            sort_keys=True,
+        )
 
     @classmethod
     def from_json(cls, text: str) -> CharNgramLM:
@@ -165,13 +183,17 @@ class CharNgramLM:
         if not isinstance(blob, dict) or blob.get("format") != FORMAT:
             got = blob.get("format") if isinstance(blob, dict) else type(blob).__name__
             raise ValueError(f"CharNgramLM.from_json: format {got!r}, expected {FORMAT!r}")
-        counts = {tuple(int(i) for i in key.split(",") if i): np.asarray(row, np.float64)
-                  for key, row in blob["counts"].items()}
+        counts = {
+            tuple(int(i) for i in key.split(",") if i): np.asarray(row, np.float64)
+            for key, row in blob["counts"].items()
+        }
         return cls(blob["order"], blob["alphabet"], counts)
 
     def __repr__(self) -> str:
-        return (f"CharNgramLM(order={self.order}, alphabet={''.join(self.alphabet)!r}, "
-                f"contexts={len(self._counts)})")
+        return (
+            f"CharNgramLM(order={self.order}, alphabet={''.join(self.alphabet)!r}, "
+            f"contexts={len(self._counts)})"
+        )
 
 
 def _check_order(order) -> int:
@@ -183,8 +205,10 @@ def _check_order(order) -> int:
 def _check_alphabet(alphabet) -> tuple[str, ...]:
     chars = tuple(alphabet)
     if not chars or any(not isinstance(c, str) or len(c) != 1 for c in chars):
-        raise ValueError(f"CharNgramLM: alphabet={alphabet!r}, expected non-empty single "
-                         "characters (e.g. rnnbench.data.CTC_ALPHABET)")
+        raise ValueError(
+            f"CharNgramLM: alphabet={alphabet!r}, expected non-empty single "
+            "characters (e.g. rnnbench.data.CTC_ALPHABET)"
+        )
     if len(set(chars)) != len(chars):
         raise ValueError(f"CharNgramLM: alphabet={''.join(chars)!r} repeats a character")
     return chars

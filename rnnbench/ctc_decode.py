@@ -28,10 +28,15 @@ from rnnbench.char_lm import CharNgramLM
 _NEG_INF = -math.inf
 
 
-def prefix_beam_search(log_probs, *, beam: int,
-                       token_prune: int | float | None = None,  # noqa: PYI041 - k or threshold
-                       lm: CharNgramLM | None = None, lm_weight: float = 0.0,
-                       insertion_bonus: float = 0.0) -> tuple[list[int], float]:
+def prefix_beam_search(
+    log_probs,
+    *,
+    beam: int,
+    token_prune: int | float | None = None,  # noqa: PYI041 - k or threshold
+    lm: CharNgramLM | None = None,
+    lm_weight: float = 0.0,
+    insertion_bonus: float = 0.0,
+) -> tuple[list[int], float]:
     """Most probable labelling of one utterance under CTC (and the LM, if given).
 
     Args:
@@ -115,18 +120,23 @@ def decode_batch(log_probs, lengths, **kw) -> list[list[int]]:
     lp = np.asarray(log_probs)
     lengths = np.asarray(lengths).reshape(-1)
     if lp.ndim != 3:
-        raise ValueError(f"decode_batch: log_probs has shape {lp.shape}, expected "
-                         "[batch, time, vocab]")
+        raise ValueError(
+            f"decode_batch: log_probs has shape {lp.shape}, expected [batch, time, vocab]"
+        )
     if lengths.shape[0] != lp.shape[0]:
-        raise ValueError(f"decode_batch: lengths has {lengths.shape[0]} entries for a batch of "
-                         f"{lp.shape[0]}")
+        raise ValueError(
+            f"decode_batch: lengths has {lengths.shape[0]} entries for a batch of {lp.shape[0]}"
+        )
     if lengths.size and (lengths.min() < 0 or lengths.max() > lp.shape[1]):
-        raise ValueError(f"decode_batch: lengths must lie in [0, {lp.shape[1]}] (the time "
-                         f"axis); got min {lengths.min()}, max {lengths.max()}")
-    return [prefix_beam_search(lp[b, :int(n)], **kw)[0] for b, n in enumerate(lengths)]
+        raise ValueError(
+            f"decode_batch: lengths must lie in [0, {lp.shape[1]}] (the time "
+            f"axis); got min {lengths.min()}, max {lengths.max()}"
+        )
+    return [prefix_beam_search(lp[b, : int(n)], **kw)[0] for b, n in enumerate(lengths)]
 
 
 # ----------------------------------------------------------------------------- helpers
+
 
 def _add(table: dict, prefix: tuple[int, ...], p_blank: float, p_nonblank: float) -> None:
     """Adds (log-adds) probability mass to ``table[prefix] = [p_blank, p_nonblank]``."""
@@ -151,19 +161,25 @@ def _logaddexp(a: float, b: float) -> float:
 def _check_log_probs(log_probs) -> np.ndarray:
     lp = np.asarray(log_probs, np.float64)
     if lp.ndim != 2:
-        raise ValueError(f"prefix_beam_search: log_probs has shape {lp.shape}, expected "
-                         "[time, vocab] (use decode_batch for [batch, time, vocab])")
+        raise ValueError(
+            f"prefix_beam_search: log_probs has shape {lp.shape}, expected "
+            "[time, vocab] (use decode_batch for [batch, time, vocab])"
+        )
     if lp.shape[1] < 2:
-        raise ValueError(f"prefix_beam_search: log_probs has vocab {lp.shape[1]}, expected >= 2 "
-                         "(blank id 0 and at least one label)")
+        raise ValueError(
+            f"prefix_beam_search: log_probs has vocab {lp.shape[1]}, expected >= 2 "
+            "(blank id 0 and at least one label)"
+        )
     if np.isnan(lp).any() or (lp == np.inf).any():
         raise ValueError("prefix_beam_search: log_probs contains NaN or +inf")
     if lp.shape[0]:
         norm = np.logaddexp.reduce(lp, axis=1)
         worst = float(np.max(np.abs(norm)))
         if not worst <= 1e-3:
-            raise ValueError(f"prefix_beam_search: log_probs rows are not log-softmax (logsumexp "
-                             f"off by {worst:.3g}); pass jax.nn.log_softmax(logits, -1)")
+            raise ValueError(
+                f"prefix_beam_search: log_probs rows are not log-softmax (logsumexp "
+                f"off by {worst:.3g}); pass jax.nn.log_softmax(logits, -1)"
+            )
     return lp
 
 
@@ -175,23 +191,27 @@ def _check_beam(beam) -> int:
 
 def _check_weights(lm, lm_weight, insertion_bonus, vocab: int) -> tuple[float, float]:
     if not isinstance(lm_weight, numbers.Real) or not math.isfinite(lm_weight) or lm_weight < 0:
-        raise ValueError(f"prefix_beam_search: lm_weight={lm_weight!r}, expected a finite "
-                         "number >= 0")
+        raise ValueError(
+            f"prefix_beam_search: lm_weight={lm_weight!r}, expected a finite number >= 0"
+        )
     if not isinstance(insertion_bonus, numbers.Real) or not math.isfinite(insertion_bonus):
-        raise ValueError(f"prefix_beam_search: insertion_bonus={insertion_bonus!r}, expected a "
-                         "finite number")
+        raise ValueError(
+            f"prefix_beam_search: insertion_bonus={insertion_bonus!r}, expected a finite number"
+        )
     if lm is None:
         if lm_weight > 0:
-            raise ValueError(f"prefix_beam_search: lm_weight={lm_weight} needs an lm "
-                             "(CharNgramLM); got lm=None")
+            raise ValueError(
+                f"prefix_beam_search: lm_weight={lm_weight} needs an lm (CharNgramLM); got lm=None"
+            )
     else:
         if not isinstance(lm, CharNgramLM):
-            raise ValueError(f"prefix_beam_search: lm is {type(lm).__name__}, expected "
-                             "CharNgramLM")
+            raise ValueError(f"prefix_beam_search: lm is {type(lm).__name__}, expected CharNgramLM")
         if vocab != len(lm.alphabet) + 1:
-            raise ValueError(f"prefix_beam_search: log_probs vocab {vocab} does not match the "
-                             f"lm alphabet ({len(lm.alphabet)} characters + blank = "
-                             f"{len(lm.alphabet) + 1})")
+            raise ValueError(
+                f"prefix_beam_search: log_probs vocab {vocab} does not match the "
+                f"lm alphabet ({len(lm.alphabet)} characters + blank = "
+                f"{len(lm.alphabet) + 1})"
+            )
     return float(lm_weight), float(insertion_bonus)
 
 
@@ -201,22 +221,29 @@ def _candidates(lp: np.ndarray, token_prune) -> Sequence[list[int]]:
     if token_prune is None:
         keep = np.ones_like(labels, bool)
     elif isinstance(token_prune, bool):
-        raise ValueError("prefix_beam_search: token_prune=bool; expected an int k >= 1 (top-k), "
-                         "a float <= 0 (log-prob threshold) or None")
+        raise ValueError(
+            "prefix_beam_search: token_prune=bool; expected an int k >= 1 (top-k), "
+            "a float <= 0 (log-prob threshold) or None"
+        )
     elif isinstance(token_prune, numbers.Integral):
         if token_prune < 1:
-            raise ValueError(f"prefix_beam_search: token_prune={token_prune} (top-k), "
-                             "expected k >= 1")
+            raise ValueError(
+                f"prefix_beam_search: token_prune={token_prune} (top-k), expected k >= 1"
+            )
         k = min(int(token_prune), labels.shape[1])
         order = np.argsort(-labels, axis=1, kind="stable")[:, :k]
         keep = np.zeros_like(labels, bool)
         np.put_along_axis(keep, order, True, axis=1)
     elif isinstance(token_prune, numbers.Real):
         if math.isnan(token_prune) or token_prune > 0:
-            raise ValueError(f"prefix_beam_search: token_prune={token_prune} (log-prob "
-                             "threshold), expected a float <= 0")
+            raise ValueError(
+                f"prefix_beam_search: token_prune={token_prune} (log-prob "
+                "threshold), expected a float <= 0"
+            )
         keep = labels >= token_prune
     else:
-        raise ValueError(f"prefix_beam_search: token_prune={token_prune!r}, expected an int "
-                         "k >= 1 (top-k), a float <= 0 (log-prob threshold) or None")
+        raise ValueError(
+            f"prefix_beam_search: token_prune={token_prune!r}, expected an int "
+            "k >= 1 (top-k), a float <= 0 (log-prob threshold) or None"
+        )
     return [(np.flatnonzero(row) + 1).tolist() for row in keep]

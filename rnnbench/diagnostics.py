@@ -55,8 +55,7 @@ def _one_batch(config, dataset, batch_size: int, seed: int) -> dict:
     c.batch_size = batch_size
     objective = objectives.make(config, dataset)
     buckets = input_pipeline.buckets_for(config, dataset)
-    return next(input_pipeline.eval_stream(dataset, "test", c, buckets,
-                                           objective.encoder(dataset)))
+    return next(input_pipeline.eval_stream(dataset, "test", c, buckets, objective.encoder(dataset)))
 
 
 def input_gradients(

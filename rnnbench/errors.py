@@ -33,11 +33,23 @@ from typing import Any
 EXIT_ERROR = 2  # an expected error: bad input, environment, a fault the message names
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 VERBOSE_ENV = "RNNBENCH_VERBOSE"
-_OWN_CODE = tuple(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d)
-                  + os.sep for d in ("rnnbench", "experiments"))
-_FILE_SYSTEM_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC,
-                       errno.EDQUOT, errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
-                       errno.ENOTEMPTY}
+_OWN_CODE = tuple(
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), d) + os.sep
+    for d in ("rnnbench", "experiments")
+)
+_FILE_SYSTEM_ERRNOS = {
+    errno.ENOENT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EFBIG,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+    errno.ENOTEMPTY,
+}
 
 
 class UserError(ValueError):
@@ -110,8 +122,11 @@ def boundary(verbose: bool | None = None):
     try:
         yield
     except KeyboardInterrupt:
-        print("error: interrupted; checkpoints written so far are kept, run the same command "
-              "to resume", file=sys.stderr)
+        print(
+            "error: interrupted; checkpoints written so far are kept, run the same command "
+            "to resume",
+            file=sys.stderr,
+        )
         raise SystemExit(EXIT_INTERRUPTED) from None
     except Exception as e:  # sorted into expected / unexpected right here
         if not is_expected(e):
@@ -133,7 +148,10 @@ def run(main: Callable[[list[str]], Any], **app_run_kwargs) -> None:
     from absl import app, flags
 
     if "verbose" not in flags.FLAGS:
-        flags.DEFINE_bool("verbose", False, "Print the traceback of expected errors too "
-                          f"(same as {VERBOSE_ENV}=1).")
+        flags.DEFINE_bool(
+            "verbose",
+            False,
+            f"Print the traceback of expected errors too (same as {VERBOSE_ENV}=1).",
+        )
     with boundary():
         app.run(main, **app_run_kwargs)

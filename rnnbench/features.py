@@ -32,8 +32,9 @@ def _hz_to_mel(f, htk: bool):
         return 2595.0 * np.log10(1.0 + f / 700.0)
     f_sp, min_log_hz = 200.0 / 3, 1000.0
     min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
-    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep,
-                    f / f_sp)
+    return np.where(
+        f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp
+    )
 
 
 def _mel_to_hz(m, htk: bool):
@@ -45,8 +46,14 @@ def _mel_to_hz(m, htk: bool):
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
-def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 20.0,
-               fmax: float | None = None, htk: bool = False) -> np.ndarray:
+def mel_matrix(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int,
+    fmin: float = 20.0,
+    fmax: float | None = None,
+    htk: bool = False,
+) -> np.ndarray:
     """Triangular mel filterbank [n_fft // 2 + 1, n_mels], Slaney area-normalised (float32)."""
     fmax = sample_rate / 2.0 if fmax is None else fmax
     if not 0 <= fmin < fmax <= sample_rate / 2.0:
@@ -58,7 +65,7 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 20.0,
     lower = -ramps[:-2] / fdiff[:-1, None]
     upper = ramps[2:] / fdiff[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
     return weights.T.astype(np.float32)
 
 
@@ -71,8 +78,9 @@ def _frame_params(sample_rate, win_ms, hop_ms, n_fft):
     return win, hop, n_fft
 
 
-def num_frames(num_samples, *, sample_rate: int = 16000, win_ms: float = 25.0,
-               hop_ms: float = 10.0):
+def num_frames(
+    num_samples, *, sample_rate: int = 16000, win_ms: float = 25.0, hop_ms: float = 10.0
+):
     """Frames of a clip of ``num_samples`` under the framing convention (works on arrays)."""
     win = round(sample_rate * win_ms / 1000.0)
     hop = round(sample_rate * hop_ms / 1000.0)
@@ -80,12 +88,22 @@ def num_frames(num_samples, *, sample_rate: int = 16000, win_ms: float = 25.0,
 
 
 def _mask(frame_lengths, T):
-    return (jnp.arange(T)[None, :] < frame_lengths[:, None])  # [B, T]
+    return jnp.arange(T)[None, :] < frame_lengths[:, None]  # [B, T]
 
 
-def log_mel(audio, lengths, *, sample_rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0,
-            hop_ms: float = 10.0, n_fft: int | None = None, fmin: float = 20.0,
-            fmax: float | None = None, htk: bool = False):
+def log_mel(
+    audio,
+    lengths,
+    *,
+    sample_rate: int = 16000,
+    n_mels: int = 40,
+    win_ms: float = 25.0,
+    hop_ms: float = 10.0,
+    n_fft: int | None = None,
+    fmin: float = 20.0,
+    fmax: float | None = None,
+    htk: bool = False,
+):
     """audio [B, S] float32, lengths [B] -> (log-mel [B, T, n_mels] float32, frame_lengths [B] int32)."""
     win, hop, n_fft = _frame_params(sample_rate, win_ms, hop_ms, n_fft)
     audio = jnp.asarray(audio, jnp.float32)
@@ -97,7 +115,7 @@ def log_mel(audio, lengths, *, sample_rate: int = 16000, n_mels: int = 40, win_m
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
     frames = audio[:, idx] * window  # [B, T, win]
     spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)
-    power = spec.real ** 2 + spec.imag ** 2  # [B, T, n_fft//2+1]
+    power = spec.real**2 + spec.imag**2  # [B, T, n_fft//2+1]
     mel = power @ jnp.asarray(mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax, htk))
     feats = jnp.log(mel + LOG_EPS)
     frame_lengths = jnp.minimum(
@@ -119,7 +137,9 @@ def mfcc(audio, lengths, *, n_mfcc: int = 13, **log_mel_kwargs):
     return feats @ jnp.asarray(dct.T.astype(np.float32)), frame_lengths
 
 
-def normalize(feats, frame_lengths, mode: str = "utterance", *, mean=None, std=None, eps: float = 1e-5):
+def normalize(
+    feats, frame_lengths, mode: str = "utterance", *, mean=None, std=None, eps: float = 1e-5
+):
     """Mean/variance normalisation over valid frames; feats [B, T, F] -> [B, T, F], 0 at padding.
 
     mode "utterance": statistics per utterance and feature; "global": given ``mean``/``std``
@@ -143,8 +163,16 @@ def normalize(feats, frame_lengths, mode: str = "utterance", *, mean=None, std=N
     raise ValueError(f"normalize mode must be 'utterance', 'global' or 'none', got {mode!r}")
 
 
-def warp_mel_axis(key, feats, max_warp: float, *, sample_rate: int = 16000, fmin: float = 20.0,
-             fmax: float | None = None, htk: bool = False):
+def warp_mel_axis(
+    key,
+    feats,
+    max_warp: float,
+    *,
+    sample_rate: int = 16000,
+    fmin: float = 20.0,
+    fmax: float | None = None,
+    htk: bool = False,
+):
     """VTLP on log-mel features (Jaitly & Hinton, 2013, in the mel domain); [B, T, F] -> same.
 
     Each example draws alpha uniformly in [1 - max_warp, 1 + max_warp]; channel m then reads
@@ -155,8 +183,9 @@ def warp_mel_axis(key, feats, max_warp: float, *, sample_rate: int = 16000, fmin
     """
     B, _, F = feats.shape
     fmax = sample_rate / 2.0 if fmax is None else fmax
-    centres = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), F + 2),
-                         htk)[1:-1].astype(np.float32)
+    centres = _mel_to_hz(np.linspace(_hz_to_mel(fmin, htk), _hz_to_mel(fmax, htk), F + 2), htk)[
+        1:-1
+    ].astype(np.float32)
     alpha = jax.random.uniform(key, (B, 1), minval=1.0 - max_warp, maxval=1.0 + max_warp)
     pos = jnp.interp(centres[None, :] / alpha, centres, np.arange(F, dtype=np.float32))  # [B, F]
     i0 = jnp.floor(pos).astype(jnp.int32)
@@ -166,8 +195,17 @@ def warp_mel_axis(key, feats, max_warp: float, *, sample_rate: int = 16000, fmin
     return (1.0 - w) * take(feats, i0) + w * take(feats, i1)
 
 
-def spec_augment(key, feats, frame_lengths, *, num_time_masks: int = 2, time_mask_width: int = 10,
-                 num_freq_masks: int = 2, freq_mask_width: int = 8, mel_warp: float = 0.0):
+def spec_augment(
+    key,
+    feats,
+    frame_lengths,
+    *,
+    num_time_masks: int = 2,
+    time_mask_width: int = 10,
+    num_freq_masks: int = 2,
+    freq_mask_width: int = 8,
+    mel_warp: float = 0.0,
+):
     """SpecAugment (training only): zero random time and frequency bands; [B, T, F] -> [B, T, F].
 
     Each mask draws a width uniformly in [0, max width] and a start uniformly so that it lies
@@ -176,8 +214,10 @@ def spec_augment(key, feats, frame_lengths, *, num_time_masks: int = 2, time_mas
     its draws come from ``fold_in(key, 1)``, so the masks are the same with or without it.
     """
     if not 0.0 <= mel_warp < 1.0:
-        raise ValueError(f"spec_augment mel_warp must be in [0, 1) (the largest relative "
-                         f"frequency warp, e.g. 0.1), got {mel_warp!r}")
+        raise ValueError(
+            f"spec_augment mel_warp must be in [0, 1) (the largest relative "
+            f"frequency warp, e.g. 0.1), got {mel_warp!r}"
+        )
     B, T, F = feats.shape
     kt_w, kt_s, kf_w, kf_s = jax.random.split(key, 4)
     if mel_warp:
@@ -187,7 +227,9 @@ def spec_augment(key, feats, frame_lengths, *, num_time_masks: int = 2, time_mas
     if num_time_masks > 0:
         w = jax.random.randint(kt_w, (B, num_time_masks), 0, time_mask_width + 1)
         w = jnp.minimum(w, frame_lengths[:, None])
-        start = (jax.random.uniform(kt_s, (B, num_time_masks)) * (frame_lengths[:, None] - w + 1)).astype(jnp.int32)
+        start = (
+            jax.random.uniform(kt_s, (B, num_time_masks)) * (frame_lengths[:, None] - w + 1)
+        ).astype(jnp.int32)
         t = jnp.arange(T)[None, None, :]
         hit = ((t >= start[..., None]) & (t < (start + w)[..., None])).any(axis=1)  # [B, T]
         keep &= ~hit[:, :, None]

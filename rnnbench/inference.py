@@ -20,8 +20,8 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rnnbench import input_pipeline, objectives, train
 from rnnbench import data as data_lib
+from rnnbench import input_pipeline, objectives, train
 
 
 @dataclasses.dataclass
@@ -41,8 +41,9 @@ def _config(workdir: str) -> ml_collections.ConfigDict:
         with open(path) as f:
             return ml_collections.ConfigDict(json.load(f))
     except FileNotFoundError:
-        raise ValueError(f"--workdir {workdir} has no config.json: not a training run "
-                         f"directory") from None
+        raise ValueError(
+            f"--workdir {workdir} has no config.json: not a training run directory"
+        ) from None
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is unreadable ({e})") from None
 
@@ -78,16 +79,23 @@ def load_run(workdir: str) -> TrainedRun:
     finally:
         mngr.close()
     _, eval_step = train.make_steps(config, graphdef, None, objective)
-    return TrainedRun(workdir, config, objective, classes, int(step), jax.jit(eval_step),
-                      state["params"])
+    return TrainedRun(
+        workdir, config, objective, classes, int(step), jax.jit(eval_step), state["params"]
+    )
 
 
 def _bucket(n: int, step: int = 4000) -> int:
     return -(-n // step) * step
 
 
-def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, size: int,
-           meanings: list[tuple] | None = None, num_slots: int = 0):
+def _batch(
+    clips: list[np.ndarray],
+    labels: list[np.ndarray] | None,
+    task: str,
+    size: int,
+    meanings: list[tuple] | None = None,
+    num_slots: int = 0,
+):
     """Pads `clips` (and label ids, and encoded meanings (intent, slots [S]) for the intent
     task: zeros without references) into one eval batch of `size` rows (weights 0 on filler)."""
     n = len(clips)
@@ -95,9 +103,12 @@ def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, 
     lengths = np.array([clips[i].shape[0] for i in rows], np.int32)
     audio = np.zeros((size, _bucket(int(lengths.max()))), np.float32)
     for r, i in enumerate(rows):
-        audio[r, :lengths[r]] = clips[i].astype(np.float32) / 32768.0
-    batch = {"audio": audio, "audio_lengths": lengths,
-             "weights": (np.arange(size) < n).astype(np.float32)}
+        audio[r, : lengths[r]] = clips[i].astype(np.float32) / 32768.0
+    batch = {
+        "audio": audio,
+        "audio_lengths": lengths,
+        "weights": (np.arange(size) < n).astype(np.float32),
+    }
     if task == "classify":
         batch["labels"] = np.array([labels[i][0] if labels else 0 for i in rows], np.int32)
     else:
@@ -107,12 +118,13 @@ def _batch(clips: list[np.ndarray], labels: list[np.ndarray] | None, task: str, 
         width = _bucket(max(len(x) for x in ids), 8)
         batch["labels"] = np.zeros((size, width), np.int32)
         for r, x in enumerate(ids):
-            batch["labels"][r, :len(x)] = x
+            batch["labels"][r, : len(x)] = x
         batch["label_lengths"] = np.array([len(x) for x in ids], np.int32)
     if num_slots:
         batch["intent"] = np.array([meanings[i][0] if meanings else 0 for i in rows], np.int32)
-        batch["slots"] = np.stack([meanings[i][1] if meanings else np.zeros(num_slots, np.int32)
-                                   for i in rows]).astype(np.int32)
+        batch["slots"] = np.stack(
+            [meanings[i][1] if meanings else np.zeros(num_slots, np.int32) for i in rows]
+        ).astype(np.int32)
     return batch
 
 
@@ -132,7 +144,7 @@ def predict(run: TrainedRun, clips: list[np.ndarray], batch_size: int = 16) -> l
     ds = _dataset_like(run)
     out_texts: list[str] = []
     for s in range(0, len(clips), batch_size):
-        chunk = clips[s:s + batch_size]
+        chunk = clips[s : s + batch_size]
         batch = _batch(chunk, None, ds.task, batch_size, num_slots=_num_slots(run))
         out = jax.device_get(run.eval_step(run.params, batch))
         out_texts += [run.objective.prediction(out, r, ds) for r in range(len(chunk))]
@@ -143,8 +155,9 @@ def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
     """-> (the objective's metrics on `split`, one record per utterance: reference and
     hypothesis)."""
     if split not in dataset.splits:
-        raise ValueError(f"dataset {dataset.name} has no split {split!r}; it has "
-                         f"{sorted(dataset.splits)}")
+        raise ValueError(
+            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
+        )
     sp = dataset.splits[split]
     if dataset.task == "classify":
         refs = [dataset.classes[int(label)] for label in sp.labels]
@@ -156,20 +169,33 @@ def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
     meanings = None
     if encode_meaning is not None:
         if not sp.meanings:
-            raise ValueError(f"run {run.workdir} predicts meanings but {dataset.name} {split} "
-                             f"has none to score against")
+            raise ValueError(
+                f"run {run.workdir} predicts meanings but {dataset.name} {split} "
+                f"has none to score against"
+            )
         meanings = [encode_meaning(m) for m in sp.meanings]
         refs = [run.objective.codec.format(m) for m in sp.meanings]
     acc = run.objective.new_accumulator(final=True)
     records = []
     for s in range(0, len(sp.audio), batch_size):
-        chunk = sp.audio[s:s + batch_size]
-        batch = _batch(chunk, labels[s:s + batch_size], dataset.task, batch_size,
-                       meanings[s:s + batch_size] if meanings else None, _num_slots(run))
+        chunk = sp.audio[s : s + batch_size]
+        batch = _batch(
+            chunk,
+            labels[s : s + batch_size],
+            dataset.task,
+            batch_size,
+            meanings[s : s + batch_size] if meanings else None,
+            _num_slots(run),
+        )
         out = jax.device_get(run.eval_step(run.params, batch))
         run.objective.accumulate(acc, dataset, batch, out)
         for r in range(len(chunk)):
-            records.append({"index": s + r, "speaker": sp.speakers[s + r],
-                            "reference": refs[s + r],
-                            "hypothesis": run.objective.prediction(out, r, dataset)})
+            records.append(
+                {
+                    "index": s + r,
+                    "speaker": sp.speakers[s + r],
+                    "reference": refs[s + r],
+                    "hypothesis": run.objective.prediction(out, r, dataset),
+                }
+            )
     return run.objective.summarize(acc, dataset), records

@@ -38,20 +38,27 @@ def is_memory_task(dataset) -> bool:
 def load_dataset(config):
     """A speech `Dataset` from rnnbench.data, or a synthetic task for `dataset="task:<name>"`."""
     if config.dataset.startswith("task:"):
-        return tasks.make(config.dataset[len("task:"):], **dict(config.get("task") or {}))
+        return tasks.make(config.dataset[len("task:") :], **dict(config.get("task") or {}))
     d = config.get("data") or {}
     opts = dict(d.get("options") or {})
     try:
-        return data_lib.load(config.dataset, data_dir=config.get("data_dir"),
-                             protocol=d.get("protocol", 12), seed=d.get("seed", 0),
-                             cache_dir=d.get("cache_dir"), **opts)
+        return data_lib.load(
+            config.dataset,
+            data_dir=config.get("data_dir"),
+            protocol=d.get("protocol", 12),
+            seed=d.get("seed", 0),
+            cache_dir=d.get("cache_dir"),
+            **opts,
+        )
     except TypeError as e:  # the loader does not take one of config.data.options
         bad = re.search(r"unexpected keyword argument '(\w+)'", str(e))
         if not bad or bad.group(1) not in opts:
             raise
-        raise ConfigError(f"dataset {config.dataset!r} takes no option {bad.group(1)!r} "
-                          f"(config.data.options={opts}); set --config.data.options for this "
-                          "dataset (see its loader in rnnbench/data/)") from None
+        raise ConfigError(
+            f"dataset {config.dataset!r} takes no option {bad.group(1)!r} "
+            f"(config.data.options={opts}); set --config.data.options for this "
+            "dataset (see its loader in rnnbench/data/)"
+        ) from None
 
 
 def num_features(config, dataset) -> int:
@@ -87,12 +94,16 @@ def check_splits(config, dataset, buckets) -> None:
         return
     for name in ("train", "validation", "test"):
         if name not in dataset.splits or not len(dataset.splits[name]):
-            raise DataError(f"dataset {dataset.name} has no {name} examples; check "
-                            "--config.data_dir and --config.data.options (split sizes)")
+            raise DataError(
+                f"dataset {dataset.name} has no {name} examples; check "
+                "--config.data_dir and --config.data.options (split sizes)"
+            )
     n_train = len(dataset.splits["train"])
     if not 0 < config.batch_size <= n_train:
-        raise DataError(f"config.batch_size={config.batch_size} must be in [1, {n_train}], the "
-                        f"size of {dataset.name}'s training split")
+        raise DataError(
+            f"config.batch_size={config.batch_size} must be in [1, {n_train}], the "
+            f"size of {dataset.name}'s training split"
+        )
     if not buckets or min(buckets) <= 0:
         raise DataError(f"config.buckets must be positive sample counts, got {buckets!r}")
     f = config.features
@@ -107,7 +118,8 @@ def check_splits(config, dataset, buckets) -> None:
                 f"{lengths[i]} samples ({lengths[i] / dataset.sample_rate:.2f} s), longer than "
                 f"the largest bucket {max(buckets)} in --config.buckets={tuple(buckets)} "
                 f"({long.size} example(s) in {split_name} are); add a bucket >= {lengths.max()} "
-                f"or leave --config.buckets empty to size them from the data")
+                f"or leave --config.buckets empty to size them from the data"
+            )
         short = np.flatnonzero(lengths < window)
         if short.size:
             i = int(short[0])
@@ -115,7 +127,8 @@ def check_splits(config, dataset, buckets) -> None:
                 f"{dataset.name} {split_name} example {i} {_describe(dataset, split, i)} has "
                 f"{lengths[i]} samples, shorter than one analysis window of {window} samples "
                 f"(--config.features.win_ms={f.get('win_ms', 25.0)}); {short.size} example(s) "
-                f"in {split_name} are; remove them from the data or use a shorter window")
+                f"in {split_name} are; remove them from the data or use a shorter window"
+            )
 
 
 def _describe(dataset, split, i: int) -> str:
@@ -125,39 +138,67 @@ def _describe(dataset, split, i: int) -> str:
         parts.append(f"transcript {split.transcripts[i]!r}")
     elif split.labels is not None and len(split.labels):
         label = int(split.labels[i])
-        parts.append(f"label {dataset.classes[label]!r}" if 0 <= label < len(dataset.classes)
-                     else f"label {label}")
+        parts.append(
+            f"label {dataset.classes[label]!r}"
+            if 0 <= label < len(dataset.classes)
+            else f"label {label}"
+        )
     return f"({', '.join(parts)})" if parts else ""
 
 
-def train_stream(dataset, config, seed: int, buckets, start: int,
-                 encode: Callable | None = None,
-                 encode_meaning: Callable | None = None) -> Iterator[Batch]:
+def train_stream(
+    dataset,
+    config,
+    seed: int,
+    buckets,
+    start: int,
+    encode: Callable | None = None,
+    encode_meaning: Callable | None = None,
+) -> Iterator[Batch]:
     """Host batches from batch `start` on; batch k depends only on (seed, k)."""
     if is_memory_task(dataset):
         key = jax.random.fold_in(jax.random.PRNGKey(seed), 0x7A5C)
         make = jax.jit(dataset.batch, static_argnums=1)
-        return (jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
-                for k in itertools.count(start))
-    return batching.train_batches(dataset.splits["train"], batch_size=config.batch_size,
-                                  seed=seed, buckets=buckets, start_step=start, encode=encode,
-                                  encode_meaning=encode_meaning)
+        return (
+            jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
+            for k in itertools.count(start)
+        )
+    return batching.train_batches(
+        dataset.splits["train"],
+        batch_size=config.batch_size,
+        seed=seed,
+        buckets=buckets,
+        start_step=start,
+        encode=encode,
+        encode_meaning=encode_meaning,
+    )
 
 
-def eval_stream(dataset, split: str, config, buckets,
-                encode: Callable | None = None,
-                encode_meaning: Callable | None = None) -> Iterator[Batch]:
+def eval_stream(
+    dataset,
+    split: str,
+    config,
+    buckets,
+    encode: Callable | None = None,
+    encode_meaning: Callable | None = None,
+) -> Iterator[Batch]:
     """One pass over `split`; memory tasks use a fixed set of `config.task_eval_size` examples
     per split, the same for every seed."""
     if is_memory_task(dataset):
         key = jax.random.PRNGKey({"validation": 1, "test": 2}[split] + 0x5EED)
         make = jax.jit(dataset.batch, static_argnums=1)
         n = config.get("task_eval_size", 1024)
-        return (jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
-                for k in range(-(-n // config.batch_size)))
-    return batching.eval_batches(dataset.splits[split], batch_size=config.batch_size,
-                                 buckets=buckets, encode=encode,
-                                 encode_meaning=encode_meaning)
+        return (
+            jax.device_get(make(jax.random.fold_in(key, k), config.batch_size))
+            for k in range(-(-n // config.batch_size))
+        )
+    return batching.eval_batches(
+        dataset.splits[split],
+        batch_size=config.batch_size,
+        buckets=buckets,
+        encode=encode,
+        encode_meaning=encode_meaning,
+    )
 
 
 def stack_batches(batches: list[Batch]) -> Batch:

@@ -20,7 +20,8 @@ call a pure function of (params, inputs, key), which is what `jax.vmap` over see
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp

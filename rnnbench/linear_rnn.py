@@ -71,7 +71,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -377,5 +377,3 @@ class LRU(_LinearRecurrence):
 
     def _readout(self, h, xp):
         return self._c(h) + xp[..., 2 * self.state_size :]
-
-

@@ -26,5 +26,7 @@ def error_rates(references: list[str], hypotheses: list[str]) -> dict[str, float
         raise ValueError("error_rates needs at least one reference")
     if any(not r.strip() for r in references):
         raise ValueError("error_rates: a reference transcript is empty")
-    return {"cer": float(jiwer.cer(references, hypotheses)),
-            "wer": float(jiwer.wer(references, hypotheses))}
+    return {
+        "cer": float(jiwer.cer(references, hypotheses)),
+        "wer": float(jiwer.wer(references, hypotheses)),
+    }

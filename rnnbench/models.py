@@ -15,7 +15,8 @@ encoder's top-layer states, for the stability penalty) and, when `aux_ae_weight 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -31,11 +32,18 @@ POOLINGS = ("last", "mean", "attention")
 class ConvFrontEnd(nnx.Module):
     """1-D convolution over time with stride: [batch, time, F] -> [batch, ceil(time/stride), C]."""
 
-    def __init__(self, in_features: int, channels: int, kernel: int, stride: int, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, channels: int, kernel: int, stride: int, *, rngs: nnx.Rngs
+    ):
         self.stride = stride
-        self.conv = nnx.Conv(in_features, channels, kernel_size=(kernel,), strides=(stride,),
-                             padding="SAME", rngs=rngs)
+        self.conv = nnx.Conv(
+            in_features,
+            channels,
+            kernel_size=(kernel,),
+            strides=(stride,),
+            padding="SAME",
+            rngs=rngs,
+        )
 
     def __call__(self, x: Array, lengths: Array) -> tuple[Array, Array]:
         y = jax.nn.relu(self.conv(x))
@@ -52,26 +60,45 @@ class Encoder(nnx.Module):
 
     def __init__(self, cfg: Mapping[str, Any], num_features: int, *, rngs: nnx.Rngs):
         front = cfg.get("frontend") or {}
-        self.frontend = (ConvFrontEnd(num_features, front["channels"], front.get("kernel", 5),
-                                      front.get("stride", 2), rngs=rngs)
-                         if front.get("channels", 0) else None)
+        self.frontend = (
+            ConvFrontEnd(
+                num_features,
+                front["channels"],
+                front.get("kernel", 5),
+                front.get("stride", 2),
+                rngs=rngs,
+            )
+            if front.get("channels", 0)
+            else None
+        )
         n_in = front["channels"] if self.frontend is not None else num_features
         cell_kwargs = dict(cfg.get("cell_kwargs") or {})
         if cfg.get("dtype"):
             cell_kwargs["dtype"] = jnp.dtype(cfg["dtype"])
         policy = precision_lib.check(cfg.get("precision") or precision_lib.DEFAULT)
         self.rnn = layers.build(
-            cfg["cell"], n_in, cfg["hidden"], num_layers=cfg["layers"],
-            bidirectional=cfg["bidirectional"], dropout=cfg.get("dropout", 0.0),
-            residual=cfg.get("residual", False), layer_norm=cfg.get("layer_norm", False),
+            cfg["cell"],
+            n_in,
+            cfg["hidden"],
+            num_layers=cfg["layers"],
+            bidirectional=cfg["bidirectional"],
+            dropout=cfg.get("dropout", 0.0),
+            residual=cfg.get("residual", False),
+            layer_norm=cfg.get("layer_norm", False),
             input_dropout=cfg.get("input_dropout", 0.0),
             recurrent_dropout=cfg.get("recurrent_dropout", 0.0),
-            zoneout=cfg.get("zoneout", 0.0), unroll=cfg.get("unroll", "auto"), precision=policy,
-            rngs=rngs, **cell_kwargs)
+            zoneout=cfg.get("zoneout", 0.0),
+            unroll=cfg.get("unroll", "auto"),
+            precision=policy,
+            rngs=rngs,
+            **cell_kwargs,
+        )
         heads = cfg.get("attention_heads", 0)
-        self.self_attention = (attention.SelfAttention(self.rnn.out_features, heads,
-                                                       precision=policy, rngs=rngs)
-                               if heads else None)
+        self.self_attention = (
+            attention.SelfAttention(self.rnn.out_features, heads, precision=policy, rngs=rngs)
+            if heads
+            else None
+        )
         self.precision = precision_lib.effective(policy, cell_kwargs.get("dtype"))
         self.out_features = self.rnn.out_features
         self.bidirectional = cfg["bidirectional"]
@@ -111,15 +138,18 @@ class _Model(nnx.Module):
         stride = (cfg.get("frontend") or {}).get("stride", 1) if self.encoder.frontend else 1
         self.stride = stride
         self.num_features = num_features
-        self.decoder = (nnx.Linear(self.encoder.out_features, num_features * stride, rngs=rngs)
-                        if cfg.get("aux_ae_weight", 0.0) > 0 else None)
+        self.decoder = (
+            nnx.Linear(self.encoder.out_features, num_features * stride, rngs=rngs)
+            if cfg.get("aux_ae_weight", 0.0) > 0
+            else None
+        )
 
     def _aux(self, x, h, lengths):
         aux = {"states": h, "lengths": lengths}
         if self.decoder is not None:
             b, t = h.shape[:2]
             rec = self.decoder(h).reshape(b, t * self.stride, self.num_features)
-            aux["reconstruction"] = rec[:, :x.shape[1]]
+            aux["reconstruction"] = rec[:, : x.shape[1]]
         return aux
 
 
@@ -184,8 +214,9 @@ MODELS: dict[str, Any] = {
 }
 
 
-def build(cfg: Mapping[str, Any], *, num_features: int, num_classes: int,
-          rngs: nnx.Rngs) -> nnx.Module:
+def build(
+    cfg: Mapping[str, Any], *, num_features: int, num_classes: int, rngs: nnx.Rngs
+) -> nnx.Module:
     """Builds `MODELS[cfg["kind"]]`; `num_classes` excludes the CTC blank."""
     kind = cfg.get("kind", "classifier")
     if kind not in MODELS:

@@ -1,7 +1,7 @@
 """Optimisers, learning-rate schedules and the regularisation penalties added to a task's loss.
 
-  make_optimizer(config.optimizer, num_steps) -> optax.GradientTransformation
-  weight_penalty(params, l1, l2), stability_penalty(states, lengths), masked_mse(pred, target, lengths)
+make_optimizer(config.optimizer, num_steps) -> optax.GradientTransformation
+weight_penalty(params, l1, l2), stability_penalty(states, lengths), masked_mse(pred, target, lengths)
 """
 
 from __future__ import annotations
@@ -22,18 +22,25 @@ def make_schedule(c, num_steps: int) -> optax.Schedule:
     """Warmup (linear, `warmup_steps`) followed by constant, cosine or step decay."""
     warmup = c.get("warmup_steps", 0)
     if c.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, c.learning_rate, max(warmup, 1), num_steps,
-                                                  end_value=c.learning_rate * c.get("end_factor", 0.0))
+        return optax.warmup_cosine_decay_schedule(
+            0.0,
+            c.learning_rate,
+            max(warmup, 1),
+            num_steps,
+            end_value=c.learning_rate * c.get("end_factor", 0.0),
+        )
     if c.schedule == "step":
-        boundaries = {int(f * num_steps): c.get("decay_factor", 0.1)
-                      for f in c.get("decay_at", (0.5, 0.75))}
+        boundaries = {
+            int(f * num_steps): c.get("decay_factor", 0.1) for f in c.get("decay_at", (0.5, 0.75))
+        }
         main = optax.piecewise_constant_schedule(c.learning_rate, boundaries)
     else:
         main = optax.constant_schedule(c.learning_rate)
     if not warmup:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, c.learning_rate, warmup), main],
-                                [warmup])
+    return optax.join_schedules(
+        [optax.linear_schedule(0.0, c.learning_rate, warmup), main], [warmup]
+    )
 
 
 def make_optimizer(c, num_steps: int) -> optax.GradientTransformation:

@@ -68,8 +68,10 @@ def compute_dtype(name: str, dtype=None):
     if check(name) != "bf16":
         return dtype
     if dtype is not None and jnp.dtype(dtype) != jnp.bfloat16:
-        raise ValueError(f"precision='bf16' computes in bfloat16 but dtype={jnp.dtype(dtype)} was "
-                         "also given; pass one of them")
+        raise ValueError(
+            f"precision='bf16' computes in bfloat16 but dtype={jnp.dtype(dtype)} was "
+            "also given; pass one of them"
+        )
     return jnp.bfloat16
 
 

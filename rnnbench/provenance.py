@@ -24,8 +24,9 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "torc
 
 def _git(*args: str) -> str | None:
     try:
-        r = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                           timeout=10)
+        r = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return r.stdout.strip() if r.returncode == 0 else None
@@ -82,7 +83,7 @@ def record(settings: dict[str, Any] | None = None) -> dict[str, Any]:
     out = {
         "git_commit": git_commit(),
         "git_dirty": git_dirty(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "load_avg_1m": load,
@@ -100,13 +101,35 @@ def one_line(rec: dict[str, Any]) -> str:
     commit = (rec.get("git_commit") or "unknown")[:7]
     dirty = " (dirty)" if rec.get("git_dirty") else ""
     where = rec.get("accelerator", "cpu")
-    where = (f"{rec.get('cpu')} x{rec.get('cores')} cores" if where == "cpu"
-             else f"{rec.get('device_count', 1)}x {where}")
+    where = (
+        f"{rec.get('cpu')} x{rec.get('cores')} cores"
+        if where == "cpu"
+        else f"{rec.get('device_count', 1)}x {where}"
+    )
     vers = ", ".join(f"{k} {v}" for k, v in (rec.get("versions") or {}).items())
-    parts = [f"commit {commit}{dirty}", where, f"load {rec.get('load_avg_1m')}",
-             f"Python {rec.get('python')}", vers]
-    extra = {k: v for k, v in rec.items() if k not in (
-        "git_commit", "git_dirty", "date", "cpu", "cores", "load_avg_1m", "accelerator",
-        "device_count", "python", "versions")}
+    parts = [
+        f"commit {commit}{dirty}",
+        where,
+        f"load {rec.get('load_avg_1m')}",
+        f"Python {rec.get('python')}",
+        vers,
+    ]
+    extra = {
+        k: v
+        for k, v in rec.items()
+        if k
+        not in (
+            "git_commit",
+            "git_dirty",
+            "date",
+            "cpu",
+            "cores",
+            "load_avg_1m",
+            "accelerator",
+            "device_count",
+            "python",
+            "versions",
+        )
+    }
     parts += [f"{k}={v}" for k, v in extra.items()]
     return f"{rec.get('date')}; " + "; ".join(p for p in parts if p)

@@ -41,6 +41,7 @@ LOCK_FILE = "run.lock"
 
 # ----------------------------------------------------------------------------- the workdir
 
+
 def check_workdir(workdir: str) -> None:
     """Raises WorkdirError if `workdir` cannot hold a run: it (or a parent) is a file, it cannot
     be created or written, its checkpoints/ is read-only, or another process is training in it.
@@ -51,12 +52,15 @@ def check_workdir(workdir: str) -> None:
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
-        raise WorkdirError(f"--workdir {workdir} cannot be created: {parent} is a file, "
-                           "not a directory")
+        raise WorkdirError(
+            f"--workdir {workdir} cannot be created: {parent} is a file, not a directory"
+        )
     for d in (parent, os.path.join(workdir, "checkpoints")):
         if os.path.isdir(d) and not os.access(d, os.W_OK | os.X_OK):
-            raise WorkdirError(f"--workdir {workdir}: {d} is not writable (read-only file "
-                               "system or no permission); choose a writable --workdir")
+            raise WorkdirError(
+                f"--workdir {workdir}: {d} is not writable (read-only file "
+                "system or no permission); choose a writable --workdir"
+            )
     if os.path.exists(os.path.join(workdir, LOCK_FILE)):
         with _locked(workdir):  # raises WorkdirError if another process holds it
             pass
@@ -74,14 +78,17 @@ def check_config_matches(workdir: str, config: ml_collections.ConfigDict) -> Non
         with open(path) as f:
             saved = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise WorkdirError(f"{path} is unreadable ({e}); it is not a config.json this version "
-                           "wrote: use a new --workdir, or remove it to start the run afresh"
-                           ) from None
+        raise WorkdirError(
+            f"{path} is unreadable ({e}); it is not a config.json this version "
+            "wrote: use a new --workdir, or remove it to start the run afresh"
+        ) from None
     current = json.loads(config.to_json_best_effort())
     if saved != current:
         diff = sorted(diff_keys(saved, current))
-        raise WorkdirError(f"{workdir} holds a run of a different config (differs in "
-                           f"{', '.join(diff)}); use a new --workdir or the same config")
+        raise WorkdirError(
+            f"{workdir} holds a run of a different config (differs in "
+            f"{', '.join(diff)}); use a new --workdir or the same config"
+        )
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -149,9 +156,11 @@ def _locked(workdir: str):
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
             with contextlib.suppress(OSError), open(path) as f:
                 owner = f.read().strip()
-            raise WorkdirError(f"--workdir {workdir} is in use by another run (pid "
-                               f"{owner or '?'}); wait for it to finish or choose another "
-                               "--workdir") from None
+            raise WorkdirError(
+                f"--workdir {workdir} is in use by another run (pid "
+                f"{owner or '?'}); wait for it to finish or choose another "
+                "--workdir"
+            ) from None
         fd = None  # a file system without flock (some network mounts): run unlocked
     if fd is None:
         yield
@@ -181,14 +190,21 @@ def diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 # ----------------------------------------------------------------------------- the log
 
+
 class RunLog:
     """Appends events to metrics.jsonl (and W&B); `finish` writes final.json atomically.
 
     `wandb_mode` is the W&B mode actually used ("offline" after an unreachable server,
     "disabled" after a failed start) and `wandb_wait_s` the seconds W&B took to start."""
 
-    def __init__(self, workdir: str, config: ml_collections.ConfigDict, *,
-                 wandb_mode: str = "offline", resume_step: int = 0):
+    def __init__(
+        self,
+        workdir: str,
+        config: ml_collections.ConfigDict,
+        *,
+        wandb_mode: str = "offline",
+        resume_step: int = 0,
+    ):
         if wandb_mode not in WANDB_MODES:
             raise ValueError(f"wandb mode must be one of {WANDB_MODES}, got {wandb_mode!r}")
         self.workdir = workdir
@@ -218,7 +234,8 @@ class RunLog:
         if self.wandb is not None:
             try:
                 self.wandb.summary.update(
-                    {k: v for k, v in final.items() if isinstance(v, (int, float, str))})
+                    {k: v for k, v in final.items() if isinstance(v, (int, float, str))}
+                )
                 self.wandb.finish()
             except Exception as e:  # noqa: BLE001
                 _warn(f"W&B finish failed ({e}); final.json is written")
@@ -298,8 +315,10 @@ def _start_wandb(workdir: str, config, mode: str):
         url = os.environ.get("WANDB_BASE_URL") or wandb.Settings().base_url
         why = server_unreachable(url)
         if why:
-            _warn(f"W&B server {url} is not reachable ({why}); logging W&B offline to "
-                  f"{workdir}/wandb (upload later with `wandb sync`)")
+            _warn(
+                f"W&B server {url} is not reachable ({why}); logging W&B offline to "
+                f"{workdir}/wandb (upload later with `wandb sync`)"
+            )
             mode = "offline"
             # wandb's own usage telemetry would otherwise wait ~10 s on that server at exit
             os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
@@ -311,14 +330,22 @@ def _start_wandb(workdir: str, config, mode: str):
             run_id = f.read().strip() or None
     try:
         run = wandb.init(
-            project=wcfg.get("project", "rnnbench"), group=wcfg.get("group") or None,
+            project=wcfg.get("project", "rnnbench"),
+            group=wcfg.get("group") or None,
             name=wcfg.get("name") or os.path.basename(os.path.abspath(workdir)),
-            dir=workdir, mode=mode, id=run_id, resume="allow" if run_id else None,
-            config=json.loads(config.to_json_best_effort()), reinit="create_new",
-            settings=_wandb_settings(wandb))
+            dir=workdir,
+            mode=mode,
+            id=run_id,
+            resume="allow" if run_id else None,
+            config=json.loads(config.to_json_best_effort()),
+            reinit="create_new",
+            settings=_wandb_settings(wandb),
+        )
     except Exception as e:  # noqa: BLE001 - no network, not logged in, ...
-        _warn(f"W&B could not start in {mode} mode ({type(e).__name__}: "
-              f"{' '.join(str(e).split())[:300]}); logging to local files only")
+        _warn(
+            f"W&B could not start in {mode} mode ({type(e).__name__}: "
+            f"{' '.join(str(e).split())[:300]}); logging to local files only"
+        )
         return None, "disabled"
     atomic.write_text(run_id_path, run.id)
     return run, mode

@@ -64,8 +64,17 @@ class LocationAwareAttention(nnx.Module):
     `location=False` is plain content attention (no conv, `prev` is ignored).
     """
 
-    def __init__(self, query_features: int, memory_features: int, dim: int = 128, *,
-                 location: bool = True, filters: int = 32, width: int = 31, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        query_features: int,
+        memory_features: int,
+        dim: int = 128,
+        *,
+        location: bool = True,
+        filters: int = 32,
+        width: int = 31,
+        rngs: nnx.Rngs,
+    ):
         for name, v in (("attention_dim", dim), ("loc_filters", filters), ("loc_width", width)):
             if v < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {v}")
@@ -74,16 +83,18 @@ class LocationAwareAttention(nnx.Module):
         self.query_proj = nnx.Linear(query_features, dim, use_bias=False, rngs=rngs)
         self.score = nnx.Linear(dim, 1, use_bias=False, rngs=rngs)
         if location:
-            self.conv = nnx.Conv(1, filters, kernel_size=(width,), padding="SAME",
-                                 use_bias=False, rngs=rngs)
+            self.conv = nnx.Conv(
+                1, filters, kernel_size=(width,), padding="SAME", use_bias=False, rngs=rngs
+            )
             self.location_proj = nnx.Linear(filters, dim, use_bias=False, rngs=rngs)
 
     def keys(self, memory: Array) -> Array:
         """memory [batch, T, D] -> W h + b [batch, T, dim]; computed once per utterance."""
         return self.memory_proj(memory)
 
-    def __call__(self, query: Array, memory: Array, keys: Array, mask: Array,
-                 prev: Array) -> tuple[Array, Array]:
+    def __call__(
+        self, query: Array, memory: Array, keys: Array, mask: Array, prev: Array
+    ) -> tuple[Array, Array]:
         """query [B, Q], memory [B, T, D], keys [B, T, A], mask bool [B, T], prev [B, T]
         -> (context [B, D], weights [B, T]); weights are 0 at masked frames and sum to 1 over
         the valid ones (all 0 for an empty utterance)."""
@@ -103,52 +114,78 @@ class AttentionDecoder(nnx.Module):
     teacher forcing and `beam_search`, so both compute the same numbers.
     """
 
-    def __init__(self, cell: str, vocab: int, memory_features: int, hidden: int, *,
-                 embed: int = 64, attention: str = "location", attention_dim: int = 128,
-                 loc_filters: int = 32, loc_width: int = 31, dropout: float = 0.0,
-                 cell_kwargs: Mapping[str, Any] | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        cell: str,
+        vocab: int,
+        memory_features: int,
+        hidden: int,
+        *,
+        embed: int = 64,
+        attention: str = "location",
+        attention_dim: int = 128,
+        loc_filters: int = 32,
+        loc_width: int = 31,
+        dropout: float = 0.0,
+        cell_kwargs: Mapping[str, Any] | None = None,
+        rngs: nnx.Rngs,
+    ):
         if attention not in ATTENTIONS:
-            raise ValueError(f"unknown model.attention {attention!r}; expected one of "
-                             f"{ATTENTIONS}")
+            raise ValueError(f"unknown model.attention {attention!r}; expected one of {ATTENTIONS}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.decoder_dropout must be in [0, 1), got {dropout}")
         self.vocab = vocab
         self.dropout = dropout
         self.embed = nnx.Embed(vocab, embed, rngs=rngs)
-        self.cell = cells.make(cell, embed + memory_features, hidden, rngs=rngs,
-                               **dict(cell_kwargs or {}))
+        self.cell = cells.make(
+            cell, embed + memory_features, hidden, rngs=rngs, **dict(cell_kwargs or {})
+        )
         self.attention = LocationAwareAttention(
-            hidden, memory_features, attention_dim, location=attention == "location",
-            filters=loc_filters, width=loc_width, rngs=rngs)
+            hidden,
+            memory_features,
+            attention_dim,
+            location=attention == "location",
+            filters=loc_filters,
+            width=loc_width,
+            rngs=rngs,
+        )
         self.out = nnx.Linear(hidden + memory_features, vocab, rngs=rngs)
 
     def memory(self, h: Array, lengths: Array) -> dict:
         """Encoder states h [N, T, D] and lengths [N] -> what every step reads."""
-        return {"values": h, "keys": self.attention.keys(h),
-                "mask": jnp.arange(h.shape[1])[None, :] < lengths[:, None]}
+        return {
+            "values": h,
+            "keys": self.attention.keys(h),
+            "mask": jnp.arange(h.shape[1])[None, :] < lengths[:, None],
+        }
 
     def initial_state(self, memory: dict) -> dict:
         """Zero carry and context; α_0 uniform over each utterance's valid frames."""
         h, mask = memory["values"], memory["mask"]
         m = mask.astype(h.dtype)
-        return {"carry": self.cell.initial_carry(h.shape[0]),
-                "context": jnp.zeros((h.shape[0], h.shape[-1]), h.dtype),
-                "weights": m / jnp.maximum(m.sum(-1, keepdims=True), 1.0)}
+        return {
+            "carry": self.cell.initial_carry(h.shape[0]),
+            "context": jnp.zeros((h.shape[0], h.shape[-1]), h.dtype),
+            "weights": m / jnp.maximum(m.sum(-1, keepdims=True), 1.0),
+        }
 
-    def step(self, state: dict, tokens: Array, memory: dict, *,
-             key: Array | None = None) -> tuple[dict, Array, Array]:
+    def step(
+        self, state: dict, tokens: Array, memory: dict, *, key: Array | None = None
+    ) -> tuple[dict, Array, Array]:
         """tokens [N] (previous outputs; sos first) -> (state, logits [N, V], weights [N, T])."""
         x = jnp.concatenate([self.embed(tokens), state["context"]], axis=-1)
         carry, s = self.cell.step(state["carry"], self.cell.project_inputs(x))
-        context, weights = self.attention(s, memory["values"], memory["keys"], memory["mask"],
-                                          state["weights"])
+        context, weights = self.attention(
+            s, memory["values"], memory["keys"], memory["mask"], state["weights"]
+        )
         features = layers.dropout(jnp.concatenate([s, context], -1), self.dropout, key)
         logits = self.out(features)
         logits = jnp.where(jnp.arange(self.vocab) == 0, MASKED_LOGIT, logits)
         return {"carry": carry, "context": context, "weights": weights}, logits, weights
 
-    def __call__(self, h: Array, lengths: Array, inputs: Array, *,
-                 key: Array | None = None) -> tuple[Array, Array]:
+    def __call__(
+        self, h: Array, lengths: Array, inputs: Array, *, key: Array | None = None
+    ) -> tuple[Array, Array]:
         """Teacher forcing: h [B, T, D], lengths [B], inputs [B, S] ids
         -> (logits [B, S, V], alignments [B, S, T])."""
         memory = self.memory(h, lengths)
@@ -191,11 +228,13 @@ class ListenAttendSpell(nnx.Module):
     `num_classes` = C characters, excluding the blank (as for `models.build`).
     """
 
-    def __init__(self, cfg: Mapping[str, Any], num_features: int, num_classes: int, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: Mapping[str, Any], num_features: int, num_classes: int, *, rngs: nnx.Rngs
+    ):
         if cfg.get("aux_ae_weight", 0.0) > 0:
-            raise ValueError("model.aux_ae_weight > 0 is not supported by model.kind 'las'; "
-                             "set it to 0")
+            raise ValueError(
+                "model.aux_ae_weight > 0 is not supported by model.kind 'las'; set it to 0"
+            )
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
@@ -208,20 +247,34 @@ class ListenAttendSpell(nnx.Module):
         if cfg.get("dtype"):
             cell_kwargs.setdefault("dtype", jnp.dtype(cfg["dtype"]))
         self.decoder = AttentionDecoder(
-            cfg.get("decoder_cell") or cfg["cell"], self.vocab_size, d,
-            cfg.get("decoder_hidden") or cfg["hidden"], embed=cfg.get("embed", 64),
+            cfg.get("decoder_cell") or cfg["cell"],
+            self.vocab_size,
+            d,
+            cfg.get("decoder_hidden") or cfg["hidden"],
+            embed=cfg.get("embed", 64),
             attention=cfg.get("attention", "location"),
-            attention_dim=cfg.get("attention_dim", 128), loc_filters=cfg.get("loc_filters", 32),
-            loc_width=cfg.get("loc_width", 31), dropout=cfg.get("decoder_dropout", 0.0),
-            cell_kwargs=cell_kwargs, rngs=rngs)
+            attention_dim=cfg.get("attention_dim", 128),
+            loc_filters=cfg.get("loc_filters", 32),
+            loc_width=cfg.get("loc_width", 31),
+            dropout=cfg.get("decoder_dropout", 0.0),
+            cell_kwargs=cell_kwargs,
+            rngs=rngs,
+        )
 
     def encode(self, feats: Array, lengths: Array, *, key: Array | None = None):
         """feats [B, T, F] -> (states [B, T', D], lengths' [B], ctc_logits [B, T', C + 1])."""
         h, hl = self.encoder(feats, lengths, key=key)
         return h, hl, self.ctc_head(h)
 
-    def __call__(self, feats: Array, lengths: Array, *, labels: Array, label_lengths: Array,
-                 key: Array | None = None) -> tuple[Array, dict]:
+    def __call__(
+        self,
+        feats: Array,
+        lengths: Array,
+        *,
+        labels: Array,
+        label_lengths: Array,
+        key: Array | None = None,
+    ) -> tuple[Array, dict]:
         """Teacher forcing. feats [B, T, F], lengths [B], labels [B, U] (1..C, 0-padded),
         label_lengths [B] -> (logits [B, U + 1, C + 2] predicting [y_1 .. y_U, eos],
         aux {"states", "lengths", "ctc_logits" [B, T', C + 1], "alignments" [B, U + 1, T']})."""
@@ -229,16 +282,21 @@ class ListenAttendSpell(nnx.Module):
         h, hl, ctc_logits = self.encode(feats, lengths, key=k_enc)
         inputs = decoder_inputs(labels, label_lengths, self.eos)
         logits, alignments = self.decoder(h, hl, inputs, key=k_dec)
-        return logits, {"states": h, "lengths": hl, "ctc_logits": ctc_logits,
-                        "alignments": alignments}
+        return logits, {
+            "states": h,
+            "lengths": hl,
+            "ctc_logits": ctc_logits,
+            "alignments": alignments,
+        }
 
 
 # ---------------------------------------------------------------------------------------------
 # Losses
 
 
-def seq2seq_loss(logits: Array, labels: Array, label_lengths: Array,
-                 label_smoothing: float = 0.0) -> Array:
+def seq2seq_loss(
+    logits: Array, labels: Array, label_lengths: Array, label_smoothing: float = 0.0
+) -> Array:
     """Teacher-forced cross-entropy per utterance, averaged over its U_b + 1 targets (the labels
     then eos) -> [B]. logits [B, U + 1, V] (V - 1 = eos), labels [B, U], label_lengths [B].
 
@@ -258,21 +316,28 @@ def seq2seq_loss(logits: Array, labels: Array, label_lengths: Array,
     return nll.sum(1) / (label_lengths + 1).astype(jnp.float32)
 
 
-def ctc_loss(ctc_logits: Array, logit_lengths: Array, labels: Array,
-             label_lengths: Array) -> Array:
+def ctc_loss(ctc_logits: Array, logit_lengths: Array, labels: Array, label_lengths: Array) -> Array:
     """`optax.ctc_loss` (blank 0) per utterance divided by its label count -> [B] (as the CTC
     task normalises it). ctc_logits [B, T', C + 1], labels [B, U]."""
-    logit_pad = (jnp.arange(ctc_logits.shape[1])[None, :]
-                 >= logit_lengths[:, None]).astype(jnp.float32)
-    label_pad = (jnp.arange(labels.shape[1])[None, :]
-                 >= label_lengths[:, None]).astype(jnp.float32)
-    per_seq = optax.ctc_loss(ctc_logits.astype(jnp.float32), logit_pad, labels, label_pad,
-                             blank_id=0)
+    logit_pad = (jnp.arange(ctc_logits.shape[1])[None, :] >= logit_lengths[:, None]).astype(
+        jnp.float32
+    )
+    label_pad = (jnp.arange(labels.shape[1])[None, :] >= label_lengths[:, None]).astype(jnp.float32)
+    per_seq = optax.ctc_loss(
+        ctc_logits.astype(jnp.float32), logit_pad, labels, label_pad, blank_id=0
+    )
     return per_seq / jnp.maximum(label_lengths, 1).astype(jnp.float32)
 
 
-def joint_loss(logits: Array, aux: Mapping[str, Array], labels: Array, label_lengths: Array, *,
-               ctc_weight: float, label_smoothing: float = 0.0) -> tuple[Array, dict]:
+def joint_loss(
+    logits: Array,
+    aux: Mapping[str, Array],
+    labels: Array,
+    label_lengths: Array,
+    *,
+    ctc_weight: float,
+    label_smoothing: float = 0.0,
+) -> tuple[Array, dict]:
     """Joint CTC/attention objective per utterance: w * ctc + (1 - w) * attention -> [B].
 
     `logits, aux` are `ListenAttendSpell`'s outputs. Also returns per-utterance parts:
@@ -286,8 +351,12 @@ def joint_loss(logits: Array, aux: Mapping[str, Array], labels: Array, label_len
     targets = decoder_targets(labels, label_lengths, logits.shape[-1] - 1)
     mask = jnp.arange(targets.shape[1])[None, :] <= label_lengths[:, None]
     correct = ((jnp.argmax(logits, -1) == targets) & mask).sum(1).astype(jnp.float32)
-    parts = {"ctc": ctc, "attention": att, "correct": correct,
-             "tokens": (label_lengths + 1).astype(jnp.float32)}
+    parts = {
+        "ctc": ctc,
+        "attention": att,
+        "correct": correct,
+        "tokens": (label_lengths + 1).astype(jnp.float32),
+    }
     return ctc_weight * ctc + (1.0 - ctc_weight) * att, parts
 
 
@@ -303,13 +372,15 @@ def ctc_prefix_init(log_probs: Array) -> Array:
     the empty prefix needs no special case in `ctc_prefix_score`.
     """
     n = log_probs.shape[0]
-    rb = jnp.concatenate([jnp.zeros((n, 1), log_probs.dtype),
-                          jnp.cumsum(log_probs[:, :, 0], axis=1)], axis=1)
+    rb = jnp.concatenate(
+        [jnp.zeros((n, 1), log_probs.dtype), jnp.cumsum(log_probs[:, :, 0], axis=1)], axis=1
+    )
     return jnp.stack([jnp.full_like(rb, -jnp.inf), rb], axis=-1)
 
 
-def ctc_prefix_score(log_probs: Array, lengths: Array, r: Array,
-                     last: Array) -> tuple[Array, Array]:
+def ctc_prefix_score(
+    log_probs: Array, lengths: Array, r: Array, last: Array
+) -> tuple[Array, Array]:
     """CTC prefix scores of every one-token extension of N prefixes g, all tokens at once.
 
     Args:
@@ -339,10 +410,12 @@ def ctc_prefix_score(log_probs: Array, lengths: Array, r: Array,
         return (rn_t, rb_t), (rn_t, rb_t)
 
     init = jnp.full((n, l), -jnp.inf, log_probs.dtype)
-    _, (rn, rb) = jax.lax.scan(frame, (init, init), (jnp.swapaxes(phi[:, :t], 0, 1),
-                                                     jnp.swapaxes(log_probs, 0, 1)))
-    r_next = jnp.concatenate([jnp.full((1, n, 2, l), -jnp.inf, log_probs.dtype),
-                              jnp.stack([rn, rb], axis=2)], axis=0)
+    _, (rn, rb) = jax.lax.scan(
+        frame, (init, init), (jnp.swapaxes(phi[:, :t], 0, 1), jnp.swapaxes(log_probs, 0, 1))
+    )
+    r_next = jnp.concatenate(
+        [jnp.full((1, n, 2, l), -jnp.inf, log_probs.dtype), jnp.stack([rn, rb], axis=2)], axis=0
+    )
     eos = jnp.take_along_axis(r_sum, lengths[:, None], axis=1)
     scores = jnp.concatenate([psi.at[:, 0].set(-jnp.inf), eos], axis=1)
     return scores, jnp.swapaxes(r_next, 0, 1)
@@ -352,8 +425,9 @@ def ctc_prefix_score(log_probs: Array, lengths: Array, r: Array,
 # Beam search
 
 
-def _combine(att: Array, ctc: Array, length: Array, ctc_weight: Array,
-             length_bonus: Array) -> Array:
+def _combine(
+    att: Array, ctc: Array, length: Array, ctc_weight: Array, length_bonus: Array
+) -> Array:
     """(1 - w) * att + w * ctc + bonus * length, without 0 * -inf."""
     a = jnp.where(ctc_weight < 1.0, (1.0 - ctc_weight) * att, 0.0)
     c = jnp.where(ctc_weight > 0.0, ctc_weight * ctc, 0.0)
@@ -361,8 +435,17 @@ def _combine(att: Array, ctc: Array, length: Array, ctc_weight: Array,
 
 
 @functools.partial(nnx.jit, static_argnames=("beam", "max_len", "joint"))
-def _search(model: ListenAttendSpell, feats, lengths, ctc_weight, length_bonus, *, beam: int,
-            max_len: int, joint: bool):
+def _search(
+    model: ListenAttendSpell,
+    feats,
+    lengths,
+    ctc_weight,
+    length_bonus,
+    *,
+    beam: int,
+    max_len: int,
+    joint: bool,
+):
     """The K-best list: ids [B, K, max_len], lengths [B, K], scores [B, K], best first."""
     h, hl, ctc_logits = model.encode(feats, lengths)
     b, k, v, eos = h.shape[0], beam, model.vocab_size, model.eos
@@ -373,14 +456,16 @@ def _search(model: ListenAttendSpell, feats, lengths, ctc_weight, length_bonus, 
     is_char = (ids >= 1) & (ids < eos)
     neg = jnp.float32(-jnp.inf)
 
-    s = {"dec": dec.initial_state(memory),
-         "tokens": jnp.full((n,), eos, jnp.int32),  # sos
-         "att": jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, neg), b),  # one live hypothesis
-         "ctc": jnp.zeros((n,), jnp.float32),
-         "score": jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, neg), b),
-         "length": jnp.zeros((n,), jnp.int32),
-         "finished": jnp.zeros((n,), bool),
-         "history": jnp.zeros((n, max_len + 1), jnp.int32)}
+    s = {
+        "dec": dec.initial_state(memory),
+        "tokens": jnp.full((n,), eos, jnp.int32),  # sos
+        "att": jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, neg), b),  # one live hypothesis
+        "ctc": jnp.zeros((n,), jnp.float32),
+        "score": jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, neg), b),
+        "length": jnp.zeros((n,), jnp.int32),
+        "finished": jnp.zeros((n,), bool),
+        "history": jnp.zeros((n, max_len + 1), jnp.int32),
+    }
     if joint:
         ctc_lp = jnp.repeat(jax.nn.log_softmax(ctc_logits.astype(jnp.float32), -1), k, axis=0)
         ctc_len = jnp.repeat(hl, k, axis=0)
@@ -413,10 +498,16 @@ def _search(model: ListenAttendSpell, feats, lengths, ctc_weight, length_bonus, 
         tok = (flat % v).reshape(n).astype(jnp.int32)
         pick = lambda x: x[src, tok]
         was_finished = s["finished"][src]
-        new = {"dec": jax.tree.map(lambda x: x[src], dec_state), "tokens": tok,
-               "att": pick(att), "ctc": pick(ctc), "score": score.reshape(n),
-               "length": pick(length), "finished": was_finished | (tok == eos),
-               "history": s["history"][src].at[:, i].set(jnp.where(was_finished, 0, tok))}
+        new = {
+            "dec": jax.tree.map(lambda x: x[src], dec_state),
+            "tokens": tok,
+            "att": pick(att),
+            "ctc": pick(ctc),
+            "score": score.reshape(n),
+            "length": pick(length),
+            "finished": was_finished | (tok == eos),
+            "history": s["history"][src].at[:, i].set(jnp.where(was_finished, 0, tok)),
+        }
         if joint:
             char = (tok >= 1) & (tok < eos)
             r_tok = r_next[src, :, :, jnp.clip(tok, 0, eos - 1)]  # [N, T + 1, 2]
@@ -434,9 +525,17 @@ def _search(model: ListenAttendSpell, feats, lengths, ctc_weight, length_bonus, 
     return hyp, s["length"].reshape(b, k), s["score"].reshape(b, k)
 
 
-def beam_search(model: ListenAttendSpell, feats: Array, lengths: Array, *, beam: int = 10,
-                max_len: int, ctc_weight: float = 0.0, length_bonus: float = 0.0,
-                nbest: bool = False) -> tuple[Array, Array, Array]:
+def beam_search(
+    model: ListenAttendSpell,
+    feats: Array,
+    lengths: Array,
+    *,
+    beam: int = 10,
+    max_len: int,
+    ctc_weight: float = 0.0,
+    length_bonus: float = 0.0,
+    nbest: bool = False,
+) -> tuple[Array, Array, Array]:
     """Batched beam search (jit-compiled; the beam is an array axis). Greedy is `beam=1`.
 
     A hypothesis y (length L <= max_len, then eos) scores
@@ -454,8 +553,16 @@ def beam_search(model: ListenAttendSpell, feats: Array, lengths: Array, *, beam:
         raise ValueError(f"beam and max_len must be >= 1, got beam={beam}, max_len={max_len}")
     if not 0.0 <= ctc_weight <= 1.0:
         raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
-    out = _search(model, feats, lengths, jnp.float32(ctc_weight), jnp.float32(length_bonus),
-                  beam=beam, max_len=max_len, joint=ctc_weight > 0.0)
+    out = _search(
+        model,
+        feats,
+        lengths,
+        jnp.float32(ctc_weight),
+        jnp.float32(length_bonus),
+        beam=beam,
+        max_len=max_len,
+        joint=ctc_weight > 0.0,
+    )
     return out if nbest else tuple(x[:, 0] for x in out)
 
 
@@ -463,8 +570,14 @@ def beam_search(model: ListenAttendSpell, feats: Array, lengths: Array, *, beam:
 # Plots
 
 
-def plot_alignment(alignment, path: str, title: str = "", *, tokens: list[str] | None = None,
-                   frames: int | None = None) -> None:
+def plot_alignment(
+    alignment,
+    path: str,
+    title: str = "",
+    *,
+    tokens: list[str] | None = None,
+    frames: int | None = None,
+) -> None:
     """Attention weights alignment [U, T] (output step x encoder frame) as an image at `path`
     (format from the extension), written atomically. `tokens` label the rows; `frames` crops
     the padded frames."""
@@ -478,11 +591,13 @@ def plot_alignment(alignment, path: str, title: str = "", *, tokens: list[str] |
         a = a[:, :frames]
     if tokens is not None and len(tokens) != a.shape[0]:
         raise ValueError(f"{len(tokens)} tokens for an alignment of {a.shape[0]} output steps")
-    fig = Figure(figsize=(max(4.0, a.shape[1] / 12), max(3.0, a.shape[0] / 4)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(max(4.0, a.shape[1] / 12), max(3.0, a.shape[0] / 4)), layout="constrained"
+    )
     ax = fig.subplots()
-    im = ax.imshow(a, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis",
-                   vmin=0.0)
+    im = ax.imshow(
+        a, aspect="auto", origin="lower", interpolation="nearest", cmap="viridis", vmin=0.0
+    )
     fig.colorbar(im, ax=ax, label="attention weight")
     ax.set_xlabel("encoder frame")
     ax.set_ylabel("output step")

@@ -36,15 +36,19 @@ class MeaningHeads(nnx.Module):
         self.slot_sizes = tuple(int(v) for v in slot_sizes)
         S, V = len(self.slot_sizes), max(self.slot_sizes, default=1)
         self.intent = nnx.Linear(features, num_intents, rngs=rngs)
-        self.slot_kernel = nnx.Param(jax.random.normal(rngs.params(), (S, features, V))
-                                     / np.sqrt(features))  # the scale of nnx.Linear's LeCun init
+        self.slot_kernel = nnx.Param(
+            jax.random.normal(rngs.params(), (S, features, V)) / np.sqrt(features)
+        )  # the scale of nnx.Linear's LeCun init
         self.slot_bias = nnx.Param(jnp.zeros((S, V)))
 
     def __call__(self, pooled: Array) -> dict:
         per_head = pooled.ndim == 3
         intent = self.intent(pooled[:, 0] if per_head else pooled)
-        slots = jnp.einsum("bsd,sdv->bsv" if per_head else "bd,sdv->bsv",
-                           pooled[:, 1:] if per_head else pooled, self.slot_kernel[...])
+        slots = jnp.einsum(
+            "bsd,sdv->bsv" if per_head else "bd,sdv->bsv",
+            pooled[:, 1:] if per_head else pooled,
+            self.slot_kernel[...],
+        )
         slots = slots + self.slot_bias[...]
         valid = jnp.arange(slots.shape[-1]) < jnp.array(self.slot_sizes, jnp.int32)[:, None]
         return {"intent": intent, "slots": jnp.where(valid, slots, PAD_LOGIT)}
@@ -59,17 +63,27 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
     usual aux ({"states", "lengths"} and the optional reconstruction).
     """
 
-    def __init__(self, cfg, num_features: int, num_classes: int, *, rngs: nnx.Rngs,
-                 codec: meanings.MeaningCodec | None = None):
+    def __init__(
+        self,
+        cfg,
+        num_features: int,
+        num_classes: int,
+        *,
+        rngs: nnx.Rngs,
+        codec: meanings.MeaningCodec | None = None,
+    ):
         super().__init__(cfg, num_features, rngs=rngs)
         codec = codec or meanings.synth_phrases_codec()
         if num_classes != len(codec.intents):
-            raise ValueError(f"IntentModel: num_classes={num_classes} but the meaning schema "
-                             f"has {len(codec.intents)} intents")
+            raise ValueError(
+                f"IntentModel: num_classes={num_classes} but the meaning schema "
+                f"has {len(codec.intents)} intents"
+            )
         pooling = cfg.get("pooling", "last")
         if pooling not in models.POOLINGS:
-            raise ValueError(f"unknown model.pooling {pooling!r}; expected one of "
-                             f"{models.POOLINGS}")
+            raise ValueError(
+                f"unknown model.pooling {pooling!r}; expected one of {models.POOLINGS}"
+            )
         self.pooling = pooling
         d = self.encoder.out_features
         self.pool = attention.AttentionPooling(d, rngs=rngs) if pooling == "attention" else None

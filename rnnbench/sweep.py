@@ -90,8 +90,9 @@ def _field(config, key: str):
     node, parts = config, key.split(".")
     for i, p in enumerate(parts):
         if not hasattr(node, "keys") or p not in node:
-            raise SweepError(f"override {key!r}: the config has no field "
-                             f"{'.'.join(parts[:i + 1])!r}")
+            raise SweepError(
+                f"override {key!r}: the config has no field {'.'.join(parts[: i + 1])!r}"
+            )
         if i < len(parts) - 1:
             node = node[p]
     return node, parts[-1]
@@ -138,8 +139,9 @@ def parse_overrides(items: Iterable[str], config) -> dict[str, str]:
     return out
 
 
-def resolve(config_arg: str, sweep_name: str, sweep_dir: str,
-            overrides: Iterable[str] = ()) -> Sweep:
+def resolve(
+    config_arg: str, sweep_name: str, sweep_dir: str, overrides: Iterable[str] = ()
+) -> Sweep:
     """Loads the config file and its sweeps(), checks every override before anything runs."""
     path, _, module, config = load_config_module(config_arg)
     if not hasattr(module, "sweeps"):
@@ -160,13 +162,16 @@ def resolve(config_arg: str, sweep_name: str, sweep_dir: str,
     swept = {k for d in grid for k in d}
     clash = sorted(swept & set(common))
     if clash:
-        raise SweepError(f"--override {', '.join(clash)}: swept by {sweep_name!r} itself; "
-                         "an override for every run would replace the swept values")
+        raise SweepError(
+            f"--override {', '.join(clash)}: swept by {sweep_name!r} itself; "
+            "an override for every run would replace the swept values"
+        )
     runs = [Run(n, d, os.path.join(sweep_dir, n)) for n, d in zip(run_names(grid), grid)]
     check_run_configs(config, runs, common)
     project = (config.get("wandb") or {}).get("project", "rnnbench")
-    return Sweep(sweep_dir, runs, config_arg=config_arg, name=sweep_name, common=common,
-                 project=project)
+    return Sweep(
+        sweep_dir, runs, config_arg=config_arg, name=sweep_name, common=common, project=project
+    )
 
 
 def check_run_configs(config, runs: list[Run], common: Mapping[str, str]) -> None:
@@ -191,6 +196,7 @@ def check_run_configs(config, runs: list[Run], common: Mapping[str, str]) -> Non
 
 # ----------------------------------------------------------------------------- units and commands
 
+
 @dataclasses.dataclass
 class Unit:
     """What one subprocess trains: one run, or several runs that differ only in `seed`."""
@@ -203,8 +209,11 @@ class Unit:
         if self.seeds is None:
             return self.runs[0].name
         rest = {k: v for k, v in self.runs[0].overrides.items() if k != "seed"}
-        return (run_names([rest])[0] if rest else "default") + ",seeds=" + "-".join(
-            map(fmt_value, self.seeds))
+        return (
+            (run_names([rest])[0] if rest else "default")
+            + ",seeds="
+            + "-".join(map(fmt_value, self.seeds))
+        )
 
 
 def make_units(runs: list[Run], vmap_seeds: bool) -> list[Unit]:
@@ -213,10 +222,13 @@ def make_units(runs: list[Run], vmap_seeds: bool) -> list[Unit]:
         return [Unit([r]) for r in runs]
     groups: dict[str, list[Run]] = {}
     for r in runs:
-        groups.setdefault(config_key(r.overrides) if "seed" in r.overrides else r.name,
-                          []).append(r)
-    return [Unit(g, [r.overrides["seed"] for r in g]) if len(g) > 1 else Unit(g)
-            for g in groups.values()]
+        groups.setdefault(config_key(r.overrides) if "seed" in r.overrides else r.name, []).append(
+            r
+        )
+    return [
+        Unit(g, [r.overrides["seed"] for r in g]) if len(g) > 1 else Unit(g)
+        for g in groups.values()
+    ]
 
 
 def _cli_value(v) -> str:
@@ -233,16 +245,25 @@ def command(s: Sweep, unit: Unit, wandb_mode: str) -> list[str]:
     The W&B run name is left to its default, the workdir's basename, i.e. the run name, so a run
     has the same config.json whether it trained alone or in a seed group."""
     first = unit.runs[0]
-    argv = [sys.executable, "-m", "experiments.train", f"--config={s.config_arg}",
-            f"--wandb={wandb_mode}", "--quiet"]
+    argv = [
+        sys.executable,
+        "-m",
+        "experiments.train",
+        f"--config={s.config_arg}",
+        f"--wandb={wandb_mode}",
+        "--quiet",
+    ]
     buf = io.StringIO()  # --workdir is an absl list flag (CSV): quote names holding commas
     csv.writer(buf, lineterminator="").writerow([r.workdir for r in unit.runs])
     argv.append(f"--workdir={buf.getvalue()}")
     if unit.seeds is not None:
         argv.append("--seeds=" + ",".join(map(str, unit.seeds)))
     argv.append(f"--config.wandb.group={s.group}")
-    argv += [f"--config.{k}={_cli_value(v)}" for k, v in first.overrides.items()
-             if not (unit.seeds is not None and k == "seed")]
+    argv += [
+        f"--config.{k}={_cli_value(v)}"
+        for k, v in first.overrides.items()
+        if not (unit.seeds is not None and k == "seed")
+    ]
     argv += [f"--config.{k}={v}" for k, v in s.common.items()]
     return argv
 
@@ -264,7 +285,7 @@ def cpu_slots(parallel: int, pin: bool) -> list[set[int] | None]:
         return [None] * parallel
     cores = sorted(os.sched_getaffinity(0))
     k = max(1, len(cores) // parallel)
-    return [set(cores[(i * k) % len(cores):][:k]) for i in range(parallel)]
+    return [set(cores[(i * k) % len(cores) :][:k]) for i in range(parallel)]
 
 
 def cpu_only() -> bool:
@@ -295,22 +316,26 @@ def _preexec(cores: set[int] | None):
             os.sched_setaffinity(0, cores)
         try:  # die with the runner: a SIGKILLed sweep must not leave runs training behind
             import ctypes
+
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         except OSError:
             pass
+
     return fn
 
 
 def run_command(argv: list[str], env: dict, log_path: str) -> None:
     """Runs argv with output to log_path; raises RuntimeError on failure (used by submitit)."""
     with open(log_path, "ab") as log:
-        rc = subprocess.run(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            check=False).returncode
+        rc = subprocess.run(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        ).returncode
     if rc:
         raise RuntimeError(f"exit status {rc}; see {log_path}")
 
 
 # ----------------------------------------------------------------------------- state
+
 
 def _read_log(path: str) -> str:
     try:
@@ -325,8 +350,11 @@ def error_summary(log: str, returncode: int | None) -> str:
     if returncode is not None and returncode < 0:
         return f"killed by signal {signal.Signals(-returncode).name}"
     lines = [l.strip() for l in log.splitlines() if l.strip()]
-    exc = [l for l in lines
-           if re.match(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b|error: )", l)]
+    exc = [
+        l
+        for l in lines
+        if re.match(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b|error: )", l)
+    ]
     return (exc or lines or [f"exit status {returncode}"])[-1][:500]
 
 
@@ -338,8 +366,17 @@ class State:
         self.s = s
         self.runner = runner
         self.path = os.path.join(s.sweep_dir, "sweep.json")
-        self.runs = {r.name: {"name": r.name, "overrides": r.overrides, "workdir": r.workdir,
-                              "state": "pending", "error": None, "log": None} for r in s.runs}
+        self.runs = {
+            r.name: {
+                "name": r.name,
+                "overrides": r.overrides,
+                "workdir": r.workdir,
+                "state": "pending",
+                "error": None,
+                "log": None,
+            }
+            for r in s.runs
+        }
         old = {p.get("name"): p for p in (self.load_existing() or {}).get("runs", [])}
         for r in s.runs:
             if self.finished(r):
@@ -356,16 +393,28 @@ class State:
         mine, theirs = self.s.identity(), old.get("identity", {})
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         if diff:
-            what = {"config": "config file", "variant": "config variant", "sweep": "sweep name",
-                    "common_overrides": "--override values", "runs": "set of runs (overrides)"}
-            details = "; ".join(f"{what[k]}: {theirs.get(k)!r} there vs {mine[k]!r} here"
-                                for k in diff if k != "runs")
+            what = {
+                "config": "config file",
+                "variant": "config variant",
+                "sweep": "sweep name",
+                "common_overrides": "--override values",
+                "runs": "set of runs (overrides)",
+            }
+            details = "; ".join(
+                f"{what[k]}: {theirs.get(k)!r} there vs {mine[k]!r} here"
+                for k in diff
+                if k != "runs"
+            )
             if "runs" in diff:
                 a, b = set(theirs.get("runs", {})), set(mine["runs"])
-                details += (f"{'; ' if details else ''}runs: {len(b - a)} new, {len(a - b)} "
-                            f"missing, {len(a & b)} in common")
-            raise SweepError(f"{self.s.sweep_dir} holds a different sweep ({details}); "
-                             "use a new --workdir, or the same command that started it")
+                details += (
+                    f"{'; ' if details else ''}runs: {len(b - a)} new, {len(a - b)} "
+                    f"missing, {len(a & b)} in common"
+                )
+            raise SweepError(
+                f"{self.s.sweep_dir} holds a different sweep ({details}); "
+                "use a new --workdir, or the same command that started it"
+            )
         return old
 
     @staticmethod
@@ -379,25 +428,44 @@ class State:
         return out
 
     def write(self) -> None:
-        atomic.write_json(self.path, {
-            "identity": self.s.identity(), "config": self.s.config_arg, "sweep": self.s.name,
-            "group": self.s.group, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **({"runner": self.runner} if self.runner else {}),
-            "counts": self.counts(), "runs": list(self.runs.values())}, sort_keys=True)
+        atomic.write_json(
+            self.path,
+            {
+                "identity": self.s.identity(),
+                "config": self.s.config_arg,
+                "sweep": self.s.name,
+                "group": self.s.group,
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **({"runner": self.runner} if self.runner else {}),
+                "counts": self.counts(),
+                "runs": list(self.runs.values()),
+            },
+            sort_keys=True,
+        )
 
 
-def runner_record(*, backend: str, parallel: int, vmap_seeds: bool, pin: bool | None,
-                  wandb_mode: str) -> dict:
+def runner_record(
+    *, backend: str, parallel: int, vmap_seeds: bool, pin: bool | None, wandb_mode: str
+) -> dict:
     """How a sweep is being run, for sweep.json and the table headers: the runner's settings and
     the checkout it runs from. (Not `provenance.record()`: that initialises JAX's backend, and
     the runner must leave the accelerator to its children.)"""
-    return {"backend": backend, "parallel": parallel, "vmap_seeds": vmap_seeds, "pin": pin,
-            "wandb": wandb_mode, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "git_commit": provenance.git_commit(), "git_dirty": provenance.git_dirty(),
-            "cpu": provenance.cpu_model(), "cores": os.cpu_count()}
+    return {
+        "backend": backend,
+        "parallel": parallel,
+        "vmap_seeds": vmap_seeds,
+        "pin": pin,
+        "wandb": wandb_mode,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "git_commit": provenance.git_commit(),
+        "git_dirty": provenance.git_dirty(),
+        "cpu": provenance.cpu_model(),
+        "cores": os.cpu_count(),
+    }
 
 
 # ----------------------------------------------------------------------------- launchers
+
 
 class LocalLauncher:
     """Subprocesses on this machine, each pinned to its own core(s) when `pin`."""
@@ -408,9 +476,14 @@ class LocalLauncher:
     def start(self, argv: list[str], log_path: str):
         cores = self.free.pop(0)
         log = open(log_path, "ab")  # noqa: SIM115 - the child holds it; closed below
-        proc = subprocess.Popen(argv, env=child_env(cores), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL,
-                                preexec_fn=_preexec(cores))  # noqa: PLW1509 - no threads here
+        proc = subprocess.Popen(
+            argv,
+            env=child_env(cores),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_preexec(cores),
+        )  # noqa: PLW1509 - no threads here
         log.close()
         return proc, cores
 
@@ -434,6 +507,7 @@ class SubmititLauncher:
 
     def __init__(self, folder: str, cluster: str | None, params: dict):
         import submitit
+
         self.executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
         if params:
             self.executor.update_parameters(**params)
@@ -461,16 +535,21 @@ class SubmititLauncher:
 
 # ----------------------------------------------------------------------------- the runner
 
-def dry_run(s: Sweep, vmap_seeds: bool | None = None, wandb_mode: str = "offline",
-            out=sys.stdout) -> None:
+
+def dry_run(
+    s: Sweep, vmap_seeds: bool | None = None, wandb_mode: str = "offline", out=sys.stdout
+) -> None:
     """Prints the runs, their overrides and the first command; `vmap_seeds=None`: the default of
     this machine (`should_vmap_seeds`)."""
     vmap_seeds = should_vmap_seeds() if vmap_seeds is None else vmap_seeds
     done = {r.name for r in s.runs if State.finished(r)}
     units = make_units([r for r in s.runs if r.name not in done], vmap_seeds)
-    print(f"sweep {s.name!r} of {s.config_arg}: {len(s.runs)} runs, {len(done)} done, "
-          f"{len(units)} subprocess(es) to start{' (seeds vmapped)' if vmap_seeds else ''}; "
-          f"W&B group {s.group!r}", file=out)
+    print(
+        f"sweep {s.name!r} of {s.config_arg}: {len(s.runs)} runs, {len(done)} done, "
+        f"{len(units)} subprocess(es) to start{' (seeds vmapped)' if vmap_seeds else ''}; "
+        f"W&B group {s.group!r}",
+        file=out,
+    )
     width = max(len(r.name) for r in s.runs)
     for r in s.runs:
         state = "done" if r.name in done else "todo"
@@ -488,18 +567,28 @@ def _lock(sweep_dir: str):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.seek(0)
-        raise SweepError(f"another sweep runner is working in {sweep_dir} "
-                         f"(pid {f.read().strip() or '?'}); wait for it or stop it first")
+        raise SweepError(
+            f"another sweep runner is working in {sweep_dir} "
+            f"(pid {f.read().strip() or '?'}); wait for it or stop it first"
+        )
     f.truncate(0)
     f.write(str(os.getpid()))
     f.flush()
     return f
 
 
-def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
-              wandb_mode: str = "offline", backend: str = "local", pin: bool | None = None,
-              progress: bool = True, submitit_cluster: str | None = None,
-              submitit_params: dict | None = None) -> int:
+def run_sweep(
+    s: Sweep,
+    *,
+    parallel: int = 1,
+    vmap_seeds: bool | None = None,
+    wandb_mode: str = "offline",
+    backend: str = "local",
+    pin: bool | None = None,
+    progress: bool = True,
+    submitit_cluster: str | None = None,
+    submitit_params: dict | None = None,
+) -> int:
     """Runs every unfinished run of `s`; returns the number of failed runs. `vmap_seeds=None`:
     the default of this machine (`should_vmap_seeds`)."""
     vmap_seeds = should_vmap_seeds() if vmap_seeds is None else vmap_seeds
@@ -507,30 +596,51 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
         raise SweepError(f"--parallel must be >= 1, got {parallel}")
     os.makedirs(s.sweep_dir, exist_ok=True)
     pin = (should_pin(parallel) if pin is None else pin) if backend == "local" else None
-    state = State(s, runner_record(backend=backend, parallel=parallel, vmap_seeds=vmap_seeds,
-                                   pin=pin, wandb_mode=wandb_mode))  # refuses a foreign sweep dir
+    state = State(
+        s,
+        runner_record(
+            backend=backend,
+            parallel=parallel,
+            vmap_seeds=vmap_seeds,
+            pin=pin,
+            wandb_mode=wandb_mode,
+        ),
+    )  # refuses a foreign sweep dir
     lock = _lock(s.sweep_dir)
     logs = os.path.join(s.sweep_dir, "logs")
     os.makedirs(logs, exist_ok=True)
     if backend == "submitit":
-        launcher = SubmititLauncher(os.path.join(s.sweep_dir, "submitit"), submitit_cluster,
-                                    submitit_params or {})
+        launcher = SubmititLauncher(
+            os.path.join(s.sweep_dir, "submitit"), submitit_cluster, submitit_params or {}
+        )
     else:
         launcher = LocalLauncher(parallel, pin)
     todo = make_units([r for r in s.runs if state.runs[r.name]["state"] != "done"], vmap_seeds)
     state.write()
 
     from tqdm.auto import tqdm
+
     tqdm.monitor_interval = 0  # no monitor thread: children are forked with a preexec_fn
     c = state.counts()
-    bar = tqdm(total=len(s.runs), initial=c["done"], unit="run", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr, desc=s.name)
+    bar = tqdm(
+        total=len(s.runs),
+        initial=c["done"],
+        unit="run",
+        disable=not progress,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        desc=s.name,
+    )
     failed_now: set[str] = set()
 
     def show():
         c = state.counts()
-        bar.set_postfix(done=c["done"], failed=c["failed"], left=c["pending"] + c["running"],
-                        running=c["running"])
+        bar.set_postfix(
+            done=c["done"],
+            failed=c["failed"],
+            left=c["pending"] + c["running"],
+            running=c["running"],
+        )
 
     running: list[tuple[Unit, Any, str, list[str]]] = []
     show()
@@ -555,15 +665,14 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
                     still.append(item)
                     continue
                 log = _read_log(log_path)
-                if rc and "Traceback" not in log[log.rfind("\n=== "):]:
+                if rc and "Traceback" not in log[log.rfind("\n=== ") :]:
                     log += "\n" + launcher.error(handle)  # e.g. a job that never started
                 for r in unit.runs:
                     if State.finished(r):
                         state.runs[r.name].update(state="done", error=None)
                         bar.update(1)
                         continue
-                    summary = (error_summary(log, rc) if rc else
-                               "exited 0 but wrote no final.json")
+                    summary = error_summary(log, rc) if rc else "exited 0 but wrote no final.json"
                     state.runs[r.name].update(state="failed", error=summary)
                     failed_now.add(r.name)
                     _write_error(r, argv, rc, log_path, log)
@@ -587,25 +696,33 @@ def run_sweep(s: Sweep, *, parallel: int = 1, vmap_seeds: bool | None = None,
         bar.close()
         lock.close()
     c = state.counts()
-    where = (f"; see {state.path} and error.txt in the failed runs' workdirs, e.g. "
-             f"{state.runs[min(failed_now)]['workdir']}/error.txt" if failed_now else "")
-    print(f"sweep {s.name!r}: {c['done']}/{len(s.runs)} done, {len(failed_now)} failed{where}",
-          file=sys.stderr)
+    where = (
+        f"; see {state.path} and error.txt in the failed runs' workdirs, e.g. "
+        f"{state.runs[min(failed_now)]['workdir']}/error.txt"
+        if failed_now
+        else ""
+    )
+    print(
+        f"sweep {s.name!r}: {c['done']}/{len(s.runs)} done, {len(failed_now)} failed{where}",
+        file=sys.stderr,
+    )
     return len(failed_now)
 
 
 def _write_error(r: Run, argv: list[str], rc: int | None, log_path: str, log: str) -> None:
     """error.txt in the run's workdir: the command, exit status and the traceback."""
     last = log.rfind("\n=== ")  # this attempt's part of the log
-    attempt = log[last + 1:] if last >= 0 else log
+    attempt = log[last + 1 :] if last >= 0 else log
     tb = attempt.find("Traceback (most recent call last)")
     body = attempt[tb:] if tb >= 0 else "\n".join(attempt.splitlines()[-200:])
-    atomic.write_text(os.path.join(r.workdir, "error.txt"),
-                      f"command: {shlex.join(argv)}\nexit status: {rc}\n"
-                      f"full log: {log_path}\n\n{body}\n")
+    atomic.write_text(
+        os.path.join(r.workdir, "error.txt"),
+        f"command: {shlex.join(argv)}\nexit status: {rc}\nfull log: {log_path}\n\n{body}\n",
+    )
 
 
 # ----------------------------------------------------------------------------- W&B sweep files
+
 
 def product_blocks(grid: list[Overrides]) -> list[dict[str, list]]:
     """Splits a grid into full products (W&B grid sweeps), one per set of keys; raises
@@ -623,7 +740,8 @@ def product_blocks(grid: list[Overrides]) -> list[dict[str, list]]:
             raise SweepError(
                 f"runs with keys {list(keys)} are not a full product ({len(runs)} runs, product "
                 f"of their values has {n}); a W&B grid sweep cannot express zipped or hand-listed "
-                f"override sets: use the local or submitit backend for this sweep")
+                f"override sets: use the local or submitit backend for this sweep"
+            )
         out.append({k: [json.loads(x) for x in v] for k, v in values.items()})
     return out
 
@@ -635,20 +753,37 @@ def wandb_sweep_files(s: Sweep) -> list[str]:
     the fixed `--config=FILE[:variant]` token. experiments.train picks a workdir itself under a
     W&B agent (WANDB_SWEEP_ID set, no --workdir)."""
     import yaml
+
     blocks = product_blocks([r.overrides for r in s.runs])
     paths = []
     for i, block in enumerate(blocks):
         name = s.group if len(blocks) == 1 else f"{s.group}-{i + 1}"
-        cmd = ["${env}", "python3", "-m", "experiments.train", f"--config={s.config_arg}",
-               "--wandb=online", "--quiet", f"--config.wandb.group={s.group}"]
+        cmd = [
+            "${env}",
+            "python3",
+            "-m",
+            "experiments.train",
+            f"--config={s.config_arg}",
+            "--wandb=online",
+            "--quiet",
+            f"--config.wandb.group={s.group}",
+        ]
         cmd += [f"--config.{k}={v}" for k, v in s.common.items()] + ["${args}"]
-        spec = {"name": name, "project": s.project, "method": "grid", "command": cmd,
-                "parameters": {f"config.{k}": {"values": v} for k, v in block.items()}}
+        spec = {
+            "name": name,
+            "project": s.project,
+            "method": "grid",
+            "command": cmd,
+            "parameters": {f"config.{k}": {"values": v} for k, v in block.items()},
+        }
         path = os.path.join(s.sweep_dir, f"wandb_sweep{'' if len(blocks) == 1 else i + 1}.yaml")
         n = math.prod(len(v) for v in block.values())
-        atomic.write_text(path, f"# W&B grid sweep {name}: {n} runs of sweep {s.name!r} "
-                          f"({s.config_arg}). Run from the repo root with the venv active:\n"
-                          f"#   wandb sweep {path}\n#   wandb agent <entity>/{s.project}/<id>\n"
-                          + yaml.safe_dump(spec, sort_keys=False))
+        atomic.write_text(
+            path,
+            f"# W&B grid sweep {name}: {n} runs of sweep {s.name!r} "
+            f"({s.config_arg}). Run from the repo root with the venv active:\n"
+            f"#   wandb sweep {path}\n#   wandb agent <entity>/{s.project}/<id>\n"
+            + yaml.safe_dump(spec, sort_keys=False),
+        )
         paths.append(path)
     return paths

@@ -27,8 +27,13 @@ from rnnbench.data import phrases
 from rnnbench.data.audio import to_int16
 from rnnbench.objectives import tts as tts_objective  # noqa: F401  (registers "tts")
 
-SYNTHESIS_DEFAULTS = {"max_seconds": 8.0, "stop_threshold": 0.5, "prenet_dropout": True,
-                      "griffin_lim_iters": 60, "power": 1.2}
+SYNTHESIS_DEFAULTS = {
+    "max_seconds": 8.0,
+    "stop_threshold": 0.5,
+    "prenet_dropout": True,
+    "griffin_lim_iters": 60,
+    "power": 1.2,
+}
 
 
 @dataclasses.dataclass
@@ -49,8 +54,10 @@ def load(workdir: str) -> Synthesizer:
     or has no checkpoint)."""
     run = inference.load_run(workdir)
     if run.config.model.get("kind") != "tts":
-        raise ValueError(f"--workdir {workdir} is a {run.config.model.get('kind')!r} run, not a "
-                         f"TTS run (config.model.kind 'tts')")
+        raise ValueError(
+            f"--workdir {workdir} is a {run.config.model.get('kind')!r} run, not a "
+            f"TTS run (config.model.kind 'tts')"
+        )
     stub = data_lib.Dataset(run.config.get("dataset", "?"), "ctc", run.classes, {})
     graphdef, _, _, _ = train.init_state(run.config, stub, run.objective)
     settings = dict(SYNTHESIS_DEFAULTS, **dict(run.config.get("synthesis") or {}))
@@ -60,8 +67,11 @@ def load(workdir: str) -> Synthesizer:
 def normalize_text(text: str) -> str:
     """Lower case, numbers 0..99 in words, punctuation to spaces, single spaces."""
     text = text.lower()
-    text = re.sub(r"\d+", lambda m: (phrases.say_number(int(m.group())) if int(m.group()) < 100
-                                     else m.group()), text)
+    text = re.sub(
+        r"\d+",
+        lambda m: phrases.say_number(int(m.group())) if int(m.group()) < 100 else m.group(),
+        text,
+    )
     text = re.sub(r"[.,!?;:\"()\-]", " ", text)
     return " ".join(text.split())
 
@@ -78,12 +88,14 @@ def encode(synth: Synthesizer, texts: list[str]) -> tuple[np.ndarray, np.ndarray
             ids.append(alphabet.encode(clean))
         except ValueError:
             bad = sorted(set(clean) - set(synth.run.classes))
-            raise ValueError(f"text {text!r} has characters {bad} outside the run's alphabet "
-                             f"{''.join(synth.run.classes)!r}") from None
+            raise ValueError(
+                f"text {text!r} has characters {bad} outside the run's alphabet "
+                f"{''.join(synth.run.classes)!r}"
+            ) from None
     width = -(-max(len(x) for x in ids) // 8) * 8
     out = np.zeros((len(ids), width), np.int32)
     for i, x in enumerate(ids):
-        out[i, :len(x)] = x
+        out[i, : len(x)] = x
     return out, np.array([len(x) for x in ids], np.int32)
 
 
@@ -93,16 +105,24 @@ def generate(synth: Synthesizer, texts: list[str], *, seed: int = 0) -> dict:
     "alignments" [B, steps, U], "text_lengths" [B]} (see `rnnbench.tts.generate`)."""
     s, cfg = synth.settings, synth.config
     ids, lengths = encode(synth, texts)
-    max_steps = tts.max_steps_for(s["max_seconds"], cfg.features.get("hop_ms", 10.0),
-                                  synth.model.reduction)
+    max_steps = tts.max_steps_for(
+        s["max_seconds"], cfg.features.get("hop_ms", 10.0), synth.model.reduction
+    )
     key = jax.random.key(seed) if s["prenet_dropout"] else None
-    out = jax.device_get(synth.model.generate(ids, lengths, max_steps=max_steps, key=key,
-                                              stop_threshold=s["stop_threshold"]))
+    out = jax.device_get(
+        synth.model.generate(
+            ids, lengths, max_steps=max_steps, key=key, stop_threshold=s["stop_threshold"]
+        )
+    )
     mask = np.arange(out["mel"].shape[1])[None, :] < out["lengths"][:, None]
     log_mel = np.where(mask[..., None], tts.denormalize_mels(out["mel"]), 0.0)
-    return {"log_mel": log_mel.astype(np.float32), "lengths": out["lengths"],
-            "stopped": out["lengths"] < max_steps * synth.model.reduction,
-            "alignments": out["alignments"], "text_lengths": lengths}
+    return {
+        "log_mel": log_mel.astype(np.float32),
+        "lengths": out["lengths"],
+        "stopped": out["lengths"] < max_steps * synth.model.reduction,
+        "alignments": out["alignments"],
+        "text_lengths": lengths,
+    }
 
 
 def to_audio(synth: Synthesizer, log_mel: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
@@ -114,11 +134,16 @@ def to_audio(synth: Synthesizer, log_mel: np.ndarray, lengths: np.ndarray) -> li
     padded = np.full((log_mel.shape[0], width, log_mel.shape[2]), tts.MEL_FLOOR, np.float32)
     for i, n in enumerate(lengths):
         padded[i, :n] = log_mel[i, :n]
-    audio = vocoder.log_mel_to_audio(padded, synth.config.features,
-                                     n_iter=synth.settings["griffin_lim_iters"],
-                                     power=synth.settings["power"])
-    return [audio[i, :frames.num_samples(int(n))] if n > 0 else np.zeros(0, np.float32)
-            for i, n in enumerate(lengths)]
+    audio = vocoder.log_mel_to_audio(
+        padded,
+        synth.config.features,
+        n_iter=synth.settings["griffin_lim_iters"],
+        power=synth.settings["power"],
+    )
+    return [
+        audio[i, : frames.num_samples(int(n))] if n > 0 else np.zeros(0, np.float32)
+        for i, n in enumerate(lengths)
+    ]
 
 
 def write_wav(path: str, audio: np.ndarray, sample_rate: int = 16000) -> None:

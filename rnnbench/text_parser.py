@@ -40,7 +40,7 @@ def word_pieces(word: str) -> list[str]:
     """The word itself and its character 3..5-grams with boundary marks (fastText's): "hi" ->
     ["<hi>", "<hi", "hi>"]; a misspelt word shares most of them with the word."""
     w = f"<{word}>"
-    return [w] + [w[i:i + n] for n in (3, 4, 5) for i in range(len(w) - n + 1) if n < len(w)]
+    return [w] + [w[i : i + n] for n in (3, 4, 5) for i in range(len(w) - n + 1) if n < len(w)]
 
 
 def encode_text(texts: Sequence[str], width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +53,7 @@ def encode_text(texts: Sequence[str], width: int) -> tuple[np.ndarray, np.ndarra
         lengths[r] = len(words)
         for k, word in enumerate(words):
             pieces = [1 + zlib.crc32(p.encode()) % BUCKETS for p in word_pieces(word)][:PIECES]
-            ids[r, k, :len(pieces)] = pieces
+            ids[r, k, : len(pieces)] = pieces
     return ids, lengths
 
 
@@ -63,8 +63,9 @@ class HeadPooling(nnx.Module):
 
     def __init__(self, features: int, hidden: int, heads: int, *, rngs: nnx.Rngs):
         self.proj = nnx.Linear(features, hidden, rngs=rngs)
-        self.queries = nnx.Param(jax.random.normal(rngs.params(), (hidden, heads))
-                                 / np.sqrt(hidden))
+        self.queries = nnx.Param(
+            jax.random.normal(rngs.params(), (hidden, heads)) / np.sqrt(hidden)
+        )
 
     def __call__(self, h: Array, lengths: Array) -> Array:
         mask = attention.valid_mask(lengths, h.shape[1])[..., None]  # [B, T, 1]
@@ -77,8 +78,15 @@ class TextEncoder(nnx.Module):
     """pieces [batch, words, PIECES] -> {"intent": [batch, I], "slots": [batch, S, V]}: each
     word is the mean embedding of its pieces (module docstring)."""
 
-    def __init__(self, slot_sizes: Sequence[int], num_intents: int, *, embed: int = 64,
-                 hidden: int = 128, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        slot_sizes: Sequence[int],
+        num_intents: int,
+        *,
+        embed: int = 64,
+        hidden: int = 128,
+        rngs: nnx.Rngs,
+    ):
         self.embed = nnx.Embed(BUCKETS + 1, embed, rngs=rngs)
         self.rnn = layers.build("gru", embed, hidden, bidirectional=True, rngs=rngs)
         d = self.rnn.out_features
@@ -95,9 +103,16 @@ class TextEncoder(nnx.Module):
 class TextParser:
     """Transcripts -> meanings of `codec`'s schema, learnt from (transcript, meaning) pairs."""
 
-    def __init__(self, codec: meanings_lib.MeaningCodec | None = None, *, hidden: int = 128,
-                 steps: int = 600, batch_size: int = 64, learning_rate: float = 1e-2,
-                 seed: int = 0):
+    def __init__(
+        self,
+        codec: meanings_lib.MeaningCodec | None = None,
+        *,
+        hidden: int = 128,
+        steps: int = 600,
+        batch_size: int = 64,
+        learning_rate: float = 1e-2,
+        seed: int = 0,
+    ):
         self.codec = codec or meanings_lib.synth_phrases_codec()
         self.hidden, self.steps, self.batch_size = hidden, steps, batch_size
         self.learning_rate, self.seed = learning_rate, seed
@@ -107,9 +122,11 @@ class TextParser:
         """Learns from training transcripts and their meanings (ValueError naming an example
         whose meaning is outside the schema). Deterministic given `seed`."""
         if len(texts) != len(meanings) or not len(texts):
-            raise ValueError(f"TextParser.fit needs one meaning per transcript and at least "
-                             f"one of each, got {len(texts)} transcripts and {len(meanings)} "
-                             "meanings")
+            raise ValueError(
+                f"TextParser.fit needs one meaning per transcript and at least "
+                f"one of each, got {len(texts)} transcripts and {len(meanings)} "
+                "meanings"
+            )
         encoded = []
         for i, (t, m) in enumerate(zip(texts, meanings)):
             try:
@@ -123,8 +140,12 @@ class TextParser:
         intents, slots = jnp.asarray(intents), jnp.asarray(slots)
         mask = self.codec.slot_mask
 
-        model = TextEncoder(self.codec.slot_sizes, len(self.codec.intents), hidden=self.hidden,
-                            rngs=nnx.Rngs(self.seed))
+        model = TextEncoder(
+            self.codec.slot_sizes,
+            len(self.codec.intents),
+            hidden=self.hidden,
+            rngs=nnx.Rngs(self.seed),
+        )
         self.graphdef, params = nnx.split(model, nnx.Param)
         tx = optax.adam(optax.cosine_decay_schedule(self.learning_rate, self.steps))
         opt_state = tx.init(params)
@@ -134,6 +155,7 @@ class TextParser:
             def loss_fn(p):
                 out = nnx.merge(self.graphdef, p)(pieces[idx], lengths[idx])
                 return meaning_loss(out, intents[idx], slots[idx], mask).mean()
+
             loss, grads = jax.value_and_grad(loss_fn)(params)
             updates, opt_state = tx.update(grads, opt_state, params)
             return optax.apply_updates(params, updates), opt_state, loss
@@ -157,11 +179,11 @@ class TextParser:
         apply = jax.jit(lambda p, c, n: nnx.merge(self.graphdef, p)(c, n))
         parts = []
         for s in range(0, len(texts), batch_size):
-            chunk = list(texts[s:s + batch_size])
+            chunk = list(texts[s : s + batch_size])
             chunk += [""] * (batch_size - len(chunk))  # one shape per width
             pieces, lengths = encode_text(chunk, width)
             parts.append(jax.device_get(apply(self.params, pieces, lengths)))
-        return {k: np.concatenate([p[k] for p in parts])[:len(texts)] for k in parts[0]}
+        return {k: np.concatenate([p[k] for p in parts])[: len(texts)] for k in parts[0]}
 
     def predict_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """-> (intent ids [N], slot value ids [N, S])."""
@@ -176,11 +198,15 @@ class TextParser:
         """Exact-meaning, intent and slot accuracy of parsing `texts` against `meanings`."""
         ref = [self.codec.encode(m) for m in meanings]
         out = self.outputs(texts)
-        batch = {"weights": np.ones(len(texts), np.float32),
-                 "intent": np.array([r[0] for r in ref], np.int32),
-                 "slots": np.stack([r[1] for r in ref]).astype(np.int32)}
+        batch = {
+            "weights": np.ones(len(texts), np.float32),
+            "intent": np.array([r[0] for r in ref], np.int32),
+            "slots": np.stack([r[1] for r in ref]).astype(np.int32),
+        }
         s = jax.device_get(meaning_scores(out, batch, self.codec.slot_mask))
         n = max(len(texts), 1)
-        return {"meaning_accuracy": float(s["meaning_correct"]) / n,
-                "intent_accuracy": float(s["intent_correct"]) / n,
-                "slot_accuracy": float(s["slot_correct"].sum() / max(s["slot_count"].sum(), 1))}
+        return {
+            "meaning_accuracy": float(s["meaning_correct"]) / n,
+            "intent_accuracy": float(s["intent_correct"]) / n,
+            "slot_accuracy": float(s["slot_correct"].sum() / max(s["slot_count"].sum(), 1)),
+        }

@@ -86,16 +86,33 @@ def _need(ok: bool, name: str, expected: str, value) -> None:
 def check_config(config: ml_collections.ConfigDict, devices: int | None = None) -> None:
     """Raises ConfigError (a ValueError) naming the field of a config that cannot run, before
     any data or compile work: types, ranges, known names, sizes, strides, rates, windows."""
-    for field in ("seed", "batch_size", "num_steps", "eval_every", "checkpoint_every",
-                  "dataset", "model", "optimizer", "features"):
+    for field in (
+        "seed",
+        "batch_size",
+        "num_steps",
+        "eval_every",
+        "checkpoint_every",
+        "dataset",
+        "model",
+        "optimizer",
+        "features",
+    ):
         if field not in config:
             raise ConfigError(f"config has no field {field!r}; every config needs it")
     _need(_is_int(config.seed) and config.seed >= 0, "seed", "an integer >= 0", config.seed)
     if "precision" in config and config.precision not in precision_lib.POLICIES:
-        raise ConfigError(f"config.precision={config.precision!r} is not a precision policy; "
-                          f"choose one of {list(precision_lib.POLICIES)}")
-    for field in ("batch_size", "num_steps", "eval_every", "checkpoint_every", "log_every",
-                  "keep_checkpoints"):
+        raise ConfigError(
+            f"config.precision={config.precision!r} is not a precision policy; "
+            f"choose one of {list(precision_lib.POLICIES)}"
+        )
+    for field in (
+        "batch_size",
+        "num_steps",
+        "eval_every",
+        "checkpoint_every",
+        "log_every",
+        "keep_checkpoints",
+    ):
         if field in config:
             v = config[field]
             if _is_int(v) and v <= 0:
@@ -105,15 +122,21 @@ def check_config(config: ml_collections.ConfigDict, devices: int | None = None) 
     if config.dataset not in known:
         raise ConfigError(f"unknown config.dataset {config.dataset!r}; known: {known}")
     for b in tuple(config.get("buckets") or ()):
-        _need(_is_int(b) and b > 0, "buckets", "positive sample counts (e.g. 16000,24000)",
-              tuple(config.buckets))
+        _need(
+            _is_int(b) and b > 0,
+            "buckets",
+            "positive sample counts (e.g. 16000,24000)",
+            tuple(config.buckets),
+        )
     _check_model(config.model)
     _check_optimizer(config.optimizer, config.num_steps)
     _check_features(config.features, config.get("spec_augment"))
     n = jax.device_count() if devices is None else devices
     if config.batch_size % n:
-        raise ConfigError(f"config.batch_size={config.batch_size} must be divisible by the "
-                          f"number of devices ({n}) for data-parallel training")
+        raise ConfigError(
+            f"config.batch_size={config.batch_size} must be divisible by the "
+            f"number of devices ({n}) for data-parallel training"
+        )
 
 
 def _check_model(m) -> None:
@@ -131,40 +154,53 @@ def _check_model(m) -> None:
         v = m.get(field, 0.0)
         _need(_is_number(v) and 0.0 <= v < 1.0, f"model.{field}", "a rate in [0, 1)", v)
     unroll = m.get("unroll", "auto")
-    _need(unroll == "auto" or (_is_int(unroll) and unroll >= 0), "model.unroll",
-          'an integer >= 1, or 0 / "auto" (1 on CPU, more on accelerators)', unroll)
+    _need(
+        unroll == "auto" or (_is_int(unroll) and unroll >= 0),
+        "model.unroll",
+        'an integer >= 1, or 0 / "auto" (1 on CPU, more on accelerators)',
+        unroll,
+    )
     heads = m.get("attention_heads", 0)
     _need(_is_int(heads) and heads >= 0, "model.attention_heads", "an integer >= 0", heads)
     width = m.hidden * (2 if m.get("bidirectional", False) else 1)
     if heads and width % heads:
-        raise ConfigError(f"config.model.attention_heads={heads} must divide the RNN's output "
-                          f"size {width} (config.model.hidden={m.hidden}"
-                          f"{' x 2 directions' if m.get('bidirectional') else ''})")
+        raise ConfigError(
+            f"config.model.attention_heads={heads} must divide the RNN's output "
+            f"size {width} (config.model.hidden={m.hidden}"
+            f"{' x 2 directions' if m.get('bidirectional') else ''})"
+        )
     front = m.get("frontend") or {}
     if front.get("channels", 0):
         for field in ("channels", "kernel", "stride"):
             v = front.get(field, 1)
             _need(_is_int(v) and v >= 1, f"model.frontend.{field}", "an integer >= 1", v)
     w = m.get("aux_ae_weight", 0.0)
-    _need(_is_number(w) and math.isfinite(w) and w >= 0, "model.aux_ae_weight",
-          "a finite number >= 0", w)
+    _need(
+        _is_number(w) and math.isfinite(w) and w >= 0,
+        "model.aux_ae_weight",
+        "a finite number >= 0",
+        w,
+    )
 
 
 def _check_optimizer(opt, num_steps: int) -> None:
     if opt.name not in OPTIMIZERS:
-        raise ConfigError(f"unknown config.optimizer.name {opt.name!r}; "
-                          f"known: {sorted(OPTIMIZERS)}")
+        raise ConfigError(
+            f"unknown config.optimizer.name {opt.name!r}; known: {sorted(OPTIMIZERS)}"
+        )
     if opt.schedule not in SCHEDULES:
-        raise ConfigError(f"unknown config.optimizer.schedule {opt.schedule!r}; "
-                          f"known: {SCHEDULES}")
+        raise ConfigError(f"unknown config.optimizer.schedule {opt.schedule!r}; known: {SCHEDULES}")
     lr = opt.get("learning_rate")
     if not _is_number(lr) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"config.optimizer.learning_rate must be a finite number > 0, "
-                          f"got {lr!r}")
+        raise ConfigError(f"config.optimizer.learning_rate must be a finite number > 0, got {lr!r}")
     for field in ("clip_norm", "weight_decay", "l1", "l2", "stability_beta"):
         v = opt.get(field, 0.0)
-        _need(_is_number(v) and math.isfinite(v) and v >= 0, f"optimizer.{field}",
-              "a finite number >= 0", v)
+        _need(
+            _is_number(v) and math.isfinite(v) and v >= 0,
+            f"optimizer.{field}",
+            "a finite number >= 0",
+            v,
+        )
     for field in ("b1", "b2", "momentum"):
         if field in opt:
             v = opt[field]
@@ -177,7 +213,8 @@ def _check_optimizer(opt, num_steps: int) -> None:
         raise ConfigError(
             f"config.optimizer.warmup_steps={warmup} leaves no steps for the cosine decay of "
             f"config.num_steps={num_steps}; lower --config.optimizer.warmup_steps or "
-            "raise --config.num_steps (or use --config.optimizer.schedule=constant)")
+            "raise --config.num_steps (or use --config.optimizer.schedule=constant)"
+        )
 
 
 def _check_features(f, sa) -> None:
@@ -186,8 +223,9 @@ def _check_features(f, sa) -> None:
         raise ConfigError(f"unknown config.features.kind {kind!r}; known: ('logmel', 'mfcc')")
     norm = f.get("normalize", "utterance")
     if norm not in ("utterance", "global", "none"):
-        raise ConfigError(f"unknown config.features.normalize {norm!r}; "
-                          "known: ('utterance', 'global', 'none')")
+        raise ConfigError(
+            f"unknown config.features.normalize {norm!r}; known: ('utterance', 'global', 'none')"
+        )
     for field in ("win_ms", "hop_ms"):
         if field in f:
             v = f[field]
@@ -195,25 +233,41 @@ def _check_features(f, sa) -> None:
                 raise ConfigError(f"config.features.{field} must be > 0 ms, got {v!r}")
     win_ms, hop_ms = f.get("win_ms", 25.0), f.get("hop_ms", 10.0)
     if hop_ms > win_ms:
-        raise ConfigError(f"config.features.hop_ms={hop_ms} is longer than win_ms={win_ms}: "
-                          "samples between windows would be dropped")
+        raise ConfigError(
+            f"config.features.hop_ms={hop_ms} is longer than win_ms={win_ms}: "
+            "samples between windows would be dropped"
+        )
     if round(data_lib.SAMPLE_RATE * hop_ms / 1000.0) < 1:
-        raise ConfigError(f"config.features.hop_ms={hop_ms} is shorter than one sample at "
-                          f"{data_lib.SAMPLE_RATE} Hz")
+        raise ConfigError(
+            f"config.features.hop_ms={hop_ms} is shorter than one sample at "
+            f"{data_lib.SAMPLE_RATE} Hz"
+        )
     n_mels = f.get("n_mels", 40)
     _need(_is_int(n_mels) and n_mels >= 1, "features.n_mels", "an integer >= 1", n_mels)
     if kind == "mfcc":
         n_mfcc = f.get("n_mfcc", 13)
-        _need(_is_int(n_mfcc) and 1 <= n_mfcc <= n_mels, "features.n_mfcc",
-              f"an integer in [1, n_mels={n_mels}]", n_mfcc)
+        _need(
+            _is_int(n_mfcc) and 1 <= n_mfcc <= n_mels,
+            "features.n_mfcc",
+            f"an integer in [1, n_mels={n_mels}]",
+            n_mfcc,
+        )
     win = round(data_lib.SAMPLE_RATE * win_ms / 1000.0)
     if f.get("n_fft") is not None:
-        _need(_is_int(f.n_fft) and f.n_fft >= win, "features.n_fft",
-              f"an integer >= the window length ({win} samples)", f.n_fft)
+        _need(
+            _is_int(f.n_fft) and f.n_fft >= win,
+            "features.n_fft",
+            f"an integer >= the window length ({win} samples)",
+            f.n_fft,
+        )
     for field in ("num_time_masks", "time_mask_width", "num_freq_masks", "freq_mask_width"):
         if sa and field in sa:
-            _need(_is_int(sa[field]) and sa[field] >= 0, f"spec_augment.{field}",
-                  "an integer >= 0", sa[field])
+            _need(
+                _is_int(sa[field]) and sa[field] >= 0,
+                f"spec_augment.{field}",
+                "an integer >= 0",
+                sa[field],
+            )
 
 
 def compute_features(config, batch: Batch, key: jax.Array | None):
@@ -230,6 +284,7 @@ def compute_features(config, batch: Batch, key: jax.Array | None):
 
 
 # ----------------------------------------------------------------------------- steps
+
 
 def make_steps(config, graphdef, tx, objective: objectives.Objective):
     """Returns pure `train_step(state, batch)` and `eval_step(params, batch)` (not jitted).
@@ -260,17 +315,30 @@ def make_steps(config, graphdef, tx, objective: objectives.Objective):
     def train_step(state: State, batch: Batch) -> tuple[State, dict]:
         key = jax.random.fold_in(state["rng"], state["step"])
         (loss, (terms, sums, *_)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], batch, key, True)
+            state["params"], batch, key, True
+        )
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new = {"params": optax.apply_updates(state["params"], updates), "opt_state": opt_state,
-               "step": state["step"] + 1, "rng": state["rng"]}
-        finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-                  & jnp.isfinite(optax.tree.norm(new["params"])))
+        new = {
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+            "step": state["step"] + 1,
+            "rng": state["rng"],
+        }
+        finite = (
+            jnp.isfinite(loss)
+            & jnp.isfinite(grad_norm)
+            & jnp.isfinite(optax.tree.norm(new["params"]))
+        )
         # A non-finite step leaves the state untouched; the host loop stops on `finite == False`.
         new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-        return new, {"loss": loss, "grad_norm": grad_norm, "finite": finite, **terms,
-                     **objective.train_metrics(sums)}
+        return new, {
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "finite": finite,
+            **terms,
+            **objective.train_metrics(sums),
+        }
 
     def eval_step(params, batch: Batch) -> dict:
         _, (_, sums, model, outputs, aux) = loss_fn(params, batch, jax.random.key(0), False)
@@ -283,15 +351,24 @@ def init_state(config, dataset, objective=None):
     """Builds the model and optimizer; returns (graphdef, state, tx, model)."""
     objective = objective or objectives.make(config, dataset)
     rngs = nnx.Rngs(params=config.seed)
-    model_cfg = {**config.model.to_dict(),
-                 "precision": config.get("precision", precision_lib.DEFAULT)}
-    model = models.build(model_cfg,
-                         num_features=input_pipeline.num_features(config, dataset),
-                         num_classes=objective.num_classes(dataset), rngs=rngs)
+    model_cfg = {
+        **config.model.to_dict(),
+        "precision": config.get("precision", precision_lib.DEFAULT),
+    }
+    model = models.build(
+        model_cfg,
+        num_features=input_pipeline.num_features(config, dataset),
+        num_classes=objective.num_classes(dataset),
+        rngs=rngs,
+    )
     graphdef, params = nnx.split(model, nnx.Param)
     tx = make_optimizer(config.optimizer, config.num_steps)
-    state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32),
-             "rng": jax.random.PRNGKey(config.seed + 1)}
+    state = {
+        "params": params,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.PRNGKey(config.seed + 1),
+    }
     return graphdef, state, tx, model
 
 
@@ -300,6 +377,7 @@ def count_params(params) -> int:
 
 
 # ----------------------------------------------------------------------------- devices
+
 
 @dataclasses.dataclass
 class Placement:
@@ -331,15 +409,30 @@ class Placement:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def evaluate(eval_step, params, dataset, split: str, config, buckets, placement,
-             objective: objectives.Objective, final: bool = False) -> list[dict]:
+
+def evaluate(
+    eval_step,
+    params,
+    dataset,
+    split: str,
+    config,
+    buckets,
+    placement,
+    objective: objectives.Objective,
+    final: bool = False,
+) -> list[dict]:
     """Full pass over `split` for each of the N stacked models in `params` (leading axis N).
     Returns N metric dicts (the objective's `summarize`: loss, accuracy or CER/WER, ...)."""
     n_models = jax.tree.leaves(params)[0].shape[0]
     accs = [objective.new_accumulator(final) for _ in range(n_models)]
-    for batch in input_pipeline.eval_stream(dataset, split, config, buckets,
-                                            objective.encoder(dataset),
-                                            objective.meaning_encoder(dataset)):
+    for batch in input_pipeline.eval_stream(
+        dataset,
+        split,
+        config,
+        buckets,
+        objective.encoder(dataset),
+        objective.meaning_encoder(dataset),
+    ):
         out = jax.device_get(eval_step(params, placement.put_batch(batch)))  # leaves [N, ...]
         for i, acc in enumerate(accs):
             objective.accumulate(acc, dataset, batch, jax.tree.map(lambda x, i=i: x[i], out))
@@ -347,6 +440,7 @@ def evaluate(eval_step, params, dataset, split: str, config, buckets, placement,
 
 
 # ----------------------------------------------------------------------------- checkpoints
+
 
 def _checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -356,18 +450,28 @@ def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
     """Orbax manager of workdir/checkpoints. Saves are synchronous: an asynchronous save that
     fails (read-only or full disk) left orbax's background threads holding the process open
     forever; these checkpoints are small and written in a fraction of a second."""
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2),
-                                           create=True, cleanup_tmp_directories=True,
-                                           enable_async_checkpointing=False)
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=config.get("keep_checkpoints", 2),
+        create=True,
+        cleanup_tmp_directories=True,
+        enable_async_checkpointing=False,
+    )
     try:
         return ocp.CheckpointManager(_checkpoint_dir(workdir), options=options)
     except Exception as e:  # orbax/etils raise many kinds for a bad directory
-        raise CheckpointError(f"cannot use the checkpoint directory {_checkpoint_dir(workdir)} "
-                              f"({_cause(e)})") from e
+        raise CheckpointError(
+            f"cannot use the checkpoint directory {_checkpoint_dir(workdir)} ({_cause(e)})"
+        ) from e
 
 
-_CAUSES = ("No space left on device", "Disk quota exceeded", "Read-only file system",
-           "Permission denied", "File too large", "No such file or directory")
+_CAUSES = (
+    "No space left on device",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+    "File too large",
+    "No such file or directory",
+)
 
 
 def _cause(e: BaseException) -> str:
@@ -384,8 +488,10 @@ def _cause(e: BaseException) -> str:
         for cause in _CAUSES:
             if cause in str(err):
                 return cause
-    inner = next((err for err in reversed(chain) if str(err) and
-                  not isinstance(err, StopIteration)), chain[0])
+    inner = next(
+        (err for err in reversed(chain) if str(err) and not isinstance(err, StopIteration)),
+        chain[0],
+    )
     text = str(inner).split(" See full TensorStore details")[0]
     text = re.sub(r' in OCDBT database at local file "[^"]*"', "", text)
     first = " ".join((text.strip().splitlines() or [""])[0].split())
@@ -430,12 +536,16 @@ def save_checkpoint(mngr: ocp.CheckpointManager, workdir: str, step: int, state)
     except Exception as e:  # tensorstore/orbax/OSError: all mean "not saved"
         _remove_tmp_checkpoints(workdir)
         good = [s for s in run_log.checkpoint_steps(workdir) if s != step]
-        last = (f"the last good checkpoint (step {max(good)}) is intact" if good
-                else "no checkpoint was written yet")
+        last = (
+            f"the last good checkpoint (step {max(good)}) is intact"
+            if good
+            else "no checkpoint was written yet"
+        )
         raise CheckpointError(
             f"could not write checkpoint step {step} to {_checkpoint_dir(workdir)} "
             f"({_cause(e)}); stopped; {last}. Free space or fix permissions, then run the same "
-            "command to resume") from e
+            "command to resume"
+        ) from e
 
 
 def _check_finite(state) -> None:
@@ -469,15 +579,19 @@ def restore_newest(workdir: str, config, template: State) -> tuple[int, State | 
         moved = []
         for bad, why in failed:
             moved.append(_move_aside(workdir, bad))
-            print(f"warning: checkpoint step {bad} in {_checkpoint_dir(workdir)} cannot be "
-                  f"restored ({why}); moved it to {moved[-1]}; resuming from step {step}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: checkpoint step {bad} in {_checkpoint_dir(workdir)} cannot be "
+                f"restored ({why}); moved it to {moved[-1]}; resuming from step {step}",
+                file=sys.stderr,
+                flush=True,
+            )
         return step, state, moved
     step, why = failed[0]
     raise CheckpointError(
         f"no checkpoint in {_checkpoint_dir(workdir)} restores (newest, step {step}: {why}); "
         f"if the model code changed since they were written, use a new --workdir; if they are "
-        f"damaged, move them aside to start again")
+        f"damaged, move them aside to start again"
+    )
 
 
 def _move_aside(workdir: str, step: int) -> str:
@@ -493,10 +607,18 @@ def _move_aside(workdir: str, step: int) -> str:
 
 # ----------------------------------------------------------------------------- the run
 
+
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, disable=not enabled, unit="step",
-                dynamic_ncols=True, file=sys.stderr)
+
+    return tqdm(
+        total=total,
+        initial=initial,
+        disable=not enabled,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )
 
 
 def _say(enabled: bool, msg: str) -> None:
@@ -505,12 +627,18 @@ def _say(enabled: bool, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       wandb_mode: str = "offline", progress: bool = True,
-                       dataset=None) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    wandb_mode: str = "offline",
+    progress: bool = True,
+    dataset=None,
+) -> dict:
     """Trains `config` in `workdir` (resuming from its checkpoints) and returns final metrics."""
-    return train_and_evaluate_many([config], [workdir], wandb_mode=wandb_mode,
-                                   progress=progress, dataset=dataset)[0]
+    return train_and_evaluate_many(
+        [config], [workdir], wandb_mode=wandb_mode, progress=progress, dataset=dataset
+    )[0]
 
 
 SEED_KEYS = ("seed",)
@@ -523,8 +651,10 @@ def check_same_but_seed(configs) -> None:
         other = json.loads(_without_seed(c).to_json_best_effort())
         if other != ref:
             diff = run_log.diff_keys(ref, other)
-            raise ConfigError(f"configs trained together may differ only in {SEED_KEYS}; "
-                              f"they also differ in {', '.join(diff)}")
+            raise ConfigError(
+                f"configs trained together may differ only in {SEED_KEYS}; "
+                f"they also differ in {', '.join(diff)}"
+            )
 
 
 def _without_seed(c):
@@ -549,8 +679,10 @@ class Program:
 def _loading_message(config) -> str:
     name = config.dataset
     if name.startswith("synth_"):
-        return (f"loading dataset {name} (built with eSpeak NG on first use, about a minute; "
-                "cached after)...")
+        return (
+            f"loading dataset {name} (built with eSpeak NG on first use, about a minute; "
+            "cached after)..."
+        )
     where = config.get("data_dir") or ("$RNNBENCH_FSDD_DIR" if name.startswith("fsdd") else "")
     return f"loading dataset {name}{f' from {where}' if where else ''}..."
 
@@ -592,17 +724,33 @@ def init_or_restore(program: Program, configs, workdirs, fresh: list[State]):
     return out
 
 
-def train_loop(program: Program, state, train_step, eval_step, configs, workdirs, mngrs, logs,
-               start: int, placement: Placement, progress: bool):
+def train_loop(
+    program: Program,
+    state,
+    train_step,
+    eval_step,
+    configs,
+    workdirs,
+    mngrs,
+    logs,
+    start: int,
+    placement: Placement,
+    progress: bool,
+):
     """Steps `start`..num_steps of the N runs: logs train metrics, evaluates on validation every
     `eval_every`, checkpoints every `checkpoint_every`. Returns (state, training seconds)."""
     config, dataset, buckets = program.config, program.dataset, program.buckets
     encode = program.objective.encoder(dataset)
     encode_meaning = program.objective.meaning_encoder(dataset)
-    streams = [input_pipeline.train_stream(dataset, c, c.seed, buckets, start, encode,
-                                           encode_meaning) for c in configs]
-    _say(progress, f"training {len(configs)} run(s) from step {start} to {config.num_steps} "
-                   "(the first step compiles the program)...")
+    streams = [
+        input_pipeline.train_stream(dataset, c, c.seed, buckets, start, encode, encode_meaning)
+        for c in configs
+    ]
+    _say(
+        progress,
+        f"training {len(configs)} run(s) from step {start} to {config.num_steps} "
+        "(the first step compiles the program)...",
+    )
     bar = _progress(config.num_steps, start, progress)
     t_train, window_t, window_n = 0.0, time.time(), 0
     try:
@@ -616,30 +764,49 @@ def train_loop(program: Program, state, train_step, eval_step, configs, workdirs
             if not np.all(m["finite"]):
                 bad = [workdirs[j] for j in np.flatnonzero(~m["finite"])]
                 last = run_log.checkpoint_steps(workdirs[0])
-                where = (f"the last good checkpoint (step {last[-1]}) in each "
-                         "<workdir>/checkpoints is intact" if last
-                         else "no checkpoint was written yet")
+                where = (
+                    f"the last good checkpoint (step {last[-1]}) in each "
+                    "<workdir>/checkpoints is intact"
+                    if last
+                    else "no checkpoint was written yet"
+                )
                 raise FloatingPointError(
                     f"non-finite loss, gradient or update at step {step + 1} in {bad} "
                     f"(loss={m['loss']}, grad_norm={m['grad_norm']}); stopped; {where}. "
-                    f"Try a lower --config.optimizer.learning_rate or clip_norm.")
+                    f"Try a lower --config.optimizer.learning_rate or clip_norm."
+                )
             done = step + 1
             window_n += 1
             if done % config.get("log_every", 50) == 0 or done == config.num_steps:
                 rate = window_n * config.batch_size / max(time.time() - window_t, 1e-9)
                 for j, log in enumerate(logs):
                     scalars = {k: float(v[j]) for k, v in m.items() if k != "finite"}
-                    log.write(done, "train", examples_per_s=rate,
-                              time_s=log.time_offset + t_train, **scalars)
+                    log.write(
+                        done,
+                        "train",
+                        examples_per_s=rate,
+                        time_s=log.time_offset + t_train,
+                        **scalars,
+                    )
                 window_t, window_n = time.time(), 0
-            bar.set_postfix(loss=f"{float(np.mean(m['loss'])):.4f}",
-                            ex_per_s=f"{len(configs) * config.batch_size / max(t_step, 1e-9):.0f}",
-                            refresh=False)
+            bar.set_postfix(
+                loss=f"{float(np.mean(m['loss'])):.4f}",
+                ex_per_s=f"{len(configs) * config.batch_size / max(t_step, 1e-9):.0f}",
+                refresh=False,
+            )
             bar.update(1)
             if done % config.eval_every == 0 and done != config.num_steps:
                 bar.set_postfix_str("evaluating on validation")
-                res = evaluate(eval_step, state["params"], dataset, "validation", config,
-                               buckets, placement, program.objective)
+                res = evaluate(
+                    eval_step,
+                    state["params"],
+                    dataset,
+                    "validation",
+                    config,
+                    buckets,
+                    placement,
+                    program.objective,
+                )
                 for log, r in zip(logs, res):
                     log.write(done, "validation", time_s=log.time_offset + t_train, **r)
             if done % config.checkpoint_every == 0 or done == config.num_steps:
@@ -650,13 +817,23 @@ def train_loop(program: Program, state, train_step, eval_step, configs, workdirs
     return state, t_train
 
 
-def final_evaluation(program: Program, state, eval_step, logs, t_train: float,
-                     placement: Placement) -> list[dict]:
+def final_evaluation(
+    program: Program, state, eval_step, logs, t_train: float, placement: Placement
+) -> list[dict]:
     """Validation and test metrics of each of the N models, prefixed val_ / test_."""
     finals: list[dict] = [{} for _ in logs]
     for split in ("validation", "test"):
-        res = evaluate(eval_step, state["params"], program.dataset, split, program.config,
-                       program.buckets, placement, program.objective, final=True)
+        res = evaluate(
+            eval_step,
+            state["params"],
+            program.dataset,
+            split,
+            program.config,
+            program.buckets,
+            placement,
+            program.objective,
+            final=True,
+        )
         prefix = "val" if split == "validation" else "test"
         for log, r, final in zip(logs, res, finals):
             log.write(program.config.num_steps, split, time_s=log.time_offset + t_train, **r)
@@ -664,8 +841,9 @@ def final_evaluation(program: Program, state, eval_step, logs, t_train: float,
     return finals
 
 
-def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
-                            progress: bool = True, dataset=None) -> list[dict]:
+def train_and_evaluate_many(
+    configs, workdirs, *, wandb_mode: str = "offline", progress: bool = True, dataset=None
+) -> list[dict]:
     """Trains N runs that differ only in `seed` as ONE jitted program (`jax.vmap` over a leading
     model axis: params, optimizer state, RNG and data order per model). Each workdir gets what a
     separate run writes. Finished runs are skipped; runs at different resume steps are trained
@@ -676,8 +854,9 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
     config.json written); a start that fails before its first checkpoint un-claims them."""
     t_start = time.time()
     if len(configs) != len(workdirs) or not configs:
-        raise ConfigError(f"need one workdir per config, got {len(configs)} configs and "
-                          f"{len(workdirs)} workdirs")
+        raise ConfigError(
+            f"need one workdir per config, got {len(configs)} configs and {len(workdirs)} workdirs"
+        )
     if len(set(map(os.path.abspath, workdirs))) != len(workdirs):
         raise WorkdirError(f"workdirs must be distinct, got {workdirs}")
     for c in configs:
@@ -698,21 +877,42 @@ def train_and_evaluate_many(configs, workdirs, *, wandb_mode: str = "offline",
             claims.enter_context(run_log.claim(workdirs[i], configs[i]))
             for name, text in program.objective.artifacts().items():  # e.g. the decoding LM
                 atomic.write_text(os.path.join(workdirs[i], name), text)
-        runs = init_or_restore(program, [configs[i] for i in todo], [workdirs[i] for i in todo],
-                               fresh)
+        runs = init_or_restore(
+            program, [configs[i] for i in todo], [workdirs[i] for i in todo], fresh
+        )
         for start in sorted({r[0] for r in runs}):  # one program per resume step
             group = [(i, run) for i, run in zip(todo, runs) if run[0] == start]
-            finals = _train_program(program, graphdef, tx, [configs[i] for i, _ in group],
-                                    [workdirs[i] for i, _ in group], [r for _, r in group],
-                                    start, placement, wandb_mode, progress, t_start)
+            finals = _train_program(
+                program,
+                graphdef,
+                tx,
+                [configs[i] for i, _ in group],
+                [workdirs[i] for i, _ in group],
+                [r for _, r in group],
+                start,
+                placement,
+                wandb_mode,
+                progress,
+                t_start,
+            )
             for (i, _), final in zip(group, finals):
                 results[i] = final
     return results
 
 
-def _train_program(program: Program, graphdef, tx, configs, workdirs, runs, start: int,
-                   placement: Placement, wandb_mode: str, progress: bool,
-                   t_start: float) -> list[dict]:
+def _train_program(
+    program: Program,
+    graphdef,
+    tx,
+    configs,
+    workdirs,
+    runs,
+    start: int,
+    placement: Placement,
+    wandb_mode: str,
+    progress: bool,
+    t_start: float,
+) -> list[dict]:
     """Trains runs that resume from the same step as one vmapped program; writes final.json."""
     state = placement.put_state(jax.tree.map(lambda *xs: jnp.stack(xs), *[r[1] for r in runs]))
     n_params = count_params(runs[0][1]["params"])
@@ -730,28 +930,52 @@ def _train_program(program: Program, graphdef, tx, configs, workdirs, runs, star
         for w, c in zip(workdirs, configs):
             logs.append(run_log.RunLog(w, c, wandb_mode=wandb_mode, resume_step=start))
             stack.callback(logs[-1].close)  # a no-op once `finish` ran
-        state, t_train = train_loop(program, state, train_step, eval_step, configs, workdirs,
-                                    mngrs, logs, start, placement, progress)
+        state, t_train = train_loop(
+            program,
+            state,
+            train_step,
+            eval_step,
+            configs,
+            workdirs,
+            mngrs,
+            logs,
+            start,
+            placement,
+            progress,
+        )
         _say(progress, "evaluating on the validation and test splits...")
         finals = final_evaluation(program, state, eval_step, logs, t_train, placement)
         policy = precision_lib.effective(
             program.config.get("precision", precision_lib.DEFAULT),
-            program.config.model.get("dtype") or None)
+            program.config.model.get("dtype") or None,
+        )
         record = provenance.record({"models_in_program": len(configs), "precision": policy})
         skipped = list(getattr(program.dataset, "skipped_files", None) or [])
         for j, c in enumerate(configs):
             finals[j].update(
-                num_params=n_params, steps=program.config.num_steps, resumed_from_step=start,
-                seed=c.seed, models_in_program=len(configs),
+                num_params=n_params,
+                steps=program.config.num_steps,
+                resumed_from_step=start,
+                seed=c.seed,
+                models_in_program=len(configs),
                 train_time_s=logs[j].time_offset + t_train,
                 steps_per_s=(program.config.num_steps - start) / max(t_train, 1e-9),
-                wall_time_s=time.time() - t_start, git_commit=record["git_commit"],
-                jax_version=jax.__version__, flax_version=record["versions"].get("flax"),
-                devices=[str(d) for d in jax.devices()], dataset=program.dataset.name,
-                task=program.dataset.task, objective=program.objective.name,
-                primary_metric=program.objective.primary, provenance=record, precision=policy,
-                wandb_mode=logs[j].wandb_mode, wandb_wait_s=logs[j].wandb_wait_s,
-                corrupt_checkpoints=runs[j][2], skipped_audio_files=skipped)
+                wall_time_s=time.time() - t_start,
+                git_commit=record["git_commit"],
+                jax_version=jax.__version__,
+                flax_version=record["versions"].get("flax"),
+                devices=[str(d) for d in jax.devices()],
+                dataset=program.dataset.name,
+                task=program.dataset.task,
+                objective=program.objective.name,
+                primary_metric=program.objective.primary,
+                provenance=record,
+                precision=policy,
+                wandb_mode=logs[j].wandb_mode,
+                wandb_wait_s=logs[j].wandb_wait_s,
+                corrupt_checkpoints=runs[j][2],
+                skipped_audio_files=skipped,
+            )
             logs[j].finish(finals[j])
     return finals
 
@@ -765,7 +989,8 @@ def _finished(config, workdir) -> dict | None:
         with open(path) as f:
             final = json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise WorkdirError(f"{path} is unreadable ({e}); move it aside to re-run the final "
-                           f"evaluation from the last checkpoint") from None
+        raise WorkdirError(
+            f"{path} is unreadable ({e}); move it aside to re-run the final "
+            f"evaluation from the last checkpoint"
+        ) from None
     return final if final.get("steps") == config.num_steps else None
-

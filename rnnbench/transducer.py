@@ -38,12 +38,16 @@ def _concrete(x) -> np.ndarray | None:
 
 def _check_loss_args(joint_logits, logit_lengths, labels, label_lengths, blank_id) -> None:
     if joint_logits.ndim != 4:
-        raise ValueError(f"joint_logits must have rank 4 [batch, time, labels + 1, vocab], got "
-                         f"shape {tuple(joint_logits.shape)}")
+        raise ValueError(
+            f"joint_logits must have rank 4 [batch, time, labels + 1, vocab], got "
+            f"shape {tuple(joint_logits.shape)}"
+        )
     b, t, u1, v = joint_logits.shape
     if labels.ndim != 2 or labels.shape != (b, u1 - 1):
-        raise ValueError(f"labels must have shape [batch, labels]=({b}, {u1 - 1}) to match "
-                         f"joint_logits {tuple(joint_logits.shape)}, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"labels must have shape [batch, labels]=({b}, {u1 - 1}) to match "
+            f"joint_logits {tuple(joint_logits.shape)}, got {tuple(labels.shape)}"
+        )
     for name, x in (("logit_lengths", logit_lengths), ("label_lengths", label_lengths)):
         if x.shape != (b,):
             raise ValueError(f"{name} must have shape [batch]=({b},), got {tuple(x.shape)}")
@@ -51,20 +55,29 @@ def _check_loss_args(joint_logits, logit_lengths, labels, label_lengths, blank_i
         raise ValueError(f"blank_id must be in [0, vocab={v}), got {blank_id}")
     tl, ul, lab = _concrete(logit_lengths), _concrete(label_lengths), _concrete(labels)
     if tl is not None and b and (tl.min() < 1 or tl.max() > t):
-        raise ValueError(f"logit_lengths must be in [1, time={t}], got min {tl.min()} max "
-                         f"{tl.max()}")
+        raise ValueError(
+            f"logit_lengths must be in [1, time={t}], got min {tl.min()} max {tl.max()}"
+        )
     if ul is not None and b and (ul.min() < 0 or ul.max() > u1 - 1):
-        raise ValueError(f"label_lengths must be in [0, labels={u1 - 1}], got min {ul.min()} "
-                         f"max {ul.max()}")
+        raise ValueError(
+            f"label_lengths must be in [0, labels={u1 - 1}], got min {ul.min()} max {ul.max()}"
+        )
     if lab is not None and ul is not None and lab.size:
         valid = lab[np.arange(u1 - 1)[None, :] < ul[:, None]]
         if valid.size and (valid.min() < 0 or valid.max() >= v or (valid == blank_id).any()):
-            raise ValueError(f"labels (within label_lengths) must be in [0, vocab={v}) and not "
-                             f"blank_id={blank_id}, got values {sorted(set(valid.tolist()))}")
+            raise ValueError(
+                f"labels (within label_lengths) must be in [0, vocab={v}) and not "
+                f"blank_id={blank_id}, got values {sorted(set(valid.tolist()))}"
+            )
 
 
-def rnnt_loss(joint_logits: Array, logit_lengths: Array, labels: Array, label_lengths: Array,
-              blank_id: int = 0) -> Array:
+def rnnt_loss(
+    joint_logits: Array,
+    logit_lengths: Array,
+    labels: Array,
+    label_lengths: Array,
+    blank_id: int = 0,
+) -> Array:
     """Negative log-likelihood -log P(labels | x) of the RNN transducer, per sequence.
 
     Args:
@@ -95,13 +108,15 @@ def _log_probs(joint_logits, logit_lengths, labels, label_lengths, blank_id):
     [B, T, U+1], log Z [B, T, U+1], the blank's and the next label's log-probabilities
     [B, T, U+1] (log 0 at u = U) and the next label per u [B, U+1]."""
     b, t_max, u1, _ = joint_logits.shape
-    valid = ((jnp.arange(t_max)[None, :] < logit_lengths[:, None])[:, :, None]
-             & (jnp.arange(u1)[None, :] <= label_lengths[:, None])[:, None, :])
+    valid = (jnp.arange(t_max)[None, :] < logit_lengths[:, None])[:, :, None] & (
+        jnp.arange(u1)[None, :] <= label_lengths[:, None]
+    )[:, None, :]
     x = jnp.where(valid[..., None], joint_logits.astype(jnp.float32), 0.0)
     log_norm = jax.nn.logsumexp(x, axis=-1)
     next_label = jnp.where(jnp.arange(u1 - 1)[None, :] < label_lengths[:, None], labels, blank_id)
-    next_label = jnp.concatenate([next_label.astype(jnp.int32),
-                                  jnp.full((b, 1), blank_id, jnp.int32)], axis=1)
+    next_label = jnp.concatenate(
+        [next_label.astype(jnp.int32), jnp.full((b, 1), blank_id, jnp.int32)], axis=1
+    )
     blank = x[..., blank_id] - log_norm
     emit = jnp.take_along_axis(x, next_label[:, None, :, None], axis=-1)[..., 0] - log_norm
     emit = jnp.where(jnp.arange(u1) < u1 - 1, emit, _LOG_ZERO)
@@ -140,8 +155,9 @@ def _alphas(blank: Array, emit: Array) -> Array:
         return new, new
 
     alpha0 = jnp.where(jnp.arange(u1)[None, :] == 0, 0.0, _LOG_ZERO) * jnp.ones((b, 1))
-    _, alphas = jax.lax.scan(step, alpha0, (_skew(blank, _LOG_ZERO)[:-1],
-                                            _skew(emit, _LOG_ZERO)[:-1]))
+    _, alphas = jax.lax.scan(
+        step, alpha0, (_skew(blank, _LOG_ZERO)[:-1], _skew(emit, _LOG_ZERO)[:-1])
+    )
     return jnp.concatenate([alpha0[None], alphas], axis=0)
 
 
@@ -158,8 +174,7 @@ def _betas(blank: Array, emit: Array, valid: Array, final: Array) -> Array:
         beta = jnp.where(valid_n, jnp.logaddexp(stay, move), _LOG_ZERO)
         return beta, beta
 
-    xs = (_skew(blank, _LOG_ZERO), _skew(emit, _LOG_ZERO), _skew(valid, False),
-          _skew(final, False))
+    xs = (_skew(blank, _LOG_ZERO), _skew(emit, _LOG_ZERO), _skew(valid, False), _skew(final, False))
     _, betas = jax.lax.scan(step, jnp.full(blank.shape[::2], _LOG_ZERO), xs, reverse=True)
     return betas
 
@@ -170,12 +185,12 @@ def _rnnt_nll(joint_logits, logit_lengths, labels, label_lengths, blank_id):
 
 
 def _rnnt_nll_fwd(joint_logits, logit_lengths, labels, label_lengths, blank_id):
-    *_, blank, emit, _ = _log_probs(joint_logits, logit_lengths, labels,
-                                     label_lengths, blank_id)
+    *_, blank, emit, _ = _log_probs(joint_logits, logit_lengths, labels, label_lengths, blank_id)
     alphas = _alphas(blank, emit)
     rows, last_t = jnp.arange(blank.shape[0]), jnp.maximum(logit_lengths - 1, 0)
-    log_lik = (alphas[last_t + label_lengths, rows, label_lengths]
-               + blank[rows, last_t, label_lengths])
+    log_lik = (
+        alphas[last_t + label_lengths, rows, label_lengths] + blank[rows, last_t, label_lengths]
+    )
     nll = jnp.where(logit_lengths > 0, -log_lik, jnp.inf)
     return nll, (joint_logits, logit_lengths, labels, label_lengths, alphas, log_lik)
 
@@ -183,13 +198,16 @@ def _rnnt_nll_fwd(joint_logits, logit_lengths, labels, label_lengths, blank_id):
 def _rnnt_nll_bwd(blank_id, res, g):
     joint_logits, logit_lengths, labels, label_lengths, alphas, log_lik = res
     x, valid, log_norm, blank, emit, next_label = _log_probs(
-        joint_logits, logit_lengths, labels, label_lengths, blank_id)
+        joint_logits, logit_lengths, labels, label_lengths, blank_id
+    )
     b, t_max, u1, v = x.shape
-    final = ((jnp.arange(t_max)[None, :, None] == logit_lengths[:, None, None] - 1)
-             & (jnp.arange(u1)[None, None, :] == label_lengths[:, None, None]))
+    final = (jnp.arange(t_max)[None, :, None] == logit_lengths[:, None, None] - 1) & (
+        jnp.arange(u1)[None, None, :] == label_lengths[:, None, None]
+    )
     alpha, beta = _unskew(alphas), _unskew(_betas(blank, emit, valid, final))
-    after_blank = jnp.where(final, 0.0, jnp.concatenate(
-        [beta[:, 1:], jnp.full((b, 1, u1), _LOG_ZERO)], axis=1))  # beta[t + 1, u]
+    after_blank = jnp.where(
+        final, 0.0, jnp.concatenate([beta[:, 1:], jnp.full((b, 1, u1), _LOG_ZERO)], axis=1)
+    )  # beta[t + 1, u]
     after_emit = jnp.concatenate([beta[:, :, 1:], jnp.full((b, t_max, 1), _LOG_ZERO)], axis=2)
     # occupancies: posterior probability that an alignment takes the blank / label move at (t, u)
     scale = jnp.where(logit_lengths > 0, g, 0.0)[:, None, None]
@@ -197,9 +215,11 @@ def _rnnt_nll_bwd(blank_id, res, g):
     occ_emit = scale * jnp.exp(alpha + emit + after_emit - log_lik[:, None, None])
     occ_blank, occ_emit = (jnp.where(valid, o, 0.0) for o in (occ_blank, occ_emit))
     k = jnp.arange(v)
-    grad = (jnp.exp(x - log_norm[..., None]) * (occ_blank + occ_emit)[..., None]
-            - jnp.where(k == blank_id, occ_blank[..., None], 0.0)
-            - jnp.where(k == next_label[:, None, :, None], occ_emit[..., None], 0.0))
+    grad = (
+        jnp.exp(x - log_norm[..., None]) * (occ_blank + occ_emit)[..., None]
+        - jnp.where(k == blank_id, occ_blank[..., None], 0.0)
+        - jnp.where(k == next_label[:, None, :, None], occ_emit[..., None], 0.0)
+    )
     return grad.astype(joint_logits.dtype), None, None, None
 
 
@@ -215,20 +235,37 @@ class PredictionNetwork(nnx.Module):
     the same network one label at a time, for decoding.
     """
 
-    def __init__(self, num_classes: int, embed: int, hidden: int, cell: str = "lstm",
-                 layers: int = 1, *, dropout: float = 0.0,
-                 cell_kwargs: Mapping[str, Any] | None = None, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        num_classes: int,
+        embed: int,
+        hidden: int,
+        cell: str = "lstm",
+        layers: int = 1,
+        *,
+        dropout: float = 0.0,
+        cell_kwargs: Mapping[str, Any] | None = None,
+        rngs: nnx.Rngs,
+    ):
         self.num_classes = num_classes
         self.embed = nnx.Embed(num_classes + 1, embed, rngs=rngs)
-        self.rnn = rnn_layers.build(cell, embed, hidden, num_layers=layers, dropout=dropout,
-                                    rngs=rngs, **dict(cell_kwargs or {}))
+        self.rnn = rnn_layers.build(
+            cell,
+            embed,
+            hidden,
+            num_layers=layers,
+            dropout=dropout,
+            rngs=rngs,
+            **dict(cell_kwargs or {}),
+        )
         self.out_features = hidden
 
     def __call__(self, labels: Array, *, key: Array | None = None) -> Array:
         """labels [B, U] in 1..num_classes (padding: any value, clipped) -> [B, U+1, hidden]."""
         if labels.ndim != 2:
-            raise ValueError(f"labels must have rank 2 [batch, labels], got shape "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have rank 2 [batch, labels], got shape {tuple(labels.shape)}"
+            )
         ids = jnp.clip(labels.astype(jnp.int32), 0, self.num_classes)
         ids = jnp.concatenate([jnp.zeros((labels.shape[0], 1), jnp.int32), ids], axis=1)
         y, _ = self.rnn(self.embed(ids), None, key=key)
@@ -256,8 +293,9 @@ class Joint(nnx.Module):
     so that decoding projects each encoder frame and each prediction output once.
     """
 
-    def __init__(self, enc_dim: int, pred_dim: int, joint_dim: int, num_outputs: int, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, enc_dim: int, pred_dim: int, joint_dim: int, num_outputs: int, *, rngs: nnx.Rngs
+    ):
         self.enc_proj = nnx.Linear(enc_dim, joint_dim, rngs=rngs)
         self.pred_proj = nnx.Linear(pred_dim, joint_dim, use_bias=False, rngs=rngs)
         self.out = nnx.Linear(joint_dim, num_outputs, rngs=rngs)
@@ -289,8 +327,9 @@ class Transducer(models._Model):
     `num_classes` excludes the blank; the output vocabulary is num_classes + 1.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], num_features: int, num_classes: int, *,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: Mapping[str, Any], num_features: int, num_classes: int, *, rngs: nnx.Rngs
+    ):
         super().__init__(cfg, num_features, rngs=rngs)
         pred_cell = cfg.get("pred_cell") or cfg["cell"]
         pred_hidden = cfg.get("pred_hidden") or cfg["hidden"]
@@ -302,17 +341,29 @@ class Transducer(models._Model):
             pred_kwargs["dtype"] = jnp.dtype(cfg["dtype"])
         self.num_classes = num_classes
         self.prediction = PredictionNetwork(
-            num_classes, cfg.get("pred_embed") or pred_hidden, pred_hidden, pred_cell,
-            cfg.get("pred_layers", 1), dropout=cfg.get("pred_dropout", 0.0),
-            cell_kwargs=pred_kwargs, rngs=rngs)
-        self.joint = Joint(self.encoder.out_features, pred_hidden,
-                           cfg.get("joint_dim") or pred_hidden, num_classes + 1, rngs=rngs)
+            num_classes,
+            cfg.get("pred_embed") or pred_hidden,
+            pred_hidden,
+            pred_cell,
+            cfg.get("pred_layers", 1),
+            dropout=cfg.get("pred_dropout", 0.0),
+            cell_kwargs=pred_kwargs,
+            rngs=rngs,
+        )
+        self.joint = Joint(
+            self.encoder.out_features,
+            pred_hidden,
+            cfg.get("joint_dim") or pred_hidden,
+            num_classes + 1,
+            rngs=rngs,
+        )
 
     def __call__(self, x: Array, lengths: Array, *, labels: Array, key: Array | None = None):
         """x [B, T, F], lengths [B], labels [B, U] -> (logits [B, T', U+1, classes+1], aux)."""
         if labels.ndim != 2 or labels.shape[0] != x.shape[0]:
-            raise ValueError(f"labels must have shape [batch={x.shape[0]}, labels], got "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(
+                f"labels must have shape [batch={x.shape[0]}, labels], got {tuple(labels.shape)}"
+            )
         k_enc, k_pred = jax.random.split(key) if key is not None else (None, None)
         h, lengths_out = self.encoder(x, lengths, key=k_enc)
         p = self.prediction(labels, key=k_pred)
@@ -326,25 +377,29 @@ class Transducer(models._Model):
 
 def _check_search_args(enc, enc_lengths, max_symbols_per_step, names=("enc", "enc_lengths")):
     if enc.ndim != 3:
-        raise ValueError(f"{names[0]} must have rank 3 [batch, time, features], got shape "
-                         f"{tuple(enc.shape)}")
+        raise ValueError(
+            f"{names[0]} must have rank 3 [batch, time, features], got shape {tuple(enc.shape)}"
+        )
     if enc_lengths.shape != (enc.shape[0],):
-        raise ValueError(f"{names[1]} must have shape [batch]=({enc.shape[0]},), got "
-                         f"{tuple(enc_lengths.shape)}")
+        raise ValueError(
+            f"{names[1]} must have shape [batch]=({enc.shape[0]},), got {tuple(enc_lengths.shape)}"
+        )
     if not isinstance(max_symbols_per_step, int) or max_symbols_per_step < 1:
-        raise ValueError(f"max_symbols_per_step must be an int >= 1, got "
-                         f"{max_symbols_per_step!r}")
+        raise ValueError(f"max_symbols_per_step must be an int >= 1, got {max_symbols_per_step!r}")
 
 
 def _where_rows(keep: Array, new, old):
     """Per leading-axis row: new where keep, else old (any pytree of [rows, ...] leaves)."""
+
     def pick(a, b):
         return jnp.where(keep.reshape(keep.shape + (1,) * (a.ndim - keep.ndim)), a, b)
+
     return jax.tree.map(pick, new, old)
 
 
-def greedy_search(prediction, joint, enc: Array, enc_lengths: Array, *,
-                  max_symbols_per_step: int = 3) -> tuple[Array, Array]:
+def greedy_search(
+    prediction, joint, enc: Array, enc_lengths: Array, *, max_symbols_per_step: int = 3
+) -> tuple[Array, Array]:
     """Greedy decoding of encoder states enc [B, T, D] (valid frames enc_lengths [B]).
 
     At each frame: take the argmax; a label is emitted and the prediction network advanced, up
@@ -356,8 +411,12 @@ def greedy_search(prediction, joint, enc: Array, enc_lengths: Array, *,
     l_max = t_max * max_symbols_per_step
     ep = joint.project_encoder(enc)
     state, out = prediction.step(prediction.initial_state(b), jnp.zeros((b,), jnp.int32))
-    init = (state, joint.project_prediction(out), jnp.zeros((b, l_max), jnp.int32),
-            jnp.zeros((b,), jnp.int32))
+    init = (
+        state,
+        joint.project_prediction(out),
+        jnp.zeros((b, l_max), jnp.int32),
+        jnp.zeros((b,), jnp.int32),
+    )
     valid = jnp.arange(t_max)[:, None] < enc_lengths[None, :]  # [T, B]
 
     def frame(carry, inp):
@@ -367,8 +426,9 @@ def greedy_search(prediction, joint, enc: Array, enc_lengths: Array, *,
             state, pp, tokens, n, active = c
             k = jnp.argmax(joint.logits(e_t, pp), axis=-1).astype(jnp.int32)
             emit = active & (k != 0)
-            tokens = jnp.where(emit[:, None] & (jnp.arange(l_max)[None] == n[:, None]),
-                               k[:, None], tokens)
+            tokens = jnp.where(
+                emit[:, None] & (jnp.arange(l_max)[None] == n[:, None]), k[:, None], tokens
+            )
             new_state, out = prediction.step(state, k)
             state = _where_rows(emit, new_state, state)
             pp = jnp.where(emit[:, None], joint.project_prediction(out), pp)
@@ -383,9 +443,11 @@ def greedy_search(prediction, joint, enc: Array, enc_lengths: Array, *,
 
 def _gather(hyps: dict, idx: Array) -> dict:
     """hyps leaves [B, K, ...], idx [B, K'] -> leaves [B, K', ...]."""
+
     def take(a):
         i = idx.reshape(idx.shape + (1,) * (a.ndim - 2))
         return jnp.take_along_axis(a, i, axis=1)
+
     return jax.tree.map(take, hyps)
 
 
@@ -403,8 +465,15 @@ def _merge_ended(ended: dict, new: dict, beam: int) -> dict:
     return {**_gather(h, idx), "score": top}
 
 
-def beam_search(prediction, joint, enc: Array, enc_lengths: Array, *, beam: int = 4,
-                max_symbols_per_step: int = 3) -> tuple[Array, Array, Array]:
+def beam_search(
+    prediction,
+    joint,
+    enc: Array,
+    enc_lengths: Array,
+    *,
+    beam: int = 4,
+    max_symbols_per_step: int = 3,
+) -> tuple[Array, Array, Array]:
     """Time-synchronous transducer beam search (Saon et al. 2020; ESPnet's
     `BeamSearchTransducer(search_type="tsd")`) with Graves' (2012) merging of equal prefixes,
     batched, the beam an array axis.
@@ -425,15 +494,16 @@ def beam_search(prediction, joint, enc: Array, enc_lengths: Array, *, beam: int 
     b, t_max, _ = enc.shape
     k, l_max = beam, t_max * max_symbols_per_step
     ep = joint.project_encoder(enc)
-    state, out = prediction.step(prediction.initial_state(b * k),
-                                 jnp.zeros((b * k,), jnp.int32))
+    state, out = prediction.step(prediction.initial_state(b * k), jnp.zeros((b * k,), jnp.int32))
     to_bk = lambda a: a.reshape((b, k) + a.shape[1:])
     to_flat = lambda a: a.reshape((b * k,) + a.shape[2:])
-    hyps = {"tokens": jnp.zeros((b, k, l_max), jnp.int32),
-            "length": jnp.zeros((b, k), jnp.int32),
-            "score": jnp.where(jnp.arange(k)[None, :] == 0, 0.0, -jnp.inf) * jnp.ones((b, 1)),
-            "state": jax.tree.map(to_bk, state),
-            "pred": to_bk(joint.project_prediction(out))}
+    hyps = {
+        "tokens": jnp.zeros((b, k, l_max), jnp.int32),
+        "length": jnp.zeros((b, k), jnp.int32),
+        "score": jnp.where(jnp.arange(k)[None, :] == 0, 0.0, -jnp.inf) * jnp.ones((b, 1)),
+        "state": jax.tree.map(to_bk, state),
+        "pred": to_bk(joint.project_prediction(out)),
+    }
     valid = jnp.arange(t_max)[:, None] < enc_lengths[None, :]  # [T, B]
 
     def extend(cur, logp):
@@ -443,10 +513,13 @@ def beam_search(prediction, joint, enc: Array, enc_lengths: Array, *, beam: int 
         h = _gather(cur, idx // v)
         at_end = jnp.arange(l_max)[None, None] == h["length"][..., None]
         state, out = prediction.step(jax.tree.map(to_flat, h["state"]), label.reshape(-1))
-        return {"tokens": jnp.where(at_end, label[..., None], h["tokens"]),
-                "length": h["length"] + 1, "score": top,
-                "state": jax.tree.map(to_bk, state),
-                "pred": to_bk(joint.project_prediction(out))}
+        return {
+            "tokens": jnp.where(at_end, label[..., None], h["tokens"]),
+            "length": h["length"] + 1,
+            "score": top,
+            "state": jax.tree.map(to_bk, state),
+            "pred": to_bk(joint.project_prediction(out)),
+        }
 
     def frame(hyps, inp):
         e_t, valid_t = inp
@@ -473,24 +546,33 @@ def beam_search(prediction, joint, enc: Array, enc_lengths: Array, *, beam: int 
     return best["tokens"], best["length"], best["score"]
 
 
-def greedy_decode(model: Transducer, feats: Array, lengths: Array, *,
-                  max_symbols_per_step: int = 3) -> tuple[Array, Array]:
+def greedy_decode(
+    model: Transducer, feats: Array, lengths: Array, *, max_symbols_per_step: int = 3
+) -> tuple[Array, Array]:
     """feats [B, T, F], lengths [B] -> (label ids [B, T' * max_symbols_per_step], lengths [B]).
 
     A pure function of the model's arrays: call it inside `jax.jit` (e.g. in the eval step).
     """
     _check_search_args(feats, lengths, max_symbols_per_step, names=("feats", "lengths"))
     enc, enc_lengths = model.encoder(feats, lengths)
-    return greedy_search(model.prediction, model.joint, enc, enc_lengths,
-                         max_symbols_per_step=max_symbols_per_step)
+    return greedy_search(
+        model.prediction, model.joint, enc, enc_lengths, max_symbols_per_step=max_symbols_per_step
+    )
 
 
-def beam_decode(model: Transducer, feats: Array, lengths: Array, *, beam: int = 4,
-                max_symbols_per_step: int = 3) -> tuple[Array, Array]:
+def beam_decode(
+    model: Transducer, feats: Array, lengths: Array, *, beam: int = 4, max_symbols_per_step: int = 3
+) -> tuple[Array, Array]:
     """feats [B, T, F], lengths [B] -> the best hypothesis of `beam_search`: (label ids
     [B, T' * max_symbols_per_step], lengths [B]). Pure; call it inside `jax.jit`."""
     _check_search_args(feats, lengths, max_symbols_per_step, names=("feats", "lengths"))
     enc, enc_lengths = model.encoder(feats, lengths)
-    tokens, lens, _ = beam_search(model.prediction, model.joint, enc, enc_lengths, beam=beam,
-                                  max_symbols_per_step=max_symbols_per_step)
+    tokens, lens, _ = beam_search(
+        model.prediction,
+        model.joint,
+        enc,
+        enc_lengths,
+        beam=beam,
+        max_symbols_per_step=max_symbols_per_step,
+    )
     return tokens[:, 0], lens[:, 0]

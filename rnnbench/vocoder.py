@@ -39,16 +39,19 @@ class Frames:
 
     def __post_init__(self):
         if not 1 <= self.hop <= self.win <= self.n_fft:
-            raise ValueError(f"STFT framing needs 1 <= hop <= win <= n_fft, got hop={self.hop}, "
-                             f"win={self.win}, n_fft={self.n_fft}")
+            raise ValueError(
+                f"STFT framing needs 1 <= hop <= win <= n_fft, got hop={self.hop}, "
+                f"win={self.win}, n_fft={self.n_fft}"
+            )
 
     @classmethod
     def from_features(cls, features_config, sample_rate: int = 16000) -> Frames:
         """The framing `features.log_mel` uses for a config's `features` (win_ms, hop_ms,
         n_fft)."""
         f = dict(features_config)
-        win, hop, n_fft = features._frame_params(sample_rate, f.get("win_ms", 25.0),
-                                                 f.get("hop_ms", 10.0), f.get("n_fft"))
+        win, hop, n_fft = features._frame_params(
+            sample_rate, f.get("win_ms", 25.0), f.get("hop_ms", 10.0), f.get("n_fft")
+        )
         return cls(win, hop, n_fft)
 
     @property
@@ -70,8 +73,9 @@ def stft(audio, frames: Frames):
     audio = jnp.asarray(audio, jnp.float32)
     t = frames.num_frames(audio.shape[-1])
     if t < 1:
-        raise ValueError(f"audio of {audio.shape[-1]} samples is shorter than one window "
-                         f"({frames.win})")
+        raise ValueError(
+            f"audio of {audio.shape[-1]} samples is shorter than one window ({frames.win})"
+        )
     idx = np.arange(t)[:, None] * frames.hop + np.arange(frames.win)[None, :]
     return jnp.fft.rfft(audio[..., idx] * frames.window, n=frames.n_fft, axis=-1)
 
@@ -82,19 +86,29 @@ def istft(spec, frames: Frames):
     squared window; samples no window covers are 0)."""
     t = spec.shape[-2]
     w = jnp.asarray(frames.window)
-    pieces = jnp.fft.irfft(spec, n=frames.n_fft, axis=-1)[..., :frames.win] * w  # [..., T, win]
+    pieces = jnp.fft.irfft(spec, n=frames.n_fft, axis=-1)[..., : frames.win] * w  # [..., T, win]
     n = frames.num_samples(t)
     idx = (np.arange(t)[:, None] * frames.hop + np.arange(frames.win)[None, :]).reshape(-1)
     lead = pieces.shape[:-2]
-    out = jnp.zeros(lead + (n,), pieces.dtype).at[..., idx].add(
-        pieces.reshape(lead + (t * frames.win,)))
+    out = (
+        jnp.zeros(lead + (n,), pieces.dtype)
+        .at[..., idx]
+        .add(pieces.reshape(lead + (t * frames.win,)))
+    )
     norm = np.zeros(n, np.float32)
-    np.add.at(norm, idx, np.tile(frames.window ** 2, t))
+    np.add.at(norm, idx, np.tile(frames.window**2, t))
     return out / jnp.asarray(np.where(norm > 1e-8, norm, 1.0))
 
 
-def mel_to_magnitude(log_mel, frames: Frames, *, sample_rate: int = 16000, fmin: float = 20.0,
-                     fmax: float | None = None, htk: bool = False):
+def mel_to_magnitude(
+    log_mel,
+    frames: Frames,
+    *,
+    sample_rate: int = 16000,
+    fmin: float = 20.0,
+    fmax: float | None = None,
+    htk: bool = False,
+):
     """log-mel [..., T, M] (natural log of mel power + `features.LOG_EPS`, as
     `features.log_mel` makes it) -> linear magnitude [..., T, n_fft // 2 + 1] through the
     pseudo-inverse of the mel filterbank (negative power clipped to 0)."""
@@ -118,27 +132,43 @@ def _griffin_lim(magnitude, angles, momentum, *, frames: Frames, n_iter: int):
     return istft(magnitude * angles, frames)
 
 
-def griffin_lim(magnitude, frames: Frames, *, n_iter: int = 60, momentum: float = 0.99,
-                key: jax.Array | None = None):
+def griffin_lim(
+    magnitude,
+    frames: Frames,
+    *,
+    n_iter: int = 60,
+    momentum: float = 0.99,
+    key: jax.Array | None = None,
+):
     """magnitude [..., T, F] -> audio [..., (T - 1) * hop + win] whose STFT magnitude is close
     to it. Phases start at 0 (`key=None`) or uniformly random; `momentum` 0 is the classic
     algorithm, 0.99 the fast one (Perraudin et al. 2013). Jit-compiled per shape and n_iter."""
     magnitude = jnp.asarray(magnitude, jnp.float32)
     if magnitude.shape[-1] != frames.n_fft // 2 + 1:
-        raise ValueError(f"magnitude has {magnitude.shape[-1]} frequency bins; n_fft="
-                         f"{frames.n_fft} needs {frames.n_fft // 2 + 1}")
+        raise ValueError(
+            f"magnitude has {magnitude.shape[-1]} frequency bins; n_fft="
+            f"{frames.n_fft} needs {frames.n_fft // 2 + 1}"
+        )
     if n_iter < 0 or not 0.0 <= momentum < 1.0:
         raise ValueError(f"need n_iter >= 0 and momentum in [0, 1), got {n_iter}, {momentum}")
     if key is None:
         angles = jnp.ones(magnitude.shape, jnp.complex64)
     else:
         angles = jnp.exp(2j * jnp.pi * jax.random.uniform(key, magnitude.shape))
-    return _griffin_lim(magnitude, angles.astype(jnp.complex64), jnp.float32(momentum),
-                        frames=frames, n_iter=n_iter)
+    return _griffin_lim(
+        magnitude, angles.astype(jnp.complex64), jnp.float32(momentum), frames=frames, n_iter=n_iter
+    )
 
 
-def log_mel_to_audio(log_mel, features_config, *, sample_rate: int = 16000, n_iter: int = 60,
-                     momentum: float = 0.99, power: float = 1.0) -> np.ndarray:
+def log_mel_to_audio(
+    log_mel,
+    features_config,
+    *,
+    sample_rate: int = 16000,
+    n_iter: int = 60,
+    momentum: float = 0.99,
+    power: float = 1.0,
+) -> np.ndarray:
     """log-mel [T, M] or [B, T, M] made with the config's `features` -> float32 audio in
     [-1, 1] ([S] or [B, S]). `power` > 1 sharpens the magnitude before Griffin-Lim (Tacotron 1
     used 1.5), which reduces its phasey noise."""
@@ -146,9 +176,15 @@ def log_mel_to_audio(log_mel, features_config, *, sample_rate: int = 16000, n_it
     if f.get("kind", "logmel") != "logmel":
         raise ValueError(f"features.kind must be 'logmel' to invert, got {f.get('kind')!r}")
     frames = Frames.from_features(f, sample_rate)
-    mag = mel_to_magnitude(log_mel, frames, sample_rate=sample_rate, fmin=f.get("fmin", 20.0),
-                           fmax=f.get("fmax"), htk=f.get("htk", False))
-    audio = np.asarray(griffin_lim(mag ** power, frames, n_iter=n_iter, momentum=momentum))
+    mag = mel_to_magnitude(
+        log_mel,
+        frames,
+        sample_rate=sample_rate,
+        fmin=f.get("fmin", 20.0),
+        fmax=f.get("fmax"),
+        htk=f.get("htk", False),
+    )
+    audio = np.asarray(griffin_lim(mag**power, frames, n_iter=n_iter, momentum=momentum))
     peak = np.abs(audio).max(axis=-1, keepdims=True)
     return np.where(peak > 1.0, audio / np.maximum(peak, 1e-9), audio).astype(np.float32)
 

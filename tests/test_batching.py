@@ -30,7 +30,9 @@ def make_split(n=37, seed=0, ctc=False):
         words = ["one", "two", "oh", "nine"]
         transcripts = [" ".join(rng.choice(words, rng.integers(1, 6))) for _ in range(n)]
         return Split(audio, None, transcripts, [f"s{i % 3}" for i in range(n)])
-    return Split(audio, rng.integers(0, 12, n).astype(np.int32), None, [f"s{i % 3}" for i in range(n)])
+    return Split(
+        audio, rng.integers(0, 12, n).astype(np.int32), None, [f"s{i % 3}" for i in range(n)]
+    )
 
 
 def _take(it, k):
@@ -50,8 +52,11 @@ def test_train_batch_contents_and_buckets():
         assert S == min(x for x in BUCKETS if x >= longest)
         assert b["weights"].tolist() == [1.0] * 8 and b["labels"].shape == (8,)
         for row, n, label in zip(b["audio"], b["audio_lengths"], b["labels"]):
-            i = next(j for j, a in enumerate(sp.audio)
-                     if a.shape[0] == n and np.array_equal(a / 32768.0, row[:n].astype(np.float64)))
+            i = next(
+                j
+                for j, a in enumerate(sp.audio)
+                if a.shape[0] == n and np.array_equal(a / 32768.0, row[:n].astype(np.float64))
+            )
             assert sp.labels[i] == label
             assert not row[n:].any() and np.abs(row).max() <= 1.0
 
@@ -74,14 +79,18 @@ def test_resume_from_step_equals_continuation_without_replaying():
     sp = make_split()
     full = _take(train_batches(sp, batch_size=8, seed=7, buckets=BUCKETS), 12)
     for k in (0, 3, 4, 9):
-        resumed = _take(train_batches(sp, batch_size=8, seed=7, buckets=BUCKETS, start_step=k), 12 - k)
+        resumed = _take(
+            train_batches(sp, batch_size=8, seed=7, buckets=BUCKETS, start_step=k), 12 - k
+        )
         assert all(_eq(x, y) for x, y in zip(full[k:], resumed))
     counted = Split(CountingList(sp.audio), sp.labels, None, sp.speakers)
     it = train_batches(counted, batch_size=8, seed=7, buckets=BUCKETS, start_step=100_000)
     CountingList.reads = 0
     first = next(it)
     assert CountingList.reads <= 2 * 8  # only this batch's clips were touched
-    assert _eq(first, next(train_batches(sp, batch_size=8, seed=7, buckets=BUCKETS, start_step=100_000)))
+    assert _eq(
+        first, next(train_batches(sp, batch_size=8, seed=7, buckets=BUCKETS, start_step=100_000))
+    )
 
 
 def test_eval_covers_every_example_once_in_order():
@@ -90,8 +99,12 @@ def test_eval_covers_every_example_once_in_order():
     assert len(batches) == 5 and all(b["audio"].shape[0] == 8 for b in batches)
     w = np.concatenate([b["weights"] for b in batches])
     assert w.sum() == 37 and w[:37].all() and not w[37:].any()
-    rows = [(row, n, l) for b in batches
-            for row, n, l, wt in zip(b["audio"], b["audio_lengths"], b["labels"], b["weights"]) if wt]
+    rows = [
+        (row, n, l)
+        for b in batches
+        for row, n, l, wt in zip(b["audio"], b["audio_lengths"], b["labels"], b["weights"])
+        if wt
+    ]
     for i, (row, n, l) in enumerate(rows):
         assert n == sp.audio[i].shape[0] and l == sp.labels[i]
         assert np.array_equal(row[:n], sp.audio[i] / np.float32(32768.0))
@@ -104,8 +117,9 @@ def test_ctc_labels_padded_to_fixed_length():
     ds = Dataset("toy", "ctc", list(CTC_ALPHABET), {"train": sp})
     longest = max(len(t) for t in sp.transcripts)
     shapes = set()
-    for b in _take(train_batches(sp, batch_size=8, seed=0, buckets=BUCKETS, encode=ds.encode), 5) + \
-            list(eval_batches(sp, batch_size=8, buckets=BUCKETS, encode=ds.encode)):
+    for b in _take(
+        train_batches(sp, batch_size=8, seed=0, buckets=BUCKETS, encode=ds.encode), 5
+    ) + list(eval_batches(sp, batch_size=8, buckets=BUCKETS, encode=ds.encode)):
         shapes.add(b["labels"].shape[1])
         for lab, n, row, an in zip(b["labels"], b["label_lengths"], b["audio"], b["audio_lengths"]):
             assert not lab[n:].any() and (lab[:n] > 0).all()
@@ -143,16 +157,26 @@ def test_meaning_batches_carry_intent_and_slots():
     sp = _meaning_split()
     ds = Dataset("toy", "ctc", list(CTC_ALPHABET), {"train": sp})
     S = len(codec.slot_names)
-    batches = _take(train_batches(sp, batch_size=8, seed=2, buckets=BUCKETS, encode=ds.encode,
-                                  encode_meaning=codec.encode), 4)
-    batches += list(eval_batches(sp, batch_size=8, buckets=BUCKETS, encode=ds.encode,
-                                 encode_meaning=codec.encode))
+    batches = _take(
+        train_batches(
+            sp, batch_size=8, seed=2, buckets=BUCKETS, encode=ds.encode, encode_meaning=codec.encode
+        ),
+        4,
+    )
+    batches += list(
+        eval_batches(
+            sp, batch_size=8, buckets=BUCKETS, encode=ds.encode, encode_meaning=codec.encode
+        )
+    )
     for b in batches:
         assert b["intent"].dtype == b["slots"].dtype == np.int32
         assert b["intent"].shape == (8,) and b["slots"].shape == (8, S)
         for row, n, intent, slots in zip(b["audio"], b["audio_lengths"], b["intent"], b["slots"]):
-            i = next(j for j, a in enumerate(sp.audio)
-                     if a.shape[0] == n and np.array_equal(a / np.float32(32768.0), row[:n]))
+            i = next(
+                j
+                for j, a in enumerate(sp.audio)
+                if a.shape[0] == n and np.array_equal(a / np.float32(32768.0), row[:n])
+            )
             assert codec.decode(intent, slots) == sp.meanings[i]
             # slots of other intents read 0 (none)
             assert not slots[~codec.slot_mask[intent]].any()
@@ -169,9 +193,11 @@ def test_meaning_errors_name_the_example():
     ds = Dataset("toy", "ctc", list(CTC_ALPHABET), {"train": sp})
     sp.meanings[5] = {"intent": "lights", "slots": {"action": "sideways", "room": "none"}}
     with pytest.raises(ValueError, match=r"example 5 .*action = 'sideways' is outside the schema"):
-        train_batches(sp, batch_size=8, seed=0, buckets=BUCKETS, encode=ds.encode,
-                      encode_meaning=codec.encode)
+        train_batches(
+            sp, batch_size=8, seed=0, buckets=BUCKETS, encode=ds.encode, encode_meaning=codec.encode
+        )
     plain = Split(sp.audio, None, sp.transcripts, sp.speakers)
     with pytest.raises(ValueError, match="no meanings"):
-        eval_batches(plain, batch_size=8, buckets=BUCKETS, encode=ds.encode,
-                     encode_meaning=codec.encode)
+        eval_batches(
+            plain, batch_size=8, buckets=BUCKETS, encode=ds.encode, encode_meaning=codec.encode
+        )

@@ -22,17 +22,28 @@ def test_bench_step_compares_the_three_frameworks(monkeypatch):
     pytest.importorskip("torch", reason="the comparison needs the `compare` extra (torch)")
     monkeypatch.setitem(bench_step.SHAPES, "TINY", TINY)
     monkeypatch.setattr(bench_step, "matmul_peak_gflops", lambda: 100.0)  # skip the 2048^3 probe
-    report = bench_step.run(["TINY"], ["lstm", "gru"], list(bench_step.FRAMEWORKS), repeats=2,
-                            warmup=1, steps_per_repeat=1, use_lengths=False, log=lambda *_: None)
-    assert [(r["shape"], r["cell"]) for r in report["results"]] == [("TINY", "lstm"),
-                                                                    ("TINY", "gru")]
+    report = bench_step.run(
+        ["TINY"],
+        ["lstm", "gru"],
+        list(bench_step.FRAMEWORKS),
+        repeats=2,
+        warmup=1,
+        steps_per_repeat=1,
+        use_lengths=False,
+        log=lambda *_: None,
+    )
+    assert [(r["shape"], r["cell"]) for r in report["results"]] == [
+        ("TINY", "lstm"),
+        ("TINY", "gru"),
+    ]
     for row in report["results"]:
         fw = row["frameworks"]
         assert set(fw) == {"rnnbench", "torch", "flax"}
         for v in fw.values():
             assert len(v["times_ms"]) == 2 and v["min_ms"] <= v["median_ms"]
         assert row["ratio_rnnbench_torch"] == pytest.approx(
-            fw["rnnbench"]["median_ms"] / fw["torch"]["median_ms"])
+            fw["rnnbench"]["median_ms"] / fw["torch"]["median_ms"]
+        )
     table = bench_step.markdown_table(report)
     assert table.count("| TINY |") == 2
     # where the numbers come from: this checkout, this machine, this process's settings
@@ -44,20 +55,38 @@ def test_bench_step_compares_the_three_frameworks(monkeypatch):
 
 def test_bench_step_breakdown_times_every_part():
     out = bench_step.lstm_breakdown(TINY, repeats=2, log=lambda *_: None)
-    assert set(out) == {"full step", "projection+recurrence fwd+bwd", "recurrence fwd+bwd",
-                        "recurrence fwd", "fwd storing", "bwd", "projection fwd",
-                        "projection grad (dW_ih, db)", "projection grad, 3-D dot",
-                        "dW_hh matmul", "T x h @ W_hh"}
+    assert set(out) == {
+        "full step",
+        "projection+recurrence fwd+bwd",
+        "recurrence fwd+bwd",
+        "recurrence fwd",
+        "fwd storing",
+        "bwd",
+        "projection fwd",
+        "projection grad (dW_ih, db)",
+        "projection grad, 3-D dot",
+        "dW_hh matmul",
+        "T x h @ W_hh",
+    }
     assert all(0 < v["min_ms"] <= v["median_ms"] for v in out.values())
 
 
 def test_bench_scan_writes_its_table_and_plot(tmp_path):
-    report = bench_scan.run([8, 16], ("lstm", "mingru"), batch=2, hidden=8, repeats=2,
-                            out_dir=str(tmp_path), log=lambda *_: None)
+    report = bench_scan.run(
+        [8, 16],
+        ("lstm", "mingru"),
+        batch=2,
+        hidden=8,
+        repeats=2,
+        out_dir=str(tmp_path),
+        log=lambda *_: None,
+    )
     # lstm: sequential only; mingru: sequential and associative scan; at each of the 2 lengths
     assert sorted((r["T"], r["variant"]) for r in report["results"]) == sorted(
-        (T, bench_scan.label(c, par)) for T in (8, 16)
-        for c, par in [("lstm", None), ("mingru", False), ("mingru", True)])
+        (T, bench_scan.label(c, par))
+        for T in (8, 16)
+        for c, par in [("lstm", None), ("mingru", False), ("mingru", True)]
+    )
     assert all(r["repeats"] == 2 and len(r["times_s"]) == 2 for r in report["results"])
     assert sorted(os.listdir(tmp_path)) == ["scan_cost.json", "scan_cost.md", "scan_cost.png"]
     with open(tmp_path / "scan_cost.json") as f:

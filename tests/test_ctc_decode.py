@@ -39,12 +39,14 @@ def _exhaustive_best(lp, lm=None, lm_weight=0.0, insertion_bonus=0.0):
         if lm is not None and lm_weight > 0:
             score += lm_weight * lm.log_prob("".join(lm.alphabet[i - 1] for i in labels))
         return score
+
     scores = {labels: fused(labels, ctc) for labels, ctc in _labelling_log_probs(lp).items()}
     best = max(scores, key=scores.get)
     return list(best), scores[best], scores
 
 
 # ----------------------------------------------------------------------------- (a) exhaustive
+
 
 @pytest.mark.parametrize("seed", range(12))
 def test_beam_search_equals_exhaustive_search_over_all_paths(seed):
@@ -63,14 +65,16 @@ def test_beam_search_equals_exhaustive_search_over_all_paths(seed):
 @pytest.mark.parametrize("seed", range(8))
 def test_beam_search_with_lm_and_bonus_equals_exhaustive_fused_search(seed):
     rng = np.random.default_rng(100 + seed)
-    lm = CharNgramLM.fit(["ab", "ba", "aab", "b", "abba"], order=int(rng.integers(1, 4)),
-                         alphabet="ab")
+    lm = CharNgramLM.fit(
+        ["ab", "ba", "aab", "b", "abba"], order=int(rng.integers(1, 4)), alphabet="ab"
+    )
     lp = _random_log_probs(rng, int(rng.integers(2, 6)), 3, sharpness=1.0)
     lm_weight, bonus = float(rng.uniform(0.2, 2.0)), float(rng.uniform(-1.0, 1.0))
     best, exact, _ = _exhaustive_best(lp, lm, lm_weight, bonus)
     # The fused score adds log P(</s> | prefix), exactly as lm.log_prob does.
-    ids, score = ctc_decode.prefix_beam_search(lp, beam=64, lm=lm, lm_weight=lm_weight,
-                                               insertion_bonus=bonus)
+    ids, score = ctc_decode.prefix_beam_search(
+        lp, beam=64, lm=lm, lm_weight=lm_weight, insertion_bonus=bonus
+    )
     assert ids == best
     np.testing.assert_allclose(score, exact, rtol=0, atol=1e-10)
 
@@ -106,6 +110,7 @@ def test_top_k_prune_keeps_the_k_best_labels_of_each_frame():
 
 
 # ----------------------------------------------------------------------------- (b) vs greedy
+
 
 def test_beam_one_matches_greedy_on_peaked_outputs():
     rng = np.random.default_rng(3)
@@ -144,8 +149,9 @@ def test_repeated_label_needs_a_blank_between():
 
 
 def test_decode_batch_uses_each_row_length():
-    lp = np.stack([np.log([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]),
-                   np.log([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])])
+    lp = np.stack(
+        [np.log([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]), np.log([[0.1, 0.9], [0.9, 0.1], [0.1, 0.9]])]
+    )
     assert ctc_decode.decode_batch(lp, [3, 1], beam=4) == [[1, 1], [1]]
     assert ctc_decode.decode_batch(lp, np.array([0, 2]), beam=4) == [[], [1]]
 
@@ -235,19 +241,22 @@ def test_insertion_bonus_trades_against_output_length():
 LP = np.log([[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]])
 
 
-@pytest.mark.parametrize("kw, name", [
-    ({"beam": 0}, "beam"),
-    ({"beam": 2.5}, "beam"),
-    ({"beam": True}, "beam"),
-    ({"beam": 2, "token_prune": 0}, "token_prune"),
-    ({"beam": 2, "token_prune": 0.5}, "token_prune"),
-    ({"beam": 2, "token_prune": "3"}, "token_prune"),
-    ({"beam": 2, "lm_weight": -0.1}, "lm_weight"),
-    ({"beam": 2, "lm_weight": 0.5}, "lm_weight"),  # no lm given
-    ({"beam": 2, "lm_weight": float("nan")}, "lm_weight"),
-    ({"beam": 2, "insertion_bonus": float("inf")}, "insertion_bonus"),
-    ({"beam": 2, "lm": "not an lm"}, "lm"),
-])
+@pytest.mark.parametrize(
+    "kw, name",
+    [
+        ({"beam": 0}, "beam"),
+        ({"beam": 2.5}, "beam"),
+        ({"beam": True}, "beam"),
+        ({"beam": 2, "token_prune": 0}, "token_prune"),
+        ({"beam": 2, "token_prune": 0.5}, "token_prune"),
+        ({"beam": 2, "token_prune": "3"}, "token_prune"),
+        ({"beam": 2, "lm_weight": -0.1}, "lm_weight"),
+        ({"beam": 2, "lm_weight": 0.5}, "lm_weight"),  # no lm given
+        ({"beam": 2, "lm_weight": float("nan")}, "lm_weight"),
+        ({"beam": 2, "insertion_bonus": float("inf")}, "insertion_bonus"),
+        ({"beam": 2, "lm": "not an lm"}, "lm"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_them(kw, name):
     with pytest.raises(ValueError, match=name):
         ctc_decode.prefix_beam_search(LP, **kw)

@@ -37,9 +37,17 @@ def _audio_bytes(split: Split) -> bytes:
 
 # ----------------------------------------------------------------------------- the grammar
 
+
 def test_say_number():
     assert [phrases.say_number(n) for n in (0, 7, 13, 20, 25, 40, 99)] == [
-        "zero", "seven", "thirteen", "twenty", "twenty five", "forty", "ninety nine"]
+        "zero",
+        "seven",
+        "thirteen",
+        "twenty",
+        "twenty five",
+        "forty",
+        "ninety nine",
+    ]
     with pytest.raises(ValueError, match="100"):
         phrases.say_number(100)
 
@@ -78,27 +86,42 @@ def test_every_meaning_validates_and_has_three_phrasings():
     timer = {"intent": "set_timer", "slots": {"number": "25", "unit": "minutes"}}
     assert "set a timer for twenty five minutes" in phrases.phrasings(timer)
     assert "set an eight minute timer" in phrases.phrasings(
-        {"intent": "set_timer", "slots": {"number": "8", "unit": "minutes"}})
+        {"intent": "set_timer", "slots": {"number": "8", "unit": "minutes"}}
+    )
     assert phrases.parse("turn the kitchen lights off") == {
-        "intent": "lights", "slots": {"action": "off", "room": "kitchen"}}
+        "intent": "lights",
+        "slots": {"action": "off", "room": "kitchen"},
+    }
     assert phrases.parse("what is seven times eight") == {
-        "intent": "ask_math", "slots": {"a": "7", "op": "multiply", "b": "8"}}
+        "intent": "ask_math",
+        "slots": {"a": "7", "op": "multiply", "b": "8"},
+    }
     assert phrases.parse("wake me up at quarter to one in the morning") == {
-        "intent": "set_alarm", "slots": {"hour": "12", "minute": "45", "period": "morning"}}
+        "intent": "set_alarm",
+        "slots": {"hour": "12", "minute": "45", "period": "morning"},
+    }
 
 
-@pytest.mark.parametrize("meaning, pattern", [
-    ({"intent": "set_timer", "slots": {"number": "26", "unit": "minutes"}},
-     r"set_timer\.number = '26' is outside the schema"),
-    ({"intent": "lights", "slots": {"action": "on", "room": "garden"}}, r"lights\.room = 'garden'"),
-    ({"intent": "fly", "slots": {}}, r"unknown intent 'fly'"),
-    ({"intent": "call", "slots": {}}, r"intent 'call' has slots \['contact'\]"),
-    ({"intent": "call", "slots": {"contact": "bob", "when": "now"}}, r"'when'"),
-    ({"intent": "cancel"}, r"keys 'intent' and 'slots'"),
-    ("cancel", r"keys 'intent' and 'slots'"),
-    ({"intent": "volume", "slots": {"direction": "up", "level": "5"}}, r"no phrasing says it"),
-    ({"intent": "play_music", "slots": {"genre": "none", "artist": "none"}}, r"no phrasing"),
-])
+@pytest.mark.parametrize(
+    "meaning, pattern",
+    [
+        (
+            {"intent": "set_timer", "slots": {"number": "26", "unit": "minutes"}},
+            r"set_timer\.number = '26' is outside the schema",
+        ),
+        (
+            {"intent": "lights", "slots": {"action": "on", "room": "garden"}},
+            r"lights\.room = 'garden'",
+        ),
+        ({"intent": "fly", "slots": {}}, r"unknown intent 'fly'"),
+        ({"intent": "call", "slots": {}}, r"intent 'call' has slots \['contact'\]"),
+        ({"intent": "call", "slots": {"contact": "bob", "when": "now"}}, r"'when'"),
+        ({"intent": "cancel"}, r"keys 'intent' and 'slots'"),
+        ("cancel", r"keys 'intent' and 'slots'"),
+        ({"intent": "volume", "slots": {"direction": "up", "level": "5"}}, r"no phrasing says it"),
+        ({"intent": "play_music", "slots": {"genre": "none", "artist": "none"}}, r"no phrasing"),
+    ],
+)
 def test_check_meaning_rejects(meaning, pattern):
     with pytest.raises(ValueError, match=pattern):
         phrases.check_meaning(meaning)
@@ -126,8 +149,10 @@ def test_split_phrasings_partitions_each_meaning():
 def test_phrasings_split_never_says_a_test_transcript_in_training():
     # the sampler alone (no audio): many utterances per split
     def said(split, n):
-        return [phrases.sample_utterance(1, split, i, phrases.INTENTS[i % 10], "phrasings")
-                for i in range(n)]
+        return [
+            phrases.sample_utterance(1, split, i, phrases.INTENTS[i % 10], "phrasings")
+            for i in range(n)
+        ]
 
     train, val, test = said("train", 3000), said("validation", 600), said("test", 600)
     train_texts = {t for t, _ in train}
@@ -145,6 +170,7 @@ def test_phrasings_split_never_says_a_test_transcript_in_training():
 
 # ----------------------------------------------------------------------------- the corpus
 
+
 def test_synth_phrases_structure(by_voices):
     ds = by_voices
     assert ds.name == "synth_phrases" and ds.task == "ctc" and ds.classes == CTC_ALPHABET
@@ -161,7 +187,7 @@ def test_synth_phrases_structure(by_voices):
             assert ds.decode(ds.encode(t)) == t
             # speech, not silence: the loudest 50 ms is well above the padding noise
             frames = a[: a.shape[0] // 800 * 800].astype(np.float64).reshape(-1, 800)
-            rms = np.sqrt(np.mean(frames ** 2, axis=1))
+            rms = np.sqrt(np.mean(frames**2, axis=1))
             assert rms.max() > 3 * rms[0]
 
 
@@ -187,8 +213,9 @@ def test_synth_phrases_phrasings_split(by_phrasings):
 
 def test_synth_phrases_deterministic_and_cached(by_voices, by_phrasings, cache):
     files = sorted(f for f in os.listdir(cache) if f.startswith("synth_phrases-"))
-    assert len(files) == 2 and all(re.fullmatch(r"synth_phrases-[0-9a-f]{12}\.npz", f)
-                                   for f in files)
+    assert len(files) == 2 and all(
+        re.fullmatch(r"synth_phrases-[0-9a-f]{12}\.npz", f) for f in files
+    )
     mtimes = {f: os.path.getmtime(cache / f) for f in files}
     fresh = phrases.synth_phrases(seed=SEED, use_cache=False, num_workers=1, **SIZES)
     cached = load("synth_phrases", seed=SEED, cache_dir=cache, **SIZES)
@@ -196,8 +223,9 @@ def test_synth_phrases_deterministic_and_cached(by_voices, by_phrasings, cache):
     for s in ("train", "validation", "test"):
         for other in (fresh, cached):
             assert _audio_bytes(other.splits[s]) == _audio_bytes(by_voices.splits[s])
-            assert [a.shape for a in other.splits[s].audio] == \
-                [a.shape for a in by_voices.splits[s].audio]
+            assert [a.shape for a in other.splits[s].audio] == [
+                a.shape for a in by_voices.splits[s].audio
+            ]
             assert other.splits[s].transcripts == by_voices.splits[s].transcripts
             assert other.splits[s].meanings == by_voices.splits[s].meanings
             assert other.splits[s].speakers == by_voices.splits[s].speakers
@@ -237,8 +265,10 @@ def test_describe_counts_intents(by_voices, cache, capsys):
     info = json.loads(capsys.readouterr().out)
     for s, sp in by_voices.splits.items():
         assert info["splits"][s]["per_intent"] == dict(
-            collections.Counter(m["intent"] for m in sp.meanings))
-        assert sum(info["splits"][s]["per_class"].values()) == \
-            sum(len(t.split()) for t in sp.transcripts)
+            collections.Counter(m["intent"] for m in sp.meanings)
+        )
+        assert sum(info["splits"][s]["per_class"].values()) == sum(
+            len(t.split()) for t in sp.transcripts
+        )
     assert data_cli(args) == 0
     assert "intents: add_item: 3, ask_math: 3" in capsys.readouterr().out

@@ -44,8 +44,11 @@ def make_speech_commands(root, *, absent=0, background=True):
         os.makedirs(os.path.join(root, "_background_noise_"))
         rng = np.random.default_rng(0)
         for name in ("white_noise.wav", "pink_noise.wav"):
-            sf.write(os.path.join(root, "_background_noise_", name),
-                     (0.5 * rng.uniform(-1, 1, 2 * 16000)).astype(np.float32), 16000)
+            sf.write(
+                os.path.join(root, "_background_noise_", name),
+                (0.5 * rng.uniform(-1, 1, 2 * 16000)).astype(np.float32),
+                16000,
+            )
     return str(root)
 
 
@@ -83,7 +86,9 @@ def test_protocol_12_deterministic_and_seeded(sc_dir):
     a = load("speech_commands", data_dir=sc_dir, seed=0)
     b = load("speech_commands", data_dir=sc_dir, seed=0)
     c = load("speech_commands", data_dir=sc_dir, seed=1)
-    sil = lambda ds: [x for x, l in zip(ds.splits["train"].audio, ds.splits["train"].labels) if l == 0]
+    sil = lambda ds: [
+        x for x, l in zip(ds.splits["train"].audio, ds.splits["train"].labels) if l == 0
+    ]
     assert all(np.array_equal(x, y) for x, y in zip(sil(a), sil(b)))
     assert not all(np.array_equal(x, y) for x, y in zip(sil(a), sil(c)))
 
@@ -135,6 +140,7 @@ def test_corrupt_wav_in_dataset_names_file_or_is_skipped_with_count(sc_dir):
 
 
 # --- WAV policy: corrupt / empty -> error naming the file; stereo -> mean; 24-bit ok; 8 kHz -> 16 kHz
+
 
 def test_read_wav_corrupt_and_empty(tmp_path):
     corrupt = tmp_path / "corrupt.wav"

@@ -55,8 +55,20 @@ def test_espeak_clear_error_when_library_missing(monkeypatch):
 
 def test_synth_commands_12_structure(commands):
     assert commands.task == "classify"
-    assert commands.classes == ["_silence_", "_unknown_", "yes", "no", "up", "down", "left",
-                                "right", "on", "off", "stop", "go"]
+    assert commands.classes == [
+        "_silence_",
+        "_unknown_",
+        "yes",
+        "no",
+        "up",
+        "down",
+        "left",
+        "right",
+        "on",
+        "off",
+        "stop",
+        "go",
+    ]
     for name, n in (("train", 48), ("validation", 24), ("test", 24)):
         sp = commands.splits[name]
         assert len(sp.audio) == n == len(sp.labels) == len(sp.speakers)
@@ -87,8 +99,9 @@ def test_synth_commands_deterministic_and_cached(commands, cache):
     cached = load("synth_commands", protocol=12, seed=3, cache_dir=cache, **SIZES)  # from cache
     for s in ("train", "validation", "test"):
         for other in (fresh, cached):
-            assert b"".join(a.tobytes() for a in commands.splits[s].audio) == \
-                b"".join(a.tobytes() for a in other.splits[s].audio)
+            assert b"".join(a.tobytes() for a in commands.splits[s].audio) == b"".join(
+                a.tobytes() for a in other.splits[s].audio
+            )
             assert np.array_equal(commands.splits[s].labels, other.splits[s].labels)
             assert commands.splits[s].speakers == other.splits[s].speakers
     assert not any(f.endswith(".tmp") or ".tmp." in f for f in os.listdir(cache))
@@ -100,13 +113,22 @@ def test_synth_spec_change_rebuilds(cache):
     after = {f for f in os.listdir(cache) if f.startswith("synth_commands-")}
     assert len(after - before) == 1  # a new spec -> a new cache file, the old one kept
     same = load("synth_commands", protocol=12, seed=3, cache_dir=cache, **SIZES)
-    assert not all(np.array_equal(a, b) for a, b in zip(other_seed.splits["train"].audio,
-                                                        same.splits["train"].audio))
+    assert not all(
+        np.array_equal(a, b)
+        for a, b in zip(other_seed.splits["train"].audio, same.splits["train"].audio)
+    )
 
 
 def test_synth_commands_35(cache):
-    ds = load("synth_commands", protocol=35, seed=0, cache_dir=cache,
-              train_size=35, validation_size=0, test_size=0)
+    ds = load(
+        "synth_commands",
+        protocol=35,
+        seed=0,
+        cache_dir=cache,
+        train_size=35,
+        validation_size=0,
+        test_size=0,
+    )
     assert len(ds.classes) == 35 and "marvin" in ds.classes and "_unknown_" not in ds.classes
     assert sorted(ds.splits["train"].labels.tolist()) == list(range(35))
     assert len(ds.splits["test"].audio) == 0

@@ -70,8 +70,9 @@ def test_each_decoder_scores_as_the_runs_own_evaluation(ctc_run, comparison, tmp
         decode = comparison["decoders"][name]
         copy = _with_decode(workdir, tmp_path / name, decode)
         if decode.get("lm_order"):  # as training does: the LM fitted on the training text
-            lm = char_lm.CharNgramLM.fit(ds.splits["train"].transcripts,
-                                         order=decode["lm_order"], alphabet=ds.classes)
+            lm = char_lm.CharNgramLM.fit(
+                ds.splits["train"].transcripts, order=decode["lm_order"], alphabet=ds.classes
+            )
             with open(os.path.join(copy, "char_lm.json"), "w") as f:
                 f.write(lm.to_json())
         run_copy = inference.load_run(copy)

@@ -22,8 +22,9 @@ def _fake_gradients(monkeypatch, grads, t_valid):
 def test_known_tiny_and_normal_norms(monkeypatch):
     """Example 0 has every component = s_t, example 1 = -2 s_t: mean norm 0.5 (3 + 6) s_t. The
     last two steps lie past the valid length; the result is indexed by distance from step 7."""
-    grads = np.stack([np.repeat(SCALES[:, None], F, 1),
-                      np.repeat(-2 * SCALES[:, None], F, 1)])  # [B=2, T=10, F]
+    grads = np.stack(
+        [np.repeat(SCALES[:, None], F, 1), np.repeat(-2 * SCALES[:, None], F, 1)]
+    )  # [B=2, T=10, F]
     # the case is in the regime that broke the float32 sum of squares
     old = np.asarray(jnp.sqrt(jnp.square(jnp.asarray(grads)).sum(-1)).mean(0))
     assert old[4] == 0 and old[5] == 0 and old[6] == 0

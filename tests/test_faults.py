@@ -43,10 +43,12 @@ TIMEOUT = 600  # no case may block: every subprocess runs under this limit
 
 # ----------------------------------------------------------------------------- helpers
 
+
 @pytest.fixture
 def expect_error(capsys, record_property):
     """fn() inside the boundary must exit with status 2 and print one `error:` line (no
     traceback) that contains every culprit; returns that line and records it for the report."""
+
     def check(fn, *culprits, status=errors.EXIT_ERROR):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exc, errors.boundary(verbose=False):
@@ -61,11 +63,13 @@ def expect_error(capsys, record_property):
         record_property("message", lines[0])
         record_property("status", exc.value.code)
         return lines[0]
+
     return check
 
 
-def check_failed_process(r: subprocess.CompletedProcess, record_property, *culprits,
-                         status=errors.EXIT_ERROR) -> str:
+def check_failed_process(
+    r: subprocess.CompletedProcess, record_property, *culprits, status=errors.EXIT_ERROR
+) -> str:
     """A finished subprocess: status 2, stderr ends in one `error:` line naming the culprits."""
     lines = [line for line in r.stderr.splitlines() if line.startswith("error: ")]
     assert r.returncode == status, r.stderr[-3000:]
@@ -80,8 +84,16 @@ def check_failed_process(r: subprocess.CompletedProcess, record_property, *culpr
 
 def run(args, timeout=TIMEOUT, env=None, prefix=(), **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, JAX_PLATFORMS="cpu", **(env or {}))
-    return subprocess.run([*prefix, sys.executable, *args], check=False, cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout, **kw)
+    return subprocess.run(
+        [*prefix, sys.executable, *args],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kw,
+    )
 
 
 def toy(workdir, steps=4, every=2, *extra, **kw) -> subprocess.CompletedProcess:
@@ -130,8 +142,13 @@ def set_path(config, path: str, value) -> None:
 
 
 def fit(config, workdir, dataset=None):
-    return train.train_and_evaluate(config, str(workdir), wandb_mode="disabled", progress=False,
-                                    dataset=dataset if dataset is not None else tone_dataset())
+    return train.train_and_evaluate(
+        config,
+        str(workdir),
+        wandb_mode="disabled",
+        progress=False,
+        dataset=dataset if dataset is not None else tone_dataset(),
+    )
 
 
 # ----------------------------------------------------------------------------- config values
@@ -179,8 +196,9 @@ CONFIG_CASES = [  # (field, bad value, words the message must contain)
 ]
 
 
-@pytest.mark.parametrize("field,value,words", CONFIG_CASES,
-                         ids=[f"{f}={v!r}" for f, v, _ in CONFIG_CASES])
+@pytest.mark.parametrize(
+    "field,value,words", CONFIG_CASES, ids=[f"{f}={v!r}" for f, v, _ in CONFIG_CASES]
+)
 def test_config_value_is_refused_before_any_work(tmp_path, expect_error, field, value, words):
     """The whole run is refused by check_config, before data, compile or the workdir."""
     config = small_config()
@@ -198,6 +216,7 @@ def test_config_mfcc_more_coefficients_than_mels(tmp_path, expect_error):
 
 # ----------------------------------------------------------------------------- data
 
+
 def _with_clip(split: str, index: int, samples: int, task="classify"):
     ds = tone_dataset(task)
     ds.splits[split].audio[index] = np.zeros(samples, np.int16)
@@ -210,23 +229,33 @@ def test_data_clip_longer_than_the_largest_bucket(tmp_path, expect_error, split)
     config = small_config()
     config.buckets = (4800,)
     ds = _with_clip(split, 5, 8000)
-    expect_error(lambda: fit(config, tmp_path / "w", ds), f"{split} example 5", "8000 samples",
-                 "--config.buckets=(4800,)", "speaker 's'")
+    expect_error(
+        lambda: fit(config, tmp_path / "w", ds),
+        f"{split} example 5",
+        "8000 samples",
+        "--config.buckets=(4800,)",
+        "speaker 's'",
+    )
     assert not (tmp_path / "w").exists()
 
 
 def test_data_clip_shorter_than_one_window(tmp_path, expect_error):
     ds = _with_clip("train", 3, 200)
-    expect_error(lambda: fit(small_config(), tmp_path / "w", ds), "train example 3",
-                 "200 samples", "--config.features.win_ms=25.0")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "w", ds),
+        "train example 3",
+        "200 samples",
+        "--config.features.win_ms=25.0",
+    )
     assert not (tmp_path / "w").exists()
 
 
 def test_data_empty_test_split(tmp_path, expect_error):
     ds = tone_dataset()
     ds.splits["test"] = data_lib.Split([], np.zeros(0, np.int32), None, [])
-    expect_error(lambda: fit(small_config(), tmp_path / "w", ds), "tones_classify",
-                 "no test examples")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "w", ds), "tones_classify", "no test examples"
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -248,8 +277,9 @@ def _ctc_config():
 def test_data_ctc_transcript_longer_than_its_frames(tmp_path, expect_error):
     ds = tone_dataset("ctc")
     ds.splits["validation"].transcripts[3] = "ab" * 16
-    expect_error(lambda: fit(_ctc_config(), tmp_path / "w", ds), "validation example 3",
-                 "frames for CTC")
+    expect_error(
+        lambda: fit(_ctc_config(), tmp_path / "w", ds), "validation example 3", "frames for CTC"
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -261,8 +291,11 @@ def test_data_ctc_character_outside_the_alphabet(tmp_path, expect_error):
 
 
 def test_data_model_kind_does_not_fit_the_task(tmp_path, expect_error):
-    expect_error(lambda: fit(small_config(), tmp_path / "w", tone_dataset("ctc")),
-                 "ctc task", "config.model.kind='classifier'")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "w", tone_dataset("ctc")),
+        "ctc task",
+        "config.model.kind='classifier'",
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -270,9 +303,13 @@ def test_data_option_the_loader_does_not_take(tmp_path, expect_error):
     """kws.py's corpus sizes passed on to the FSDD loader (--config.dataset=fsdd)."""
     config = small_config()
     config.dataset, config.data_dir = "fsdd", str(tmp_path)
-    expect_error(lambda: train.train_and_evaluate(config, str(tmp_path / "w"),
-                                                  wandb_mode="disabled", progress=False),
-                 "dataset 'fsdd' takes no option", "config.data.options")
+    expect_error(
+        lambda: train.train_and_evaluate(
+            config, str(tmp_path / "w"), wandb_mode="disabled", progress=False
+        ),
+        "dataset 'fsdd' takes no option",
+        "config.data.options",
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -280,9 +317,14 @@ def test_data_missing_data_dir(tmp_path, expect_error):
     config = small_config()
     config.dataset, config.data_dir = "fsdd", str(tmp_path / "nowhere")
     config.data.options = {}
-    expect_error(lambda: train.train_and_evaluate(config, str(tmp_path / "w"),
-                                                  wandb_mode="disabled", progress=False),
-                 "fsdd", str(tmp_path / "nowhere"), "recordings")
+    expect_error(
+        lambda: train.train_and_evaluate(
+            config, str(tmp_path / "w"), wandb_mode="disabled", progress=False
+        ),
+        "fsdd",
+        str(tmp_path / "nowhere"),
+        "recordings",
+    )
     assert not (tmp_path / "w").exists()
 
 
@@ -292,13 +334,17 @@ def test_data_speech_commands_without_testing_list(tmp_path, expect_error):
     config = small_config()
     config.dataset, config.data_dir = "speech_commands", str(tmp_path / "sc")
     config.data.options = {}
-    expect_error(lambda: train.train_and_evaluate(config, str(tmp_path / "w"),
-                                                  wandb_mode="disabled", progress=False),
-                 "testing_list.txt")
+    expect_error(
+        lambda: train.train_and_evaluate(
+            config, str(tmp_path / "w"), wandb_mode="disabled", progress=False
+        ),
+        "testing_list.txt",
+    )
     assert not (tmp_path / "w").exists()
 
 
 # ----------------------------------------------------------------------------- audio files
+
 
 def _float_wav(path, x, rate=8000):
     sf.write(str(path), np.asarray(x, np.float32), rate, subtype="FLOAT")
@@ -355,47 +401,64 @@ def test_audio_skip_option_counts_the_file(tmp_path, record_property):
 
 def test_audio_unknown_on_error_value(tmp_path, expect_error):
     root = _fake_fsdd(tmp_path / "fsdd")
-    expect_error(lambda: fsdd.load_fsdd(data_dir=str(root), on_error="ignore"), "'ignore'",
-                 "on_error")
+    expect_error(
+        lambda: fsdd.load_fsdd(data_dir=str(root), on_error="ignore"), "'ignore'", "on_error"
+    )
 
 
 # ----------------------------------------------------------------------------- workdirs
 
+
 def test_workdir_is_a_regular_file(tmp_path, expect_error):
     (tmp_path / "w").write_text("notes")
-    expect_error(lambda: fit(small_config(), tmp_path / "w"), f"--workdir {tmp_path / 'w'}",
-                 "is a file")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "w"), f"--workdir {tmp_path / 'w'}", "is a file"
+    )
     assert (tmp_path / "w").read_text() == "notes"
 
 
 def test_workdir_under_a_regular_file(tmp_path, expect_error):
     (tmp_path / "f").write_text("notes")
-    expect_error(lambda: fit(small_config(), tmp_path / "f" / "run"), str(tmp_path / "f"),
-                 "is a file, not a directory")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "f" / "run"),
+        str(tmp_path / "f"),
+        "is a file, not a directory",
+    )
 
 
 def test_workdir_twice_in_one_program(tmp_path, expect_error):
     a, b = small_config(), small_config()
     b.seed = 1
     w = str(tmp_path / "w")
-    expect_error(lambda: train.train_and_evaluate_many([a, b], [w, w], wandb_mode="disabled",
-                                                       progress=False, dataset=tone_dataset()),
-                 "workdirs must be distinct", w)
+    expect_error(
+        lambda: train.train_and_evaluate_many(
+            [a, b], [w, w], wandb_mode="disabled", progress=False, dataset=tone_dataset()
+        ),
+        "workdirs must be distinct",
+        w,
+    )
     assert not (tmp_path / "w").exists()
 
 
 def test_workdir_in_use_by_another_process(tmp_path, expect_error):
     w = tmp_path / "w"
     w.mkdir()
-    hold = ("import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); "
-            "print('locked', flush=True); time.sleep(120)")
-    holder = subprocess.Popen([sys.executable, "-c", hold, str(w / run_log.LOCK_FILE)],
-                              stdout=subprocess.PIPE, text=True)
+    hold = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT); "
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.write(fd, b'%d' % os.getpid()); "
+        "print('locked', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(w / run_log.LOCK_FILE)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        expect_error(lambda: fit(small_config(), w), f"--workdir {w}", "in use by another run",
-                     f"pid {holder.pid}")
+        expect_error(
+            lambda: fit(small_config(), w),
+            f"--workdir {w}",
+            "in use by another run",
+            f"pid {holder.pid}",
+        )
         assert not (w / "config.json").exists()
     finally:
         holder.kill()
@@ -406,28 +469,37 @@ def test_workdir_in_use_by_another_process(tmp_path, expect_error):
 def test_workdir_with_truncated_config_json(tmp_path, expect_error):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "config.json").write_text('{"batch_size": 8, "data')
-    expect_error(lambda: fit(small_config(), tmp_path / "w"),
-                 str(tmp_path / "w" / "config.json"), "unreadable")
+    expect_error(
+        lambda: fit(small_config(), tmp_path / "w"),
+        str(tmp_path / "w" / "config.json"),
+        "unreadable",
+    )
 
 
 def test_workdir_with_truncated_final_json(tmp_path, expect_error):
     config = small_config()
     run_log.check_or_write_config(str(tmp_path / "w"), config)
     (tmp_path / "w" / "final.json").write_text('{"steps": 4, "test_acc')
-    expect_error(lambda: fit(config, tmp_path / "w"), str(tmp_path / "w" / "final.json"),
-                 "unreadable", "move it aside")
+    expect_error(
+        lambda: fit(config, tmp_path / "w"),
+        str(tmp_path / "w" / "final.json"),
+        "unreadable",
+        "move it aside",
+    )
 
 
 def test_workdir_of_a_different_config(tmp_path, expect_error):
     config = small_config()
     run_log.check_or_write_config(str(tmp_path / "w"), config)
     config.optimizer.learning_rate = 1e-2
-    expect_error(lambda: fit(config, tmp_path / "w"), str(tmp_path / "w"),
-                 "differs in optimizer.learning_rate")
+    expect_error(
+        lambda: fit(config, tmp_path / "w"),
+        str(tmp_path / "w"),
+        "differs in optimizer.learning_rate",
+    )
 
 
-def test_workdir_claim_is_undone_if_the_start_fails_before_a_checkpoint(tmp_path,
-                                                                        record_property):
+def test_workdir_claim_is_undone_if_the_start_fails_before_a_checkpoint(tmp_path, record_property):
     """A failed first start leaves no config.json to refuse the corrected command with; once
     a checkpoint exists the workdir keeps its config."""
     w, config = str(tmp_path / "w"), small_config()
@@ -442,8 +514,9 @@ def test_workdir_claim_is_undone_if_the_start_fails_before_a_checkpoint(tmp_path
         raise RuntimeError("crash after a checkpoint")
     with open(os.path.join(w, "config.json")) as f:
         assert json.load(f)["optimizer"]["learning_rate"] == 1e-2
-    record_property("result", "config.json removed after the failed first start, kept after "
-                              "a checkpoint")
+    record_property(
+        "result", "config.json removed after the failed first start, kept after a checkpoint"
+    )
 
 
 def test_workdir_read_only_is_refused_before_loading_data(tmp_path, record_property):
@@ -512,28 +585,34 @@ def _delete_item(step_dir):
     shutil.rmtree(os.path.join(step_dir, "default"))
 
 
-CORRUPTIONS = {"data truncated": _truncate_data, "data overwritten": _overwrite_data,
-               "_METADATA emptied": _empty_metadata, "item directory deleted": _delete_item}
+CORRUPTIONS = {
+    "data truncated": _truncate_data,
+    "data overwritten": _overwrite_data,
+    "_METADATA emptied": _empty_metadata,
+    "item directory deleted": _delete_item,
+}
 
 
 @pytest.mark.parametrize("how", list(CORRUPTIONS))
-def test_checkpoint_corrupt_newest_resumes_from_the_previous(tmp_path, capsys, record_property,
-                                                             how):
+def test_checkpoint_corrupt_newest_resumes_from_the_previous(
+    tmp_path, capsys, record_property, how
+):
     ckpt = _saved(tmp_path)
     CORRUPTIONS[how](os.path.join(ckpt, "4"))
     step, state, moved = train.restore_newest(str(tmp_path), small_config(), STATE)
     err = capsys.readouterr().err.strip()
     assert step == 2 and float(state["w"][1]) == 3.0  # step 2 holds arange + 2
     assert moved == [os.path.join(ckpt, "4.corrupt")] and sorted(os.listdir(ckpt)) == [
-        "2", "4.corrupt"]
+        "2",
+        "4.corrupt",
+    ]
     assert len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith("warning: checkpoint step 4") and "4.corrupt" in err
     assert "resuming from step 2" in err
     record_property("message", err)
 
 
-def test_checkpoint_with_non_finite_values_counts_as_corrupt(tmp_path, capsys,
-                                                              record_property):
+def test_checkpoint_with_non_finite_values_counts_as_corrupt(tmp_path, capsys, record_property):
     ckpt = _saved(tmp_path, steps=(2,))
     mngr = train._checkpoint_manager(str(tmp_path), small_config())
     train.save_checkpoint(mngr, str(tmp_path), 4, dict(STATE, w=STATE["w"] * jnp.nan))
@@ -549,8 +628,11 @@ def test_checkpoint_none_restores_moves_nothing(tmp_path, expect_error):
     ckpt = _saved(tmp_path)
     _truncate_data(os.path.join(ckpt, "4"))
     _empty_metadata(os.path.join(ckpt, "2"))
-    expect_error(lambda: train.restore_newest(str(tmp_path), small_config(), STATE),
-                 f"no checkpoint in {ckpt} restores", "step 4")
+    expect_error(
+        lambda: train.restore_newest(str(tmp_path), small_config(), STATE),
+        f"no checkpoint in {ckpt} restores",
+        "step 4",
+    )
     assert sorted(os.listdir(ckpt)) == ["2", "4"]
 
 
@@ -575,20 +657,30 @@ with errors.boundary():
 def test_checkpoint_save_on_a_full_disk_stops_with_one_line(tmp_path, record_property):
     """It used to print ~530 lines of orbax tracebacks and leave 30.orbax-checkpoint-tmp."""
     r = run(["-c", DISK_FULL.format(tests=HERE), str(tmp_path)], timeout=300)
-    check_failed_process(r, record_property, "checkpoint step 4", str(tmp_path / "checkpoints"),
-                         "File too large", "last good checkpoint (step 2)")
+    check_failed_process(
+        r,
+        record_property,
+        "checkpoint step 4",
+        str(tmp_path / "checkpoints"),
+        "File too large",
+        "last good checkpoint (step 2)",
+    )
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # no tmp dir left
 
 
 # ----------------------------------------------------------------------------- errors module
+
 
 def test_errors_unexpected_error_keeps_its_traceback(record_property):
     with pytest.raises(ZeroDivisionError), errors.boundary(verbose=False):
         1 / 0  # noqa: B018 - a bug, not bad input
     with pytest.raises(json.JSONDecodeError), errors.boundary(verbose=False):
         json.loads("{")  # a ValueError raised inside a library: a bug until shown otherwise
-    record_property("result", "ZeroDivisionError and a ValueError from inside json re-raised "
-                              "with their tracebacks (exit status 1)")
+    record_property(
+        "result",
+        "ZeroDivisionError and a ValueError from inside json re-raised "
+        "with their tracebacks (exit status 1)",
+    )
 
 
 def test_errors_verbose_shows_the_traceback_too(capsys, record_property):
@@ -607,27 +699,37 @@ def _lr(lr):
 
 
 def test_errors_os_error_names_the_file(tmp_path, expect_error):
-    expect_error(lambda: (tmp_path / "missing.json").read_text(), "No such file or directory",
-                 str(tmp_path / "missing.json"))
+    expect_error(
+        lambda: (tmp_path / "missing.json").read_text(),
+        "No such file or directory",
+        str(tmp_path / "missing.json"),
+    )
 
 
 # ----------------------------------------------------------------------------- command line
 
 CLI_CASES = [  # (extra args, words the message must contain)
     (["--config=experiments/configs/nope.py"], ["--config file", "nope.py", "does not exist"]),
-    (["--config=experiments/configs/kws.py", "--config.batch_size=abc"],
-     ["--config.batch_size=abc", "invalid literal"]),
-    (["--config=experiments/configs/kws.py", "--config.optimizer.learning_rate=nan"],
-     ["config.optimizer.learning_rate", "nan"]),
-    (["--config=experiments/configs/kws.py", "--config.features.hop_ms=0"],
-     ["config.features.hop_ms", "0.0"]),
+    (
+        ["--config=experiments/configs/kws.py", "--config.batch_size=abc"],
+        ["--config.batch_size=abc", "invalid literal"],
+    ),
+    (
+        ["--config=experiments/configs/kws.py", "--config.optimizer.learning_rate=nan"],
+        ["config.optimizer.learning_rate", "nan"],
+    ),
+    (
+        ["--config=experiments/configs/kws.py", "--config.features.hop_ms=0"],
+        ["config.features.hop_ms", "0.0"],
+    ),
     (["--config=experiments/configs/kws.py", "--seeds=0,x"], ["--seeds", "integers"]),
     (["--config=experiments/configs/kws.py", "--nosuchflag"], ["nosuchflag"]),
 ]
 
 
-@pytest.mark.parametrize("args,words", CLI_CASES, ids=[" ".join(a[1:]) or a[0]
-                                                       for a, _ in CLI_CASES])
+@pytest.mark.parametrize(
+    "args,words", CLI_CASES, ids=[" ".join(a[1:]) or a[0] for a, _ in CLI_CASES]
+)
 def test_cli_bad_input_is_one_line_with_status_2(tmp_path, record_property, args, words):
     r = run(["-m", "experiments.train", f"--workdir={tmp_path}/w", *args], timeout=300)
     check_failed_process(r, record_property, *words)
@@ -636,19 +738,25 @@ def test_cli_bad_input_is_one_line_with_status_2(tmp_path, record_property, args
 
 def test_cli_config_file_with_a_syntax_error(tmp_path, record_property):
     (tmp_path / "cfg.py").write_text("def get_config(:\n    pass\n")
-    r = run(["-m", "experiments.train", f"--config={tmp_path}/cfg.py", f"--workdir={tmp_path}/w"],
-            timeout=300)
-    check_failed_process(r, record_property, str(tmp_path / "cfg.py"), "line 1",
-                         "invalid syntax")
+    r = run(
+        ["-m", "experiments.train", f"--config={tmp_path}/cfg.py", f"--workdir={tmp_path}/w"],
+        timeout=300,
+    )
+    check_failed_process(r, record_property, str(tmp_path / "cfg.py"), "line 1", "invalid syntax")
 
 
 @pytest.mark.slow
 def test_cli_workdir_under_a_file_and_verbose(tmp_path, record_property):
     (tmp_path / "f").write_text("")
-    args = ["-m", "experiments.train", "--config=experiments/configs/kws.py",
-            f"--workdir={tmp_path}/f/run"]
-    check_failed_process(run(args, timeout=300), record_property, str(tmp_path / "f"),
-                         "not a directory")
+    args = [
+        "-m",
+        "experiments.train",
+        "--config=experiments/configs/kws.py",
+        f"--workdir={tmp_path}/f/run",
+    ]
+    check_failed_process(
+        run(args, timeout=300), record_property, str(tmp_path / "f"), "not a directory"
+    )
     r = run([*args, "--verbose"], timeout=300)
     assert r.returncode == 2 and "Traceback" in r.stderr and "check_workdir" in r.stderr
     assert r.stderr.rstrip().splitlines()[-1].startswith("error: --workdir")
@@ -677,16 +785,21 @@ print(json.dumps({{"mode": log.wandb_mode, "wait_s": log.wandb_wait_s}}), flush=
 def test_wandb_server_that_never_answers_costs_seconds_not_a_minute(tmp_path, record_property):
     """`--wandb=online` with a key and no network used to stall the run ~63 s."""
     t0 = time.time()
-    r = run(["-c", HANGING_WANDB.format(tests=HERE), str(tmp_path)], timeout=120,
-            env={"WANDB_SILENT": "true"})
+    r = run(
+        ["-c", HANGING_WANDB.format(tests=HERE), str(tmp_path)],
+        timeout=120,
+        env={"WANDB_SILENT": "true"},
+    )
     total = time.time() - t0
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["mode"] == "offline" and out["wait_s"] < 10.0, out
     assert "is not reachable" in r.stderr and (tmp_path / "final.json").exists()
     assert total < 30.0, total  # process start, imports and exit included
-    record_property("result", f"fell back to W&B offline after {out['wait_s']:.1f} s; "
-                              f"process done in {total:.1f} s")
+    record_property(
+        "result",
+        f"fell back to W&B offline after {out['wait_s']:.1f} s; process done in {total:.1f} s",
+    )
 
 
 def test_wandb_probe_of_a_closed_port_is_immediate(record_property):
@@ -716,6 +829,7 @@ def test_wandb_probe_of_a_silent_server_is_bounded(record_property):
 
 # ----------------------------------------------------------------------------- whole runs (slow)
 
+
 def _final(r) -> dict:
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -738,8 +852,7 @@ def reference_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_kill_sigkill_at_10_random_steps_resumes_bitwise(tmp_path, reference_run,
-                                                          record_property):
+def test_kill_sigkill_at_10_random_steps_resumes_bitwise(tmp_path, reference_run, record_property):
     """One run killed with SIGKILL at 10 random steps, restarted each time: the same final
     metrics and per-step train losses as the uninterrupted run, bitwise (CPU)."""
     ref_dir, ref = reference_run
@@ -750,9 +863,13 @@ def test_kill_sigkill_at_10_random_steps_resumes_bitwise(tmp_path, reference_run
     metrics = os.path.join(w, "metrics.jsonl")
     for target in targets:
         old = os.stat(metrics).st_ino if os.path.exists(metrics) else None
-        proc = subprocess.Popen([sys.executable, TOY_RUN, "run", w, "24", "4"], cwd=ROOT,
-                                env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, TOY_RUN, "run", w, "24", "4"],
+            cwd=ROOT,
+            env=dict(os.environ, JAX_PLATFORMS="cpu"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.time() + TIMEOUT
             while proc.poll() is None and time.time() < deadline:
@@ -772,15 +889,19 @@ def test_kill_sigkill_at_10_random_steps_resumes_bitwise(tmp_path, reference_run
     for k in METRICS:
         assert final[k] == ref[k], (k, final[k], ref[k])
     assert _train_losses(w) == _train_losses(ref_dir)  # every step once, the same losses
-    record_property("result", f"kill targets {targets}: killed after steps {killed_at} (a "
-                              "repeated step: killed while restarting); the last start resumed "
-                              f"from step {final['resumed_from_step']}; val/test loss and "
-                              "accuracy and all 24 train losses bitwise equal")
+    record_property(
+        "result",
+        f"kill targets {targets}: killed after steps {killed_at} (a "
+        "repeated step: killed while restarting); the last start resumed "
+        f"from step {final['resumed_from_step']}; val/test loss and "
+        "accuracy and all 24 train losses bitwise equal",
+    )
 
 
 @pytest.mark.slow
-def test_kill_corrupt_newest_checkpoint_resumes_to_the_same_result(tmp_path, reference_run,
-                                                                    record_property):
+def test_kill_corrupt_newest_checkpoint_resumes_to_the_same_result(
+    tmp_path, reference_run, record_property
+):
     """The newest checkpoint of a run is damaged after a crash: the restart reports it, moves
     it aside and resumes from the previous one, to the uninterrupted run's metrics."""
     ref_dir, ref = reference_run
@@ -795,13 +916,17 @@ def test_kill_corrupt_newest_checkpoint_resumes_to_the_same_result(tmp_path, ref
     assert "warning: checkpoint step 24" in r.stderr and "Traceback" not in r.stderr
     for k in METRICS:
         assert final[k] == ref[k], (k, final[k], ref[k])
-    record_property("message", next(line for line in r.stderr.splitlines()
-                                    if line.startswith("warning: checkpoint")))
+    record_property(
+        "message",
+        next(line for line in r.stderr.splitlines() if line.startswith("warning: checkpoint")),
+    )
 
 
-LIMITED = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
-           "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, resource.RLIM_INFINITY)); "
-           "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+LIMITED = (
+    "import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (30000, resource.RLIM_INFINITY)); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
 
 
 @pytest.mark.slow
@@ -820,16 +945,22 @@ def test_kill_disk_full_during_a_run_stops_promptly(tmp_path, record_property):
 @pytest.mark.slow
 def test_kill_second_run_on_the_same_workdir_is_refused(tmp_path, record_property):
     w = tmp_path / "w"
-    first = subprocess.Popen([sys.executable, TOY_RUN, "run", str(w), "300", "100"], cwd=ROOT,
-                             env=dict(os.environ, JAX_PLATFORMS="cpu"),
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    first = subprocess.Popen(
+        [sys.executable, TOY_RUN, "run", str(w), "300", "100"],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.time() + TIMEOUT
         while not (w / "metrics.jsonl").exists() and time.time() < deadline:
             time.sleep(0.1)
         r = toy(w, 300, 100)
-        check_failed_process(r, record_property, f"--workdir {w}", "in use by another run",
-                             f"pid {first.pid}")
+        check_failed_process(
+            r, record_property, f"--workdir {w}", "in use by another run", f"pid {first.pid}"
+        )
         out, _ = first.communicate(timeout=TIMEOUT)
     finally:
         first.kill()
@@ -842,8 +973,9 @@ def test_kill_non_finite_first_start_then_corrected_command(tmp_path, record_pro
     flag; the corrected command in the same workdir then runs (nothing blocks it)."""
     w = tmp_path / "w"
     r = toy(w, 4, 2, "optimizer.learning_rate=1e30", "optimizer.clip_norm=0.0")
-    check_failed_process(r, record_property, "non-finite", "at step",
-                         "--config.optimizer.learning_rate")
+    check_failed_process(
+        r, record_property, "non-finite", "at step", "--config.optimizer.learning_rate"
+    )
     assert not (w / "config.json").exists() and tmp_checkpoints(w) == []
     final = _final(toy(w, 4, 2))
     assert final["steps"] == 4 and math.isfinite(final["test_loss"])
@@ -852,15 +984,16 @@ def test_kill_non_finite_first_start_then_corrected_command(tmp_path, record_pro
 @pytest.mark.slow
 def test_kill_skipped_audio_is_recorded_in_final_json(tmp_path, record_property):
     root = _fake_fsdd(tmp_path / "fsdd", bad=(2, "ann", 11))
-    script = (f"import sys; sys.path.insert(0, {HERE!r}); from toy import small_config; "
-              "from rnnbench import errors, train; c = small_config(); "
-              f"c.dataset, c.data_dir = 'fsdd', {str(root)!r}; "
-              "c.data.options = {'on_error': 'skip'}; "
-              "errors.call(train.train_and_evaluate, c, sys.argv[1], wandb_mode='disabled', "
-              "progress=False)")
+    script = (
+        f"import sys; sys.path.insert(0, {HERE!r}); from toy import small_config; "
+        "from rnnbench import errors, train; c = small_config(); "
+        f"c.dataset, c.data_dir = 'fsdd', {str(root)!r}; "
+        "c.data.options = {'on_error': 'skip'}; "
+        "errors.call(train.train_and_evaluate, c, sys.argv[1], wandb_mode='disabled', "
+        "progress=False)"
+    )
     r = run(["-c", script, str(tmp_path / "w")], timeout=TIMEOUT)
     assert r.returncode == 0, r.stderr[-3000:]
     final = json.loads((tmp_path / "w" / "final.json").read_text())
     assert final["skipped_audio_files"] == [str(root / "recordings" / "2_ann_11.wav")]
     record_property("result", "final.json skipped_audio_files = ['.../2_ann_11.wav']")
-

@@ -29,9 +29,19 @@ def _signal(n=12000, seed=0):
 def _librosa_logmel(y, n_fft=512, htk=False):
     p = (n_fft - 400) // 2  # librosa centres the 400-sample window inside n_fft
     mel = librosa.feature.melspectrogram(
-        y=np.pad(y.astype(np.float64), (p, p)), sr=16000, n_fft=n_fft, hop_length=160,
-        win_length=400, center=False, power=2.0, n_mels=40, fmin=20.0, fmax=8000.0, htk=htk,
-        norm="slaney")
+        y=np.pad(y.astype(np.float64), (p, p)),
+        sr=16000,
+        n_fft=n_fft,
+        hop_length=160,
+        win_length=400,
+        center=False,
+        power=2.0,
+        n_mels=40,
+        fmin=20.0,
+        fmax=8000.0,
+        htk=htk,
+        norm="slaney",
+    )
     return np.log(mel + F.LOG_EPS).T
 
 
@@ -63,7 +73,7 @@ def test_framing_convention_and_padding():
     assert np.asarray(F.num_frames(np.array([399, 400, 559, 560]))).tolist() == [0, 1, 1, 2]
     alone, _ = F.log_mel(y[None, :n_short], np.array([n_short]))
     np.testing.assert_allclose(np.asarray(feats[1, : fl[1]]), np.asarray(alone[0]), atol=1e-5)
-    assert not np.asarray(feats[1, fl[1]:]).any()
+    assert not np.asarray(feats[1, fl[1] :]).any()
 
 
 def test_normalize_modes():
@@ -110,7 +120,9 @@ def test_extract_kinds_and_jit():
     y = _signal()
     audio, lengths = np.stack([y, y * 0.5]), np.array([y.size, 8000])
     f1, l1 = F.extract(audio, lengths, kind="logmel", normalize="utterance")
-    f2, l2 = jax.jit(lambda a, l: F.extract(a, l, kind="mfcc", n_mfcc=20, normalize="none"))(audio, lengths)
+    f2, l2 = jax.jit(lambda a, l: F.extract(a, l, kind="mfcc", n_mfcc=20, normalize="none"))(
+        audio, lengths
+    )
     assert f1.shape[-1] == 40 and f2.shape[-1] == 20 and l1.tolist() == l2.tolist()
     np.testing.assert_allclose(np.asarray(f1[0, : l1[0]]).mean(0), 0.0, atol=1e-4)
     with pytest.raises(ValueError, match="kind"):
@@ -125,8 +137,9 @@ def test_warp_mel_axis_moves_content_by_the_drawn_factor():
     np.testing.assert_array_equal(same, feats)  # no warp: the features themselves
     out = np.asarray(jax.jit(lambda k, x: F.warp_mel_axis(k, x, 0.2))(key, feats))
     alpha = np.asarray(jax.random.uniform(key, (6, 1), minval=0.8, maxval=1.2))[:, 0]
-    centres = F._mel_to_hz(np.linspace(F._hz_to_mel(20.0, False), F._hz_to_mel(8000.0, False),
-                                       42), False)[1:-1]
+    centres = F._mel_to_hz(
+        np.linspace(F._hz_to_mel(20.0, False), F._hz_to_mel(8000.0, False), 42), False
+    )[1:-1]
     for b in range(6):
         # the output's centre of mass sits where the lit channel's frequency times alpha falls
         com = (out[b, 0] * np.arange(40)).sum() / out[b, 0].sum()
@@ -148,5 +161,7 @@ def test_spec_augment_mel_warp_keeps_the_masks():
     with pytest.raises(ValueError, match="mel_warp must be in"):
         F.spec_augment(key, feats, fl, mel_warp=1.5)
     ramp = jnp.broadcast_to(jnp.arange(40.0), (4, 60, 40))  # a ramp is warped: values move
-    assert not np.allclose(np.asarray(F.spec_augment(key, ramp, fl, mel_warp=0.15)),
-                           np.asarray(F.spec_augment(key, ramp, fl)))
+    assert not np.allclose(
+        np.asarray(F.spec_augment(key, ramp, fl, mel_warp=0.15)),
+        np.asarray(F.spec_augment(key, ramp, fl)),
+    )

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
+from toy import SR, small_config, tone_dataset
 
 from rnnbench import inference, train
 from rnnbench.data import manifest
-from toy import SR, small_config, tone_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,8 +25,7 @@ def ctc_run(tmp_path_factory):
     c.num_steps, c.eval_every, c.checkpoint_every = 30, 30, 30
     c.optimizer.learning_rate = 1e-2
     ds = tone_dataset("ctc")
-    final = train.train_and_evaluate(c, workdir, wandb_mode="disabled", progress=False,
-                                     dataset=ds)
+    final = train.train_and_evaluate(c, workdir, wandb_mode="disabled", progress=False, dataset=ds)
     return workdir, ds, final
 
 
@@ -39,13 +38,20 @@ def test_restored_run_scores_like_the_final_evaluation(ctc_run):
     assert metrics["wer"] == pytest.approx(final["test_wer"])
     assert len(records) == len(ds.splits["test"])
     assert [r["reference"] for r in records] == ds.splits["test"].transcripts
-    assert inference.predict(run, ds.splits["test"].audio[:5]) == \
-        [r["hypothesis"] for r in records[:5]]
+    assert inference.predict(run, ds.splits["test"].audio[:5]) == [
+        r["hypothesis"] for r in records[:5]
+    ]
 
 
 def _cli(module, *args):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
 
 
 @pytest.mark.slow
@@ -68,6 +74,7 @@ def test_transcribe_reports_bad_files_and_transcribes_the_rest(ctc_run, tmp_path
     assert [line.split("\t")[0] for line in lines] == paths
     run = inference.load_run(workdir)
     from rnnbench.data import audio
+
     expected = inference.predict(run, [audio.read_wav(p) for p in paths])
     assert [line.split("\t")[1] if "\t" in line else "" for line in lines] == expected
 
@@ -77,14 +84,19 @@ def test_evaluate_on_a_manifest_writes_every_hypothesis(ctc_run, tmp_path):
     workdir, ds, _ = ctc_run
     (tmp_path / "wavs").mkdir()
     rows = ["path\ttranscript"]
-    for i, (clip, text) in enumerate(zip(ds.splits["test"].audio[:6],
-                                         ds.splits["test"].transcripts[:6])):
+    for i, (clip, text) in enumerate(
+        zip(ds.splits["test"].audio[:6], ds.splits["test"].transcripts[:6])
+    ):
         sf.write(tmp_path / "wavs" / f"{i}.wav", clip, SR)
         rows.append(f"wavs/{i}.wav\t{text.upper()}")
     (tmp_path / "list.tsv").write_text("\n".join(rows) + "\n")
     out = tmp_path / "eval.json"
-    r = _cli("experiments.evaluate", f"--workdir={workdir}",
-             f"--dataset=manifest:{tmp_path / 'list.tsv'}", f"--out={out}")
+    r = _cli(
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        f"--dataset=manifest:{tmp_path / 'list.tsv'}",
+        f"--out={out}",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     saved = json.loads(out.read_text())
     assert [u["reference"] for u in saved["utterances"]] == ds.splits["test"].transcripts[:6]
@@ -94,12 +106,15 @@ def test_evaluate_on_a_manifest_writes_every_hypothesis(ctc_run, tmp_path):
     assert f"cer={m['cer']:.4f}" in r.stdout
 
 
-@pytest.mark.parametrize("content,match", [
-    ("a.wav\n", r"line 1: expected 'audio path<TAB>transcript'"),
-    ("a.wav\thello wörld\n", r"line 1: transcript 'hello wörld' .* outside a-z"),
-    ("# only a comment\n", "lists no utterances"),
-    ("missing.wav\thello\n", r"manifest .*list.tsv: cannot read audio file .*missing.wav"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("a.wav\n", r"line 1: expected 'audio path<TAB>transcript'"),
+        ("a.wav\thello wörld\n", r"line 1: transcript 'hello wörld' .* outside a-z"),
+        ("# only a comment\n", "lists no utterances"),
+        ("missing.wav\thello\n", r"manifest .*list.tsv: cannot read audio file .*missing.wav"),
+    ],
+)
 def test_bad_manifests_name_the_file_and_line(tmp_path, content, match):
     (tmp_path / "list.tsv").write_text(content)
     with pytest.raises(ValueError, match=match):

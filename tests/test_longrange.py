@@ -12,12 +12,19 @@ from rnnbench import provenance
 
 # ----------------------------------------------------------------------------- configs
 
-@pytest.mark.parametrize("variant,dataset,kind", [
-    ("adding", "task:adding", "classifier"), ("copy_gru", "task:copy", "tagger"),
-    ("selective_rnn", "task:selective", "tagger"), ("recall_lstm_attn", "synth_recall",
-                                                     "classifier")])
+
+@pytest.mark.parametrize(
+    "variant,dataset,kind",
+    [
+        ("adding", "task:adding", "classifier"),
+        ("copy_gru", "task:copy", "tagger"),
+        ("selective_rnn", "task:selective", "tagger"),
+        ("recall_lstm_attn", "synth_recall", "classifier"),
+    ],
+)
 def test_get_config(variant, dataset, kind):
     from rnnbench import train
+
     c = lr_config.get_config(variant)
     assert c.dataset == dataset and c.model.kind == kind
     train.check_config(c)
@@ -27,6 +34,7 @@ def test_get_config(variant, dataset, kind):
 
 def test_sweeps_apply_to_their_config():
     from rnnbench import sweep
+
     grids = lr_config.sweeps()
     assert {"adding", "copy", "selective", "recall"} <= set(grids)
     for name, grid in grids.items():
@@ -40,11 +48,15 @@ def test_sweeps_apply_to_their_config():
 
 # ----------------------------------------------------------------------------- bad input
 
+
 def test_bad_flags():
     with pytest.raises(ValueError, match=r"--cells: unknown cell 'transformer'.*allowed: \["):
         longrange.parse_cells("lstm,transformer")
-    with pytest.raises(ValueError, match=r"--scan=parallel: cell 'lstm' has no parallel form; "
-                                         r"cells with one: \[.*'mingru'"):
+    with pytest.raises(
+        ValueError,
+        match=r"--scan=parallel: cell 'lstm' has no parallel form; "
+        r"cells with one: \[.*'mingru'",
+    ):
         longrange.parse_cells("lstm", "parallel")
     with pytest.raises(ValueError, match="--scan must be one of"):
         longrange.parse_cells("lstm", "chunked")
@@ -62,8 +74,11 @@ def test_bad_flags():
 def test_gradflow_only_bad_flags(tmp_path):
     with pytest.raises(ValueError, match="--gradflow_only and --no_gradflow exclude each other"):
         longrange.main(["--gradflow_only", "--no_gradflow", f"--out={tmp_path}"])
-    with pytest.raises(ValueError, match=r"--gradflow_only needs --gradflow_length or the grid's "
-                                         r".*adding_runs\.json"):
+    with pytest.raises(
+        ValueError,
+        match=r"--gradflow_only needs --gradflow_length or the grid's "
+        r".*adding_runs\.json",
+    ):
         longrange.main(["--gradflow_only", "--lengths=10", f"--out={tmp_path}"])
     with pytest.raises(ValueError, match="--gradflow_length: adding: length must be an int >= 2"):
         longrange.main(["--gradflow_only", "--gradflow_length=1", f"--out={tmp_path}"])
@@ -72,6 +87,7 @@ def test_gradflow_only_bad_flags(tmp_path):
 def test_parallel_config_matches_sequential():
     """--scan=parallel builds the cell's associative-scan form; same gradient flow."""
     from rnnbench import diagnostics
+
     seq = longrange.make_config("adding", "mingru", 12, 0, 10, hidden=8)
     par = longrange.make_config("adding", "mingru", 12, 0, 10, hidden=8, scan="parallel")
     assert par.model.cell_kwargs.parallel is True
@@ -82,8 +98,10 @@ def test_parallel_config_matches_sequential():
 
 # ----------------------------------------------------------------------------- gradient flow
 
+
 def test_gradient_flow_untrained_tanh_decays():
     from rnnbench import diagnostics
+
     c = longrange.make_config("adding", "rnn", 60, 0, 10, hidden=32)
     flow = diagnostics.gradient_flow(c, batch_size=16)
     rel = flow["relative"]
@@ -96,6 +114,7 @@ def test_gradient_flow_untrained_tanh_decays():
 def test_gradient_flow_trained_params(tmp_path):
     """load_params restores the run's final checkpoint; training changes the picture."""
     from rnnbench import diagnostics, train
+
     c = longrange.make_config("adding", "gru", 10, 0, 20, hidden=8)
     c.batch_size, c.task_eval_size = 16, 32
     train.train_and_evaluate(c, str(tmp_path / "run"), wandb_mode="disabled", progress=False)
@@ -109,6 +128,7 @@ def test_gradient_flow_trained_params(tmp_path):
 
 
 # ----------------------------------------------------------------------------- smoke
+
 
 @pytest.mark.slow
 def test_smoke_suite(tmp_path):
@@ -128,20 +148,24 @@ def test_smoke_suite(tmp_path):
         assert prov["precision"] == "float32" and "jax" in prov["versions"]
         assert f"Provenance: {provenance.one_line(prov)}" in caption
     # a restart skips the finished runs
-    again = longrange.main(["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}",
-                            "--no_gradflow"])
+    again = longrange.main(
+        ["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}", "--no_gradflow"]
+    )
     assert again["rows"][0]["metric"] == summary["rows"][0]["metric"]
     assert again["wall_time_s"] < summary["wall_time_s"]
     assert os.path.exists(tmp_path / "runs" / "adding" / "T50" / "gru" / "seed0" / "final.json")
     # the gradient flow alone, from the grid's adding_runs.json: reuses seed 0, keeps the rest
     runs_json = (out / "adding_runs.json").read_text()
     length_md = (out / "adding_length.md").read_text()
-    only = longrange.main(["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}",
-                           "--gradflow_only"])
+    only = longrange.main(
+        ["--smoke", f"--out={out}", f"--runs={tmp_path / 'runs'}", "--gradflow_only"]
+    )
     assert [(r["workdir"], r["metric"]) for r in only["rows"]] == [
-        (summary["rows"][0]["workdir"], summary["rows"][0]["metric"])]
-    assert only["files"] == [str(out / "adding_gradflow") + e for e in (".png", ".json", ".csv",
-                                                                         ".md")]
+        (summary["rows"][0]["workdir"], summary["rows"][0]["metric"])
+    ]
+    assert only["files"] == [
+        str(out / "adding_gradflow") + e for e in (".png", ".json", ".csv", ".md")
+    ]
     assert (out / "adding_runs.json").read_text() == runs_json
     assert (out / "adding_length.md").read_text() == length_md
     caption = (out / "adding_gradflow.md").read_text()

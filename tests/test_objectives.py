@@ -4,11 +4,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
+from toy import tone_dataset
 
 from experiments.configs import ctc as ctc_config
 from rnnbench import objectives
 from rnnbench.objectives import ctc as ctc_objective
-from toy import tone_dataset
 
 
 def test_registry_picks_by_model_kind_and_dataset_task():
@@ -16,8 +16,11 @@ def test_registry_picks_by_model_kind_and_dataset_task():
     assert objectives.find("classifier", "regress").name == "regress"
     assert objectives.find("tagger", "tag").name == "tag"
     assert objectives.find("ctc", "ctc").name == "ctc"
-    with pytest.raises(ValueError, match=r"digits is a ctc task but config.model.kind='tagger'; "
-                                         r"use one of \[.*'ctc'.*\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"digits is a ctc task but config.model.kind='tagger'; "
+        r"use one of \[.*'ctc'.*\]",
+    ):
         objectives.find("tagger", "ctc", "digits")
     with pytest.raises(ValueError, match="'poetry' task, which no objective trains"):
         objectives.find("classifier", "poetry")
@@ -37,14 +40,18 @@ def test_weighted_loss_ignores_padding_rows():
     o.accumulate(acc, None, None, {k: np.asarray(v) for k, v in sums.items()})
     o.accumulate(acc, None, None, {k: np.asarray(v) for k, v in sums.items()})
     assert o.summarize(acc, None) == pytest.approx(
-        {"loss": (ce[0] + ce[1]) / 2, "examples": 4, "accuracy": 0.5})
+        {"loss": (ce[0] + ce[1]) / 2, "examples": 4, "accuracy": 0.5}
+    )
 
 
 def test_tag_accuracy_counts_only_scored_steps():
     o = objectives.find("tagger", "tag")()
     logits = jnp.log(jnp.array([[[0.9, 0.1], [0.9, 0.1], [0.1, 0.9]]]))
-    batch = {"targets": jnp.array([[0, 1, 1]]), "target_mask": jnp.array([[0.0, 1.0, 1.0]]),
-             "weights": jnp.ones(1)}
+    batch = {
+        "targets": jnp.array([[0, 1, 1]]),
+        "target_mask": jnp.array([[0.0, 1.0, 1.0]]),
+        "weights": jnp.ones(1),
+    }
     _, sums = o.loss(logits, {}, batch)
     assert float(sums["correct"]) == 1.0 and float(sums["scored"]) == 2.0
     np.testing.assert_allclose(o.train_metrics(sums)["accuracy"], 0.5)
@@ -57,10 +64,12 @@ def _ctc_objective(**decode):
 
 
 def test_ctc_decode_settings_are_checked():
-    for bad, match in [({"beam": -1}, "beam must be >= 0"),
-                       ({"beam": 4, "lm_weight": 0.5}, "needs lm_weight >= 0 and an LM"),
-                       ({"lm_order": 3}, "needs beam search"),
-                       ({"beems": 3}, r"unknown config.decode fields \['beems'\]")]:
+    for bad, match in [
+        ({"beam": -1}, "beam must be >= 0"),
+        ({"beam": 4, "lm_weight": 0.5}, "needs lm_weight >= 0 and an LM"),
+        ({"lm_order": 3}, "needs beam search"),
+        ({"beems": 3}, r"unknown config.decode fields \['beems'\]"),
+    ]:
         with pytest.raises(ValueError, match=match):
             _ctc_objective(**bad)
 
@@ -74,24 +83,31 @@ def test_ctc_final_evaluation_decodes_with_the_beam():
     p = np.full((2, len(ds.classes) + 1), 1e-12)
     p[:, [blank, a, b]] = 0.4, 0.35, 0.25
     p /= p.sum(-1, keepdims=True)
-    out = {"best_path": np.argmax(p, -1)[None], "frame_lengths": np.array([2]),
-           "log_probs": np.log(p)[None]}
+    out = {
+        "best_path": np.argmax(p, -1)[None],
+        "frame_lengths": np.array([2]),
+        "log_probs": np.log(p)[None],
+    }
     assert ds.decode(o.hypothesis(out, 0, final=False)) == ""
     assert ds.decode(o.hypothesis(out, 0, final=True)) == "a"
     assert ctc_objective.decode_settings(ml_collections.ConfigDict({}))["beam"] == 0
 
 
-@pytest.mark.parametrize("kind,extra", [
-    ("las", {"ctc_weight": 0.3, "label_smoothing": 0.1, "decoder_cell": "gru"}),
-    ("transducer", {"pred_cell": "lstm"}),
-])
+@pytest.mark.parametrize(
+    "kind,extra",
+    [
+        ("las", {"ctc_weight": 0.3, "label_smoothing": 0.1, "decoder_cell": "gru"}),
+        ("transducer", {"pred_cell": "lstm"}),
+    ],
+)
 def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
     """LAS (joint CTC/attention) and the transducer plug into the same jitted step: the loss
     falls, the final evaluation decodes inside jit and reports CER/WER, inference restores."""
     import json
 
-    from rnnbench import inference, train
     from toy import small_config
+
+    from rnnbench import inference, train
 
     c = small_config("lstm")
     c.model.kind = kind
@@ -101,12 +117,16 @@ def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
     c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 12, 6, 12, 1
     c.optimizer.learning_rate = 1e-2
     ds = tone_dataset("ctc", n=16)
-    final = train.train_and_evaluate(c, str(tmp_path), wandb_mode="disabled", progress=False,
-                                     dataset=ds)
+    final = train.train_and_evaluate(
+        c, str(tmp_path), wandb_mode="disabled", progress=False, dataset=ds
+    )
     assert final["objective"] == kind and final["primary_metric"] == "cer"
     assert 0.0 <= final["test_cer"] and np.isfinite(final["test_loss"])
-    losses = [json.loads(line)["loss"] for line in open(tmp_path / "metrics.jsonl")
-              if json.loads(line)["split"] == "train"]
+    losses = [
+        json.loads(line)["loss"]
+        for line in open(tmp_path / "metrics.jsonl")
+        if json.loads(line)["split"] == "train"
+    ]
     assert losses[-1] < losses[0]
     run = inference.load_run(str(tmp_path))
     metrics, records = inference.score(run, ds, "test")
@@ -117,8 +137,9 @@ def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
 def test_a_run_decoded_with_an_lm_keeps_its_lm_for_inference(tmp_path):
     """The char LM is fitted on the training transcripts once and saved in the workdir, so a
     restored run decodes exactly as its final evaluation did, without the training data."""
-    from rnnbench import inference, train
     from toy import small_config
+
+    from rnnbench import inference, train
 
     c = small_config("lstm")
     c.model.kind = "ctc"
@@ -126,8 +147,9 @@ def test_a_run_decoded_with_an_lm_keeps_its_lm_for_inference(tmp_path):
     c.num_steps, c.eval_every, c.checkpoint_every = 8, 8, 8
     c.decode = ml_collections.ConfigDict({"beam": 4, "lm_order": 2, "lm_weight": 0.5})
     ds = tone_dataset("ctc", n=16)
-    final = train.train_and_evaluate(c, str(tmp_path), wandb_mode="disabled", progress=False,
-                                     dataset=ds)
+    final = train.train_and_evaluate(
+        c, str(tmp_path), wandb_mode="disabled", progress=False, dataset=ds
+    )
     assert (tmp_path / "char_lm.json").exists()
     run = inference.load_run(str(tmp_path))
     assert run.objective.lm.to_json() == (tmp_path / "char_lm.json").read_text()

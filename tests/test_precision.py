@@ -119,8 +119,9 @@ def test_bf16_computes_cell_matmuls_in_bf16_with_float32_params_and_carries():
     forward = _dots(lambda s, x: nnx.merge(graphdef, s)(x, LENGTHS)[0], state, _x())
     assert len(forward) == 2  # input projection, recurrent matmul
     for d in forward:
-        assert re.search(r"\(tensor<[0-9x]+xbf16>, tensor<[0-9x]+xbf16>\) -> tensor<[0-9x]+xf32>",
-                         d), d
+        assert re.search(
+            r"\(tensor<[0-9x]+xbf16>, tensor<[0-9x]+xbf16>\) -> tensor<[0-9x]+xf32>", d
+        ), d
 
 
 def test_float32_tf32_and_bf16_outputs_differ_as_expected():
@@ -134,8 +135,7 @@ def test_float32_tf32_and_bf16_outputs_differ_as_expected():
             y, _ = nnx.merge(graphdef, state)(x, LENGTHS)
             return (y**2).sum(), y
 
-        (_, ys[policy]), grads[policy] = jax.jit(jax.value_and_grad(loss, has_aux=True))(
-            state, x)
+        (_, ys[policy]), grads[policy] = jax.jit(jax.value_and_grad(loss, has_aux=True))(state, x)
     # bf16 operands (8-bit mantissa) move outputs of size ~0.5 by ~1e-3, never by 1e-1 ...
     err = float(jnp.abs(ys["bf16"] - ys["float32"]).max())
     assert 1e-5 < err < 3e-2, err
@@ -154,14 +154,22 @@ def test_float32_tf32_and_bf16_outputs_differ_as_expected():
 def test_attention_and_encoder_follow_the_policy(policy, level):
     d = 2 * H
     h = jax.random.normal(jax.random.key(2), (B, T, d))
-    for module in (attention.AttentionPooling(d, precision=policy, rngs=nnx.Rngs(0)),
-                   attention.SelfAttention(d, 2, precision=policy, rngs=nnx.Rngs(0))):
+    for module in (
+        attention.AttentionPooling(d, precision=policy, rngs=nnx.Rngs(0)),
+        attention.SelfAttention(d, 2, precision=policy, rngs=nnx.Rngs(0)),
+    ):
         graphdef, state = nnx.split(module)
         dots = _dots(lambda s, h, g=graphdef: nnx.merge(g, s)(h, LENGTHS), state, h)
         assert dots and _levels(dots) == {level}, type(module).__name__
 
-    cfg = {"cell": "lstm", "hidden": H, "layers": 1, "bidirectional": True,
-           "attention_heads": 2, "precision": policy}
+    cfg = {
+        "cell": "lstm",
+        "hidden": H,
+        "layers": 1,
+        "bidirectional": True,
+        "attention_heads": 2,
+        "precision": policy,
+    }
     enc = models.Encoder(cfg, F, rngs=nnx.Rngs(0))
     assert enc.precision == policy
     graphdef, state = nnx.split(enc)
@@ -207,5 +215,4 @@ def test_fused_functions_take_the_policy():
         dots = _dots(jax.grad(loss, argnums=(0, 1)), w, xp)
         assert len(dots) == 3 and _levels(dots) == {level}  # forward, dh, the weight gradient
     with pytest.raises(ValueError, match="unknown precision policy"):
-        fused.gru_recurrence(w[:, : 3 * H], jnp.zeros(3 * H), xp[..., : 3 * H], h0,
-                             precision="x")
+        fused.gru_recurrence(w[:, : 3 * H], jnp.zeros(3 * H), xp[..., : 3 * H], h0, precision="x")

@@ -15,34 +15,77 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _fw(median, minimum=None, cpu=None):
-    return {"median_ms": median, "min_ms": minimum or median, "cpu_ms": cpu or median,
-            "gflops": 10.0, "pct_peak": 5.0, "times_ms": [median]}
+    return {
+        "median_ms": median,
+        "min_ms": minimum or median,
+        "cpu_ms": cpu or median,
+        "gflops": 10.0,
+        "pct_peak": 5.0,
+        "times_ms": [median],
+    }
 
 
 def _bench_step_json():
     rows = []
-    for shape, cell, rb, th, fx in (("S1", "gru", 50.0, 100.0, 40.0), ("S3", "lstm", 120.0, 100.0,
-                                                                       150.0)):
-        rows.append({"shape": shape, "cell": cell, "gflop_per_step": 1.0,
-                     "frameworks": {"rnnbench": _fw(rb), "torch": _fw(th), "flax": _fw(fx)},
-                     "ratio_rnnbench_torch": rb / th, "ratio_rnnbench_flax": rb / fx})
-    return {"provenance": {"git_commit": "abc1234def", "cores": 2, "cpu": "Test CPU",
-                           "date": "2026-01-01 00:00 UTC", "load_avg_1m": 0.5, "python": "3.11",
-                           "versions": {"jax": "0.10.2"}},
-            "peak_gflops": 200.0, "loadavg_end": [1.0, 1.0, 1.0], "repeats": 5,
-            "steps_per_repeat": 1, "results": rows,
-            "command": "python -m experiments.bench_step --shapes=S1,S3 --out=x.json",
-            "wall_s": 12.0}
+    for shape, cell, rb, th, fx in (
+        ("S1", "gru", 50.0, 100.0, 40.0),
+        ("S3", "lstm", 120.0, 100.0, 150.0),
+    ):
+        rows.append(
+            {
+                "shape": shape,
+                "cell": cell,
+                "gflop_per_step": 1.0,
+                "frameworks": {"rnnbench": _fw(rb), "torch": _fw(th), "flax": _fw(fx)},
+                "ratio_rnnbench_torch": rb / th,
+                "ratio_rnnbench_flax": rb / fx,
+            }
+        )
+    return {
+        "provenance": {
+            "git_commit": "abc1234def",
+            "cores": 2,
+            "cpu": "Test CPU",
+            "date": "2026-01-01 00:00 UTC",
+            "load_avg_1m": 0.5,
+            "python": "3.11",
+            "versions": {"jax": "0.10.2"},
+        },
+        "peak_gflops": 200.0,
+        "loadavg_end": [1.0, 1.0, 1.0],
+        "repeats": 5,
+        "steps_per_repeat": 1,
+        "results": rows,
+        "command": "python -m experiments.bench_step --shapes=S1,S3 --out=x.json",
+        "wall_s": 12.0,
+    }
 
 
 def test_perf_md_comes_from_the_benchmark_jsons(tmp_path):
     rep = _bench_step_json()
     (tmp_path / "bench_step.json").write_text(json.dumps(rep))
-    (tmp_path / "bench_seeds.json").write_text(json.dumps({
-        "command": "python -m experiments.bench_seeds --models=3", "provenance": rep["provenance"],
-        "models": 3, "part": "step", "frontend": 64, "repeats": 7,
-        "results": [{"hidden": 64, "sequential_ms": 90.0, "sequential_faults": 1000,
-                     "vmapped_ms": 100.0, "vmapped_faults": 400, "throughput_ratio": 0.9}]}))
+    (tmp_path / "bench_seeds.json").write_text(
+        json.dumps(
+            {
+                "command": "python -m experiments.bench_seeds --models=3",
+                "provenance": rep["provenance"],
+                "models": 3,
+                "part": "step",
+                "frontend": 64,
+                "repeats": 7,
+                "results": [
+                    {
+                        "hidden": 64,
+                        "sequential_ms": 90.0,
+                        "sequential_faults": 1000,
+                        "vmapped_ms": 100.0,
+                        "vmapped_faults": 400,
+                        "throughput_ratio": 0.9,
+                    }
+                ],
+            }
+        )
+    )
     md = render_results.render_perf(str(tmp_path))
     # computed from the JSON, never typed: S1 GRU at 0.50 of torch, S3 LSTM at 1.20
     assert "**rnnbench/torch <= 0.8 on 1 of 2 (shape, cell) pairs**: S1 gru 0.50." in md
@@ -54,8 +97,10 @@ def test_perf_md_comes_from_the_benchmark_jsons(tmp_path):
     assert "Measured by `python -m experiments.bench_step --shapes=S1,S3 --out=x.json`" in md
     assert "| 64 | 90.0 (1000) | 100.0 (400) | 0.90x |" in md
     # the breakdown has no JSON here: the file says which command would make it
-    assert f"Not measured into `{tmp_path / 'bench_breakdown.json'}` yet: `python -m " \
-           "experiments.bench_step --breakdown" in md
+    assert (
+        f"Not measured into `{tmp_path / 'bench_breakdown.json'}` yet: `python -m "
+        "experiments.bench_step --breakdown" in md
+    )
     os.unlink(tmp_path / "bench_step.json")
     os.unlink(tmp_path / "bench_seeds.json")
     with pytest.raises(ValueError, match="no benchmark JSON"):
@@ -121,14 +166,15 @@ def test_main_job_is_timed_as_one_process_and_rendered(tmp_path):
     assert "| **1:05 wall** (65 s) |" in md
     assert "| of which training steps | 80.0 s (25.0 steps/s) |" in md
     assert "| CPU time (user + sys) | 98 s (150% of a core) |" in md
-    assert "on unseen voices in under 5 minutes, corpus build and compilation included): met." \
-        in md
+    assert "on unseen voices in under 5 minutes, corpus build and compilation included): met." in md
     assert "(load average 6.0 at the start on 2 cores" in md
     assert f"--train_workdir={workdir}" in md and "RNNBENCH_CACHE=" in md
     assert "1-layer LSTM 128, last state; adam 0.003 cosine, batch 64, 2,000 steps." in md
     saved["process"]["wall_s"] = 301.0
-    assert "): not met in this measurement, on a shared machine.**" in \
-        render_results.render_kws_default(saved)
+    assert (
+        "): not met in this measurement, on a shared machine.**"
+        in render_results.render_kws_default(saved)
+    )
     saved["provenance"]["load_avg_1m"] = 0.3  # an idle machine: the verdict stands alone
     md = render_results.render_kws_default(saved)
     assert "): not met.**" in md and "shared" not in md
@@ -145,8 +191,19 @@ def test_kws_default_renders_the_fsdd_table_from_its_json(tmp_path):
 
 
 def test_cli_names_a_missing_source(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "experiments.render_results", "kws_default",
-                        f"--results_dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.render_results",
+            "kws_default",
+            f"--results_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 2
     assert f"{tmp_path / 'kws_default.json'}: cannot read the main job's saved results" in r.stderr

@@ -22,13 +22,27 @@ def _write(path, obj):
         json.dump(obj, f)
 
 
-def make_run(sweep_dir, name, overrides, *, final=None, error=None, task="classify",
-             curve=(0.5, 0.7), time_per_eval=10.0):
+def make_run(
+    sweep_dir,
+    name,
+    overrides,
+    *,
+    final=None,
+    error=None,
+    task="classify",
+    curve=(0.5, 0.7),
+    time_per_eval=10.0,
+):
     """A run directory as rnnbench/train.py leaves it: config.json, metrics.jsonl, final.json
     (done) or error.txt (failed)."""
     d = os.path.join(sweep_dir, name)
-    model = {"kind": "ctc" if task == "ctc" else "classifier", "cell": "lstm", "hidden": 128,
-             "layers": 1, "bidirectional": False}
+    model = {
+        "kind": "ctc" if task == "ctc" else "classifier",
+        "cell": "lstm",
+        "hidden": 128,
+        "layers": 1,
+        "bidirectional": False,
+    }
     config = {"seed": 0, "dataset": "synth_commands", "model": model, "num_steps": 500}
     for k, v in overrides.items():
         node = config
@@ -41,16 +55,45 @@ def make_run(sweep_dir, name, overrides, *, final=None, error=None, task="classi
     with open(os.path.join(d, "metrics.jsonl"), "w") as f:
         for i, v in enumerate(curve):
             step = 250 * (i + 1)
-            f.write(json.dumps({"step": step, "split": "train", "time_s": time_per_eval * (i + 1),
-                                "loss": 1.0, "examples_per_s": 100.0}) + "\n")
-            f.write(json.dumps({"step": step, "split": "validation",
-                                "time_s": time_per_eval * (i + 1), "loss": 1.0, metric: v}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "split": "train",
+                        "time_s": time_per_eval * (i + 1),
+                        "loss": 1.0,
+                        "examples_per_s": 100.0,
+                    }
+                )
+                + "\n"
+            )
+            f.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "split": "validation",
+                        "time_s": time_per_eval * (i + 1),
+                        "loss": 1.0,
+                        metric: v,
+                    }
+                )
+                + "\n"
+            )
         f.write('{"step": 750, "split": "tra')  # a line cut short by a kill
     if final is not None:
-        base = {"num_params": 1000, "steps": 500, "train_time_s": 20.0, "steps_per_s": 25.0,
-                "wall_time_s": 30.0, "git_commit": "abcdef1234567890", "jax_version": "0.7.2",
-                "flax_version": "0.12.0", "devices": ["TFRT_CPU_0"], "dataset": "synth_commands",
-                "task": task}
+        base = {
+            "num_params": 1000,
+            "steps": 500,
+            "train_time_s": 20.0,
+            "steps_per_s": 25.0,
+            "wall_time_s": 30.0,
+            "git_commit": "abcdef1234567890",
+            "jax_version": "0.7.2",
+            "flax_version": "0.12.0",
+            "devices": ["TFRT_CPU_0"],
+            "dataset": "synth_commands",
+            "task": task,
+        }
         _write(os.path.join(d, "final.json"), {**base, **final})
     if error is not None:
         with open(os.path.join(d, "error.txt"), "w") as f:
@@ -75,15 +118,30 @@ def kws_sweep(tmp_path, with_failures=True):
             elif with_failures and cell == "lstm" and seed == 2:
                 state = "pending"  # no directory at all
             else:
-                make_run(sweep_dir, name, ov, final={
-                    "test_accuracy": accs[cell][seed], "val_accuracy": accs[cell][seed] - 0.01,
-                    "test_loss": 0.3, "num_params": params[cell],
-                    "train_time_s": 10.0 * (seed + 1)}, curve=(0.5, accs[cell][seed]))
+                make_run(
+                    sweep_dir,
+                    name,
+                    ov,
+                    final={
+                        "test_accuracy": accs[cell][seed],
+                        "val_accuracy": accs[cell][seed] - 0.01,
+                        "test_loss": 0.3,
+                        "num_params": params[cell],
+                        "train_time_s": 10.0 * (seed + 1),
+                    },
+                    curve=(0.5, accs[cell][seed]),
+                )
             runs.append({"name": name, "overrides": ov, "state": state, "workdir": name})
-    _write(os.path.join(sweep_dir, "sweep.json"),
-           {"config": "experiments/configs/kws.py:lstm", "sweep": "cells",
+    _write(
+        os.path.join(sweep_dir, "sweep.json"),
+        {
+            "config": "experiments/configs/kws.py:lstm",
+            "sweep": "cells",
             "command": "python -m experiments.sweep --config=experiments/configs/kws.py "
-                       "--sweep=cells --workdir=runs/kws_cells", "runs": runs})
+            "--sweep=cells --workdir=runs/kws_cells",
+            "runs": runs,
+        },
+    )
     return sweep_dir
 
 
@@ -114,8 +172,10 @@ def test_full_sweep_mean_std_n(tmp_path):
     assert lstm["train_time_s"]["mean"] == pytest.approx(20.0)
 
     md = open(out + ".md").read()
-    assert "| lstm | 3/3 | 92.00 ± 2.00 | 91.00 ± 2.00 | 0.30 ± 0.00 | 4,000 | 20 ± 10 | " \
-           "25.0 ± 0.0 |  |  |" in md
+    assert (
+        "| lstm | 3/3 | 92.00 ± 2.00 | 91.00 ± 2.00 | 0.30 ± 0.00 | 4,000 | 20 ± 10 | "
+        "25.0 ± 0.0 |  |  |" in md
+    )
     assert "| gru | 3/3 | 84.00 ± 4.00 |" in md
     assert "| cell | n | test acc (%) |" in md
     assert "python -m experiments.sweep --config=experiments/configs/kws.py" in md
@@ -160,11 +220,25 @@ def test_ctc_metrics(tmp_path):
     for seed, (cer, wer) in enumerate([(0.10, 0.30), (0.20, 0.50)]):
         name = f"cell=gru,seed={seed}"
         ov = {"model.cell": "gru", "seed": seed}
-        make_run(sweep_dir, name, ov, task="ctc", curve=(0.6, cer), final={
-            "test_cer": cer, "test_wer": wer, "val_cer": cer, "val_wer": wer, "test_loss": 1.5})
+        make_run(
+            sweep_dir,
+            name,
+            ov,
+            task="ctc",
+            curve=(0.6, cer),
+            final={
+                "test_cer": cer,
+                "test_wer": wer,
+                "val_cer": cer,
+                "val_wer": wer,
+                "test_loss": 1.5,
+            },
+        )
         runs.append({"name": name, "overrides": ov, "state": "done", "workdir": name})
-    _write(os.path.join(sweep_dir, "sweep.json"), {"config": "experiments/configs/ctc.py",
-                                                   "sweep": "cells", "runs": runs})
+    _write(
+        os.path.join(sweep_dir, "sweep.json"),
+        {"config": "experiments/configs/ctc.py", "sweep": "cells", "runs": runs},
+    )
     out = str(tmp_path / "ctc_cells")
     rep = report.make_report(sweep_dir, out)
     assert rep["task"] == "ctc" and rep["primary_metric"] == "test_cer"
@@ -216,6 +290,7 @@ def test_discovers_runs_without_sweep_json(tmp_path):
     assert all(r["n"] == 3 for r in rep["rows"])
     # a seed the other configuration has is named as missing
     import shutil
+
     shutil.rmtree(os.path.join(sweep_dir, "cell=gru,seed=1"))
     rep = report.make_report(sweep_dir, str(tmp_path / "r"))
     gru = _row(rep, "gru")
@@ -239,24 +314,43 @@ def test_empty_or_missing_dir_is_a_clear_error(tmp_path):
 def test_cli_half_finished_and_empty(tmp_path):
     sweep_dir = kws_sweep(tmp_path, with_failures=True)
     out = str(tmp_path / "cli" / "kws_cells")
-    cmd = [sys.executable, "-m", "experiments.report", f"--sweep_dir={sweep_dir}", f"--out={out}",
-           "--reference=hello_edge"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.report",
+        f"--sweep_dir={sweep_dir}",
+        f"--out={out}",
+        "--reference=hello_edge",
+    ]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "warning: 2 of 6 runs have no results" in r.stderr
     md = open(out + ".md").read()
-    assert f"python -m experiments.report --sweep_dir={sweep_dir} --out={out} " \
-           "--reference=hello_edge" in md
+    assert (
+        f"python -m experiments.report --sweep_dir={sweep_dir} --out={out} "
+        "--reference=hello_edge" in md
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
-    r = subprocess.run([sys.executable, "-m", "experiments.report", f"--sweep_dir={empty}",
-                        f"--out={tmp_path / 'e'}"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.report",
+            f"--sweep_dir={empty}",
+            f"--out={tmp_path / 'e'}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and f"error: '{empty}' holds no sweep.json" in r.stderr
     assert "expected a sweep directory" in r.stderr
 
 
 # ----------------------------------------------------------------------------- reproduce
+
 
 def fake_sweep_runner(fail_one=False, calls=None, task="classify"):
     """Stands in for `python -m experiments.sweep`: loads --config's sweeps() as the runner does
@@ -280,28 +374,59 @@ def fake_sweep_runner(fail_one=False, calls=None, task="classify"):
                 make_run(sweep_dir, name, ov, error="ValueError: boom")
                 state = "failed"
             elif task == "ctc":
-                make_run(sweep_dir, name, ov, task="ctc", final={
-                    "test_cer": 0.1 + 0.1 * ov["seed"], "test_wer": 0.3, "val_cer": 0.1,
-                    "val_wer": 0.3, "test_loss": 1.0})
+                make_run(
+                    sweep_dir,
+                    name,
+                    ov,
+                    task="ctc",
+                    final={
+                        "test_cer": 0.1 + 0.1 * ov["seed"],
+                        "test_wer": 0.3,
+                        "val_cer": 0.1,
+                        "val_wer": 0.3,
+                        "test_loss": 1.0,
+                    },
+                )
                 state = "done"
             else:
-                make_run(sweep_dir, name, ov, final={"test_accuracy": 0.5 + 0.1 * ov["seed"],
-                                                     "val_accuracy": 0.5, "test_loss": 1.0})
+                make_run(
+                    sweep_dir,
+                    name,
+                    ov,
+                    final={
+                        "test_accuracy": 0.5 + 0.1 * ov["seed"],
+                        "val_accuracy": 0.5,
+                        "test_loss": 1.0,
+                    },
+                )
                 state = "done"
             runs.append({"name": name, "overrides": ov, "state": state, "workdir": name})
-        _write(os.path.join(sweep_dir, "sweep.json"),
-               {"config": flags["config"][0], "sweep": flags["sweep"][0], "runs": runs,
-                "identity": {"common_overrides": dict(o.split("=", 1) for o in flags["override"])}})
+        _write(
+            os.path.join(sweep_dir, "sweep.json"),
+            {
+                "config": flags["config"][0],
+                "sweep": flags["sweep"][0],
+                "runs": runs,
+                "identity": {"common_overrides": dict(o.split("=", 1) for o in flags["override"])},
+            },
+        )
         return 1 if fail_one else 0
+
     return run
 
 
 def test_reproduce_smoke_checks_the_table(tmp_path, capsys):
     from experiments import reproduce
+
     calls = []
     workdir = str(tmp_path / "runs")
-    rc = reproduce.reproduce("kws_cells", smoke=True, workdir=workdir, parallel=2,
-                             sweep_runner=fake_sweep_runner(calls=calls))
+    rc = reproduce.reproduce(
+        "kws_cells",
+        smoke=True,
+        workdir=workdir,
+        parallel=2,
+        sweep_runner=fake_sweep_runner(calls=calls),
+    )
     assert rc == 0, capsys.readouterr().err
     (flags,) = calls
     assert flags["config"] == [os.path.join(workdir, "smoke", "kws_cells_config.py")]
@@ -315,43 +440,76 @@ def test_reproduce_smoke_checks_the_table(tmp_path, capsys):
     assert "python -m experiments.reproduce kws_cells --smoke" in md and "| 2/2 |" in md
     assert "smoke check passed: 2 rows" in capsys.readouterr().out
     rep = json.load(open(out + ".json"))
-    assert [r["label"] for r in rep["rows"]] == ["cell=rnn, hidden=64, layers=1",
-                                                 "cell=rnn, hidden=64, layers=2"]
+    assert [r["label"] for r in rep["rows"]] == [
+        "cell=rnn, hidden=64, layers=1",
+        "cell=rnn, hidden=64, layers=2",
+    ]
     assert "--override=num_steps=6" in md  # the sweep command, rebuilt from sweep.json
 
     # a failed run makes the smoke check (and the command) fail, naming the run
-    rc = reproduce.reproduce("kws_cells", smoke=True, workdir=workdir,
-                             sweep_runner=fake_sweep_runner(fail_one=True))
+    rc = reproduce.reproduce(
+        "kws_cells", smoke=True, workdir=workdir, sweep_runner=fake_sweep_runner(fail_one=True)
+    )
     assert rc == 1
     err = capsys.readouterr().err
     assert "smoke check failed: row cell=rnn, hidden=64, layers=2: n=1/2" in err
     assert "cell=rnn,hidden=64,layers=2,seed=1" in err
-    assert not os.path.exists(os.path.join(ROOT, "results", "kws_cells.md")) or \
-        "--smoke" not in open(os.path.join(ROOT, "results", "kws_cells.md")).read()
+    assert (
+        not os.path.exists(os.path.join(ROOT, "results", "kws_cells.md"))
+        or "--smoke" not in open(os.path.join(ROOT, "results", "kws_cells.md")).read()
+    )
 
 
 def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     from experiments import reproduce
-    assert set(reproduce.SWEEPS) == {"kws_cells", "kws_fsdd", "kws_fsdd_cells", "kws_attention",
-                                     "kws_regularisers", "kws_depth", "ctc_cells",
-                                     "ctc_fsdd_cells", "ctc_decoders", "ctc_decoders_seed0",
-                                     "ctc_decoders_fsdd", "asr_families_phrases",
-                                     "asr_families_fsdd"}
+
+    assert set(reproduce.SWEEPS) == {
+        "kws_cells",
+        "kws_fsdd",
+        "kws_fsdd_cells",
+        "kws_attention",
+        "kws_regularisers",
+        "kws_depth",
+        "ctc_cells",
+        "ctc_fsdd_cells",
+        "ctc_decoders",
+        "ctc_decoders_seed0",
+        "ctc_decoders_fsdd",
+        "asr_families_phrases",
+        "asr_families_fsdd",
+    }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
     assert reproduce.reproduce("nope", workdir=str(tmp_path)) == 2
     assert "unknown sweep 'nope'" in capsys.readouterr().err
     monkeypatch.delenv("RNNBENCH_FSDD_DIR", raising=False)
-    assert reproduce.reproduce("kws_fsdd_cells", workdir=str(tmp_path),
-                               sweep_runner=fake_sweep_runner()) == 2
+    assert (
+        reproduce.reproduce(
+            "kws_fsdd_cells", workdir=str(tmp_path), sweep_runner=fake_sweep_runner()
+        )
+        == 2
+    )
     assert "RNNBENCH_FSDD_DIR" in capsys.readouterr().err
     sweep_cmd, report_cmd = reproduce.commands("ctc_cells")
-    assert sweep_cmd[1:] == ["-m", "experiments.sweep", "--config=experiments/configs/ctc.py",
-                             "--sweep=cells", "--workdir=runs/ctc_cells", "--parallel=2",
-                             "--vmap_seeds=true", "--override=checkpoint_every=250",
-                             "--override=eval_every=250", "--override=num_steps=1000"]
-    assert report_cmd == ["python", "-m", "experiments.report", "--sweep_dir=runs/ctc_cells",
-                          "--out=results/ctc_cells"]
+    assert sweep_cmd[1:] == [
+        "-m",
+        "experiments.sweep",
+        "--config=experiments/configs/ctc.py",
+        "--sweep=cells",
+        "--workdir=runs/ctc_cells",
+        "--parallel=2",
+        "--vmap_seeds=true",
+        "--override=checkpoint_every=250",
+        "--override=eval_every=250",
+        "--override=num_steps=1000",
+    ]
+    assert report_cmd == [
+        "python",
+        "-m",
+        "experiments.report",
+        "--sweep_dir=runs/ctc_cells",
+        "--out=results/ctc_cells",
+    ]
     assert "--parallel=1" in reproduce.commands("ctc_cells", parallel=1)[0]
     # every named sweep exists in its config file; the smoke subset is seeds 0,1 of 2 configs
     # (the decoder comparisons train one configuration: seeds 0,1 of it)
@@ -362,17 +520,25 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
         assert {d["seed"] for d in grid} == seeds, name
     families = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases"])
-    assert len(families) == 36 and {d["model.cell"] for d in families} == {"lstm", "gru",
-                                                                           "mingru"}
+    assert len(families) == 36 and {d["model.cell"] for d in families} == {"lstm", "gru", "mingru"}
     assert {(d["model.kind"], d["model.ctc_weight"]) for d in families} == {
-        ("ctc", 1.0), ("las", 0.0), ("las", 0.3), ("transducer", 0.0)}
+        ("ctc", 1.0),
+        ("las", 0.0),
+        ("las", 0.3),
+        ("transducer", 0.0),
+    }
 
 
 def test_smoke_grid_keeps_first_configurations_and_seeds():
     from experiments import reproduce
+
     grid = [{"c": c, "seed": s} for c in "abc" for s in (0, 1, 2)] + [{"c": "d"}]
-    assert reproduce.smoke_grid(grid) == [{"c": "a", "seed": 0}, {"c": "a", "seed": 1},
-                                          {"c": "b", "seed": 0}, {"c": "b", "seed": 1}]
+    assert reproduce.smoke_grid(grid) == [
+        {"c": "a", "seed": 0},
+        {"c": "a", "seed": 1},
+        {"c": "b", "seed": 0},
+        {"c": "b", "seed": 1},
+    ]
     assert reproduce.smoke_grid([{"c": "d"}, {"c": "e"}, {"c": "f"}]) == [{"c": "d"}, {"c": "e"}]
 
 
@@ -391,6 +557,7 @@ def test_workdirs_named_relative_to_the_launch_directory(tmp_path):
 
 # ----------------------------------------------------------------------------- committed tables
 
+
 def _committed(name):
     with open(os.path.join(ROOT, "results", name + ".json")) as f:
         return json.load(f)
@@ -406,10 +573,20 @@ def test_reproduce_entries_carry_what_their_tables_used():
     the sweep's --override values, and one vmapped program per configuration exactly when the
     entry vmaps seeds (the runs' final.json say models_in_program)."""
     from experiments import reproduce
-    committed = [n for n in reproduce.SWEEPS
-                 if os.path.exists(os.path.join(ROOT, "results", n + ".json"))]
-    assert {"kws_cells", "kws_fsdd", "kws_fsdd_cells", "kws_attention", "kws_regularisers",
-            "kws_depth", "ctc_cells", "ctc_fsdd_cells"} <= set(committed)
+
+    committed = [
+        n for n in reproduce.SWEEPS if os.path.exists(os.path.join(ROOT, "results", n + ".json"))
+    ]
+    assert {
+        "kws_cells",
+        "kws_fsdd",
+        "kws_fsdd_cells",
+        "kws_attention",
+        "kws_regularisers",
+        "kws_depth",
+        "ctc_cells",
+        "ctc_fsdd_cells",
+    } <= set(committed)
     for name in committed:
         entry = reproduce.SWEEPS[name]
         rep = _committed(name)
@@ -417,10 +594,12 @@ def test_reproduce_entries_carry_what_their_tables_used():
             steps = int(dict(o.split("=") for o in entry.overrides)["num_steps"])
             assert {p["steps"] for p in rep["run_provenance"]} == {steps}, name
             assert {p["models_in_program"] for p in rep["run_provenance"]} == (
-                {3} if entry.vmap_seeds else {1}), name
+                {3} if entry.vmap_seeds else {1}
+            ), name
             names = grid_lib.run_names(reproduce.load_grid(entry))
             assert [r["workdir"] for r in rep["runs"]] == [
-                os.path.join("runs", name, n) for n in names], name
+                os.path.join("runs", name, n) for n in names
+            ], name
             assert rep["commands"][-1] == reproduce.display(reproduce.commands(name)[-1]), name
             continue
         programs = set(rep["run_models_in_program"])
@@ -439,23 +618,34 @@ def test_reproduce_entries_carry_what_their_tables_used():
 
 def test_dry_run_prints_the_exact_commands(capsys):
     from experiments import reproduce
+
     assert reproduce.dry_run("kws_cells") == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("# python -m experiments.reproduce kws_cells: experiments/configs/"
-                             "kws.py:lstm sweep 'cells', 54 runs, seeds vmapped.")
-    sweep_cmd = ("python -m experiments.sweep --config=experiments/configs/kws.py:lstm "
-                 "--sweep=cells --workdir=runs/kws_cells --parallel=2 --vmap_seeds=true "
-                 "--override=checkpoint_every=200 --override=eval_every=200 "
-                 "--override=num_steps=600")
-    report_cmd = ("python -m experiments.report --sweep_dir=runs/kws_cells "
-                  "--out=results/kws_cells --reference=hello_edge")
+    assert out[0].startswith(
+        "# python -m experiments.reproduce kws_cells: experiments/configs/"
+        "kws.py:lstm sweep 'cells', 54 runs, seeds vmapped."
+    )
+    sweep_cmd = (
+        "python -m experiments.sweep --config=experiments/configs/kws.py:lstm "
+        "--sweep=cells --workdir=runs/kws_cells --parallel=2 --vmap_seeds=true "
+        "--override=checkpoint_every=200 --override=eval_every=200 "
+        "--override=num_steps=600"
+    )
+    report_cmd = (
+        "python -m experiments.report --sweep_dir=runs/kws_cells "
+        "--out=results/kws_cells --reference=hello_edge"
+    )
     assert out[1:] == [sweep_cmd, report_cmd]
     assert reproduce.dry_run("nope") == 2
 
 
-@pytest.mark.parametrize("name,how", [
-    ("kws_cells", "seeds vmapped: each configuration's seeds trained as one program of 3"),
-    ("kws_depth", "every run trained in its own process (seeds not vmapped)")])
+@pytest.mark.parametrize(
+    "name,how",
+    [
+        ("kws_cells", "seeds vmapped: each configuration's seeds trained as one program of 3"),
+        ("kws_depth", "every run trained in its own process (seeds not vmapped)"),
+    ],
+)
 def test_render_only_rewrites_the_header_and_no_number(tmp_path, name, how):
     """A committed table re-rendered from its JSON alone: the table body and the CSV are the
     committed ones to the character; the header starts with the reproduce command and says how
@@ -463,11 +653,13 @@ def test_render_only_rewrites_the_header_and_no_number(tmp_path, name, how):
     import shutil
 
     from experiments import reproduce
+
     shutil.copy(os.path.join(ROOT, "results", name + ".json"), tmp_path)
     assert reproduce.render_only(name, out_dir=str(tmp_path)) == 0
     md = (tmp_path / f"{name}.md").read_text()
     assert _table_lines(tmp_path / f"{name}.md") == _table_lines(
-        os.path.join(ROOT, "results", name + ".md"))
+        os.path.join(ROOT, "results", name + ".md")
+    )
     with open(os.path.join(ROOT, "results", name + ".csv")) as f:
         assert (tmp_path / f"{name}.csv").read_text() == f.read()
     lines = md.splitlines()
@@ -475,15 +667,18 @@ def test_render_only_rewrites_the_header_and_no_number(tmp_path, name, how):
     assert lines[3:7] == ["", "```", f"python -m experiments.reproduce {name}", "```"]
     entry = reproduce.SWEEPS[name]
     runner = next(line for line in lines if line.startswith("- runner: "))
-    assert runner.startswith(f"- runner: local backend, --parallel={entry.parallel}, "
-                             f"--vmap_seeds={str(entry.vmap_seeds).lower()} (from the reproduce "
-                             "entry")
+    assert runner.startswith(
+        f"- runner: local backend, --parallel={entry.parallel}, "
+        f"--vmap_seeds={str(entry.vmap_seeds).lower()} (from the reproduce "
+        "entry"
+    )
     assert how in runner
     saved = json.loads((tmp_path / f"{name}.json").read_text())
     assert saved["rows"] == _committed(name)["rows"]
     committed = _committed(name)  # a JSON from before rnnbench/provenance.py, or re-rendered
-    made_at = (committed.get("provenance") or {}).get("git_commit") or committed[
-        "environment"]["git_head"]
+    made_at = (committed.get("provenance") or {}).get("git_commit") or committed["environment"][
+        "git_head"
+    ]
     assert saved["provenance"]["git_commit"] == made_at  # the report's commit, not today's
     assert saved["runner"]["source"] == "reproduce entry"
     # again from the re-rendered JSON: the same files (but the re-render date)
@@ -491,7 +686,8 @@ def test_render_only_rewrites_the_header_and_no_number(tmp_path, name, how):
     assert reproduce.render_only(name, out_dir=str(tmp_path)) == 0
     assert (tmp_path / f"{name}.csv").read_text() == before
     assert _table_lines(tmp_path / f"{name}.md") == _table_lines(
-        os.path.join(ROOT, "results", name + ".md"))
+        os.path.join(ROOT, "results", name + ".md")
+    )
 
 
 def test_rerender_refuses_what_is_not_a_report(tmp_path):
@@ -516,15 +712,21 @@ def test_header_says_how_the_runner_ran_and_reads_run_provenance(tmp_path):
     run = os.path.join(sweep_dir, "cell=gru,seed=0", "final.json")
     with open(run) as f:
         final = json.load(f)
-    final["provenance"] = {"git_commit": "0123456789abcdef", "git_dirty": True,
-                           "versions": {"jax": "9.9.9", "flax": "8.8.8"},
-                           "accelerator": "NVIDIA H200", "device_count": 1}
+    final["provenance"] = {
+        "git_commit": "0123456789abcdef",
+        "git_dirty": True,
+        "versions": {"jax": "9.9.9", "flax": "8.8.8"},
+        "accelerator": "NVIDIA H200",
+        "device_count": 1,
+    }
     _write(run, final)
     rep = report.make_report(sweep_dir, str(tmp_path / "out"), runner={"parallel": 9})
     assert rep["runner"]["parallel"] == 3 and rep["runner"]["source"] == "sweep.json"
     md = (tmp_path / "out.md").read_text()
-    assert "- runner: local backend, --parallel=3, --vmap_seeds=false; every run trained in " \
-           "its own process (seeds not vmapped)" in md
+    assert (
+        "- runner: local backend, --parallel=3, --vmap_seeds=false; every run trained in "
+        "its own process (seeds not vmapped)" in md
+    )
     assert "`0123456789ab` (1 runs)" in md and "(1 with uncommitted changes)" in md
     assert "jax 0.7.2, jax 9.9.9" in md and "1x NVIDIA H200" in md
     assert "--parallel=3 --vmap_seeds=false" in md  # the sweep command rebuilt from sweep.json
@@ -542,12 +744,25 @@ def test_decode_speed_column_only_where_measured(tmp_path):
     for seed, (cer, speed) in enumerate([(0.10, 20.0), (0.20, 30.0)]):
         name = f"cell=gru,seed={seed}"
         ov = {"model.cell": "gru", "seed": seed}
-        d = make_run(sweep_dir, name, ov, task="ctc", final={
-            "test_cer": cer, "test_wer": 0.5, "val_cer": cer, "val_wer": 0.5, "test_loss": 1.5})
+        d = make_run(
+            sweep_dir,
+            name,
+            ov,
+            task="ctc",
+            final={
+                "test_cer": cer,
+                "test_wer": 0.5,
+                "val_cer": cer,
+                "val_wer": 0.5,
+                "test_loss": 1.5,
+            },
+        )
         _write(os.path.join(d, report.DECODE_SPEED_FILE), {"utterances_per_s": speed})
         runs.append({"name": name, "overrides": ov, "state": "done", "workdir": name})
-    _write(os.path.join(sweep_dir, "sweep.json"), {"config": "experiments/configs/asr.py",
-                                                   "sweep": "families", "runs": runs})
+    _write(
+        os.path.join(sweep_dir, "sweep.json"),
+        {"config": "experiments/configs/asr.py", "sweep": "families", "runs": runs},
+    )
     rep = report.make_report(sweep_dir, str(tmp_path / "with"))
     assert rep["rows"][0]["decode_utt_per_s"]["mean"] == pytest.approx(25.0)
     md = (tmp_path / "with.md").read_text()
@@ -566,6 +781,7 @@ def test_decode_speed_column_only_where_measured(tmp_path):
 
 def test_reproduce_families_times_decoding_before_the_report(tmp_path, capsys):
     from experiments import reproduce
+
     steps = []
 
     def fake_step(cmd):  # stands in for `python -m experiments.decoders --speed_only`
@@ -573,17 +789,25 @@ def test_reproduce_families_times_decoding_before_the_report(tmp_path, capsys):
         sweep_dir = cmd[3].split("=", 1)[1]
         for i, name in enumerate(sorted(os.listdir(sweep_dir))):
             if os.path.exists(os.path.join(sweep_dir, name, "final.json")):
-                _write(os.path.join(sweep_dir, name, report.DECODE_SPEED_FILE),
-                       {"utterances_per_s": 10.0 * (i + 1)})
+                _write(
+                    os.path.join(sweep_dir, name, report.DECODE_SPEED_FILE),
+                    {"utterances_per_s": 10.0 * (i + 1)},
+                )
         return 0
 
     workdir = str(tmp_path / "runs")
-    rc = reproduce.reproduce("asr_families_phrases", smoke=True, workdir=workdir,
-                             sweep_runner=fake_sweep_runner(task="ctc"), step_runner=fake_step)
+    rc = reproduce.reproduce(
+        "asr_families_phrases",
+        smoke=True,
+        workdir=workdir,
+        sweep_runner=fake_sweep_runner(task="ctc"),
+        step_runner=fake_step,
+    )
     assert rc == 0, capsys.readouterr().err
     sweep_dir = os.path.join(workdir, "smoke", "asr_families_phrases")
-    assert steps == [["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}",
-                      "--speed_only"]]
+    assert steps == [
+        ["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}", "--speed_only"]
+    ]
     out = os.path.join(workdir, "smoke", "results", "asr_families_phrases")
     with open(out + ".md") as f:
         md = f.read()
@@ -595,16 +819,24 @@ def test_reproduce_families_times_decoding_before_the_report(tmp_path, capsys):
 
 def test_decoder_comparison_entries_name_their_runs(capsys):
     from experiments import reproduce
+
     sweep_cmd, decoders_cmd = reproduce.commands("ctc_decoders")
-    assert sweep_cmd[3:5] == ["--config=experiments/configs/asr.py:ctc_bilstm_digits",
-                              "--sweep=decoders"]
+    assert sweep_cmd[3:5] == [
+        "--config=experiments/configs/asr.py:ctc_bilstm_digits",
+        "--sweep=decoders",
+    ]
     assert decoders_cmd[:5] == [
-        "python", "-m", "experiments.decoders",
+        "python",
+        "-m",
+        "experiments.decoders",
         "--workdirs=runs/ctc_decoders/seed=0,runs/ctc_decoders/seed=1,runs/ctc_decoders/seed=2",
-        "--out=results/ctc_decoders"]
+        "--out=results/ctc_decoders",
+    ]
     assert reproduce.dry_run("ctc_decoders_seed0") == 0
     out = capsys.readouterr().out.splitlines()
     assert "1 runs, one process per run; the table: experiments.decoders" in out[0]
-    assert out[2].startswith("python -m experiments.decoders "
-                             "--workdirs=runs/ctc_decoders_seed0/seed=0 "
-                             "--out=results/ctc_decoders_seed0 --beam=10")
+    assert out[2].startswith(
+        "python -m experiments.decoders "
+        "--workdirs=runs/ctc_decoders_seed0/seed=0 "
+        "--out=results/ctc_decoders_seed0 --beam=10"
+    )

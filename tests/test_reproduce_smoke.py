@@ -20,9 +20,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("name", ["kws_cells", "ctc_cells"])
 def test_reproduce_smoke(tmp_path, name):
     env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
-    r = subprocess.run([sys.executable, "-m", "experiments.reproduce", name, "--smoke",
-                        f"--workdir={tmp_path}", "--parallel=2"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=1200, check=False)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.reproduce",
+            name,
+            "--smoke",
+            f"--workdir={tmp_path}",
+            "--parallel=2",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     entry = reproduce.SWEEPS[name]
     expected = reproduce.smoke_grid(reproduce.load_grid(entry))  # 2 configurations x seeds 0, 1
@@ -57,7 +71,10 @@ def test_reproduce_smoke(tmp_path, name):
     with open(sweep_dir / "sweep.json") as f:
         runner = json.load(f)["runner"]
     assert (runner["backend"], runner["parallel"], runner["vmap_seeds"]) == (
-        "local", 2, entry.vmap_seeds)
+        "local",
+        2,
+        entry.vmap_seeds,
+    )
     md = (out / f"{name}.md").read_text().splitlines()
     command = f"python -m experiments.reproduce {name} --smoke --workdir={tmp_path}"
     assert md[4:7] == ["```", command, "```"]
@@ -65,8 +82,9 @@ def test_reproduce_smoke(tmp_path, name):
     assert f"--parallel=2 --vmap_seeds={str(entry.vmap_seeds).lower()}" in sweep_cmd
     assert "--override=num_steps=6" in sweep_cmd and "--wandb=disabled" in sweep_cmd
     runner_line = next(line for line in md if line.startswith("- runner: "))
-    assert runner_line.startswith(f"- runner: local backend, --parallel=2, --vmap_seeds="
-                                  f"{str(entry.vmap_seeds).lower()}; ")
+    assert runner_line.startswith(
+        f"- runner: local backend, --parallel=2, --vmap_seeds={str(entry.vmap_seeds).lower()}; "
+    )
     assert sum(line.startswith("| ") for line in md) == 1 + len(configs)
     for png in (f"{name}_curves.png", f"{name}_params.png"):
         data = (out / png).read_bytes()
@@ -79,9 +97,15 @@ def test_reproduce_smoke_decoders(tmp_path):
     experiments.decoders on them; the table's greedy row is the runs' own final evaluation."""
     name = "ctc_decoders"
     env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
-    r = subprocess.run([sys.executable, "-m", "experiments.reproduce", name, "--smoke",
-                        f"--workdir={tmp_path}"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=1200, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "experiments.reproduce", name, "--smoke", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     assert "smoke check passed: 3 decoder rows from 2 runs" in r.stdout
     rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())

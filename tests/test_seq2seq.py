@@ -17,9 +17,19 @@ C = 3  # characters 1..3; eos/sos 4; vocabulary 5
 
 
 def _cfg(**kw):
-    cfg = {"cell": "gru", "hidden": 16, "layers": 1, "bidirectional": False,
-           "decoder_cell": "lstm", "decoder_hidden": 16, "embed": 8, "attention": "location",
-           "attention_dim": 16, "loc_filters": 4, "loc_width": 5}
+    cfg = {
+        "cell": "gru",
+        "hidden": 16,
+        "layers": 1,
+        "bidirectional": False,
+        "decoder_cell": "lstm",
+        "decoder_hidden": 16,
+        "embed": 8,
+        "attention": "location",
+        "attention_dim": 16,
+        "loc_filters": 4,
+        "loc_width": 5,
+    }
     cfg.update(kw)
     return cfg
 
@@ -39,10 +49,12 @@ def test_id_layout_inputs_and_targets():
     assert seq2seq.vocab_size(28) == 30 and seq2seq.eos_id(28) == 29
     labels = jnp.array([[1, 2, 3], [2, 9, 9]])  # garbage after the second label length
     lengths = jnp.array([3, 1])
-    np.testing.assert_array_equal(seq2seq.decoder_inputs(labels, lengths, 4),
-                                  [[4, 1, 2, 3], [4, 2, 0, 0]])
-    np.testing.assert_array_equal(seq2seq.decoder_targets(labels, lengths, 4),
-                                  [[1, 2, 3, 4], [2, 4, 0, 0]])
+    np.testing.assert_array_equal(
+        seq2seq.decoder_inputs(labels, lengths, 4), [[4, 1, 2, 3], [4, 2, 0, 0]]
+    )
+    np.testing.assert_array_equal(
+        seq2seq.decoder_targets(labels, lengths, 4), [[1, 2, 3, 4], [2, 4, 0, 0]]
+    )
 
 
 def test_shapes_masking_padding_invariance_and_joint_loss():
@@ -73,10 +85,12 @@ def test_shapes_masking_padding_invariance_and_joint_loss():
     for b in range(2):
         n_out, n_in = label_lengths[b] + 1, lengths[b]
         np.testing.assert_allclose(logits2[b, :n_out], logits[b, :n_out], atol=2e-5)
-        np.testing.assert_allclose(aux2["alignments"][b, :n_out, :n_in],
-                                   aux["alignments"][b, :n_out, :n_in], atol=1e-6)
-        np.testing.assert_allclose(aux2["ctc_logits"][b, :n_in], aux["ctc_logits"][b, :n_in],
-                                   atol=2e-5)
+        np.testing.assert_allclose(
+            aux2["alignments"][b, :n_out, :n_in], aux["alignments"][b, :n_out, :n_in], atol=1e-6
+        )
+        np.testing.assert_allclose(
+            aux2["ctc_logits"][b, :n_in], aux["ctc_logits"][b, :n_in], atol=2e-5
+        )
         assert np.all(aux2["alignments"][b, :, n_in:] == 0.0)
 
     @jax.jit
@@ -102,13 +116,14 @@ def test_seq2seq_loss_matches_manual_label_smoothing_and_ignores_padding():
     eps = 0.1
     logp = np.asarray(jax.nn.log_softmax(logits, -1))
     targets = [[1, 2, 3, 4], [3, 4]]
-    want = [np.mean([-(1 - eps) * logp[b, j, y] - eps * logp[b, j, 1:].mean()
-                     for j, y in enumerate(t)]) for b, t in enumerate(targets)]
+    want = [
+        np.mean([-(1 - eps) * logp[b, j, y] - eps * logp[b, j, 1:].mean() for j, y in enumerate(t)])
+        for b, t in enumerate(targets)
+    ]
     got = seq2seq.seq2seq_loss(logits, labels, lengths, eps)
     np.testing.assert_allclose(got, want, rtol=1e-5)
     changed = logits.at[1, 2:].set(30.0)  # steps after eos are not scored
-    np.testing.assert_allclose(seq2seq.seq2seq_loss(changed, labels, lengths, eps), got,
-                               rtol=1e-6)
+    np.testing.assert_allclose(seq2seq.seq2seq_loss(changed, labels, lengths, eps), got, rtol=1e-6)
     with pytest.raises(ValueError, match="label_smoothing"):
         seq2seq.seq2seq_loss(logits, labels, lengths, 1.0)
 
@@ -197,10 +212,15 @@ def test_ctc_prefix_score_matches_brute_force():
             want = [-math.inf]
             for c in (1, 2):
                 h = g + (c,)
-                want.append(_log(sum(v for y, v in brute[b].items() if y[:len(h)] == h)))
+                want.append(_log(sum(v for y, v in brute[b].items() if y[: len(h)] == h)))
             want.append(_log(brute[b].get(g, 0.0)))  # eos: exactly g
-            np.testing.assert_allclose(np.asarray(scores[b]), want, rtol=1e-4, atol=1e-5,
-                                       err_msg=f"prefix {g} utterance {b}")
+            np.testing.assert_allclose(
+                np.asarray(scores[b]),
+                want,
+                rtol=1e-4,
+                atol=1e-5,
+                err_msg=f"prefix {g} utterance {b}",
+            )
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +234,7 @@ def tiny():
     hyps = [h for n in range(max_len + 1) for h in itertools.product((1, 2), repeat=n)]
     labels = np.zeros((len(hyps), max_len), np.int32)
     for i, h in enumerate(hyps):
-        labels[i, :len(h)] = h
+        labels[i, : len(h)] = h
     label_lengths = np.array([len(h) for h in hyps] * 2, np.int32)
     labels = np.concatenate([labels, labels])  # every output for utterance 0, then 1
     graph, params = nnx.split(model)
@@ -224,14 +244,20 @@ def tiny():
         f, l = jnp.repeat(feats, len(hyps), 0), jnp.repeat(lengths, len(hyps), 0)
         logits, aux = nnx.merge(graph, params)(f, l, labels=labels, label_lengths=label_lengths)
         att = -seq2seq.seq2seq_loss(logits, labels, label_lengths) * (label_lengths + 1)
-        ctc = -optax.ctc_loss(aux["ctc_logits"], _pad(7, l), labels,
-                              _pad(max_len, label_lengths))
+        ctc = -optax.ctc_loss(aux["ctc_logits"], _pad(7, l), labels, _pad(max_len, label_lengths))
         return att.reshape(2, -1), ctc.reshape(2, -1)
 
     att, ctc = exhaustive(params)
-    return {"model": model, "feats": feats, "lengths": lengths, "hyps": hyps,
-            "max_len": max_len, "att": np.asarray(att), "ctc": np.asarray(ctc),
-            "n": label_lengths[:len(hyps)]}
+    return {
+        "model": model,
+        "feats": feats,
+        "lengths": lengths,
+        "hyps": hyps,
+        "max_len": max_len,
+        "att": np.asarray(att),
+        "ctc": np.asarray(ctc),
+        "n": label_lengths[: len(hyps)],
+    }
 
 
 def _pad(n, lengths):
@@ -247,35 +273,57 @@ def _check_against_exhaustive(tiny, out, ctc_weight, bonus, exact):
         assert np.all(np.diff(scores[b][finite]) <= 1e-6)  # best first
         seen = set()
         for k in np.flatnonzero(finite):  # every hypothesis carries its exact total score
-            h = tuple(ids[b, k, :lens[b, k]])
-            assert np.all(ids[b, k, lens[b, k]:] == 0) and h not in seen
+            h = tuple(ids[b, k, : lens[b, k]])
+            assert np.all(ids[b, k, lens[b, k] :] == 0) and h not in seen
             seen.add(h)
-            np.testing.assert_allclose(scores[b, k], want[b, tiny["hyps"].index(h)],
-                                       rtol=1e-4, atol=1e-4)
+            np.testing.assert_allclose(
+                scores[b, k], want[b, tiny["hyps"].index(h)], rtol=1e-4, atol=1e-4
+            )
         if exact:  # beam >= number of outputs: the n-best list is the sorted exhaustive list
             assert finite.sum() == len(tiny["hyps"])
-            np.testing.assert_allclose(scores[b][finite], np.sort(want[b])[::-1], rtol=1e-4,
-                                       atol=1e-4)
+            np.testing.assert_allclose(
+                scores[b][finite], np.sort(want[b])[::-1], rtol=1e-4, atol=1e-4
+            )
         else:
             assert scores[b, 0] <= want[b].max() + 1e-4
 
 
 @pytest.mark.parametrize("ctc_weight,bonus", [(0.0, 0.0), (0.5, 0.7)])
 def test_beam_search_matches_exhaustive_enumeration(tiny, ctc_weight, bonus):
-    out = seq2seq.beam_search(tiny["model"], tiny["feats"], tiny["lengths"], beam=16,
-                              max_len=tiny["max_len"], ctc_weight=ctc_weight,
-                              length_bonus=bonus, nbest=True)
+    out = seq2seq.beam_search(
+        tiny["model"],
+        tiny["feats"],
+        tiny["lengths"],
+        beam=16,
+        max_len=tiny["max_len"],
+        ctc_weight=ctc_weight,
+        length_bonus=bonus,
+        nbest=True,
+    )
     _check_against_exhaustive(tiny, out, ctc_weight, bonus, exact=True)
-    best = seq2seq.beam_search(tiny["model"], tiny["feats"], tiny["lengths"], beam=16,
-                               max_len=tiny["max_len"], ctc_weight=ctc_weight,
-                               length_bonus=bonus)
+    best = seq2seq.beam_search(
+        tiny["model"],
+        tiny["feats"],
+        tiny["lengths"],
+        beam=16,
+        max_len=tiny["max_len"],
+        ctc_weight=ctc_weight,
+        length_bonus=bonus,
+    )
     for x, y in zip(best, out):
         np.testing.assert_array_equal(x, y[:, 0])
 
 
 def test_small_beam_keeps_exact_scores(tiny):
-    out = seq2seq.beam_search(tiny["model"], tiny["feats"], tiny["lengths"], beam=3,
-                              max_len=tiny["max_len"], ctc_weight=0.3, nbest=True)
+    out = seq2seq.beam_search(
+        tiny["model"],
+        tiny["feats"],
+        tiny["lengths"],
+        beam=3,
+        max_len=tiny["max_len"],
+        ctc_weight=0.3,
+        nbest=True,
+    )
     assert out[0].shape == (2, 3, tiny["max_len"])
     _check_against_exhaustive(tiny, out, 0.3, 0.0, exact=False)
 
@@ -292,13 +340,23 @@ def test_joint_search_with_zero_ctc_weight_changes_nothing(tiny):
 def _decoder_check(name):
     """Teacher forcing (one scan) equals the decoder stepped by hand, and the decoder's cell
     gets gradient, for decoder cell `name`."""
-    model = seq2seq.ListenAttendSpell(_cfg(bidirectional=False, decoder_cell=name,
-                                           attention="content" if name == "gru" else "location"),
-                                      5, C, rngs=nnx.Rngs(1))
+    model = seq2seq.ListenAttendSpell(
+        _cfg(
+            bidirectional=False,
+            decoder_cell=name,
+            attention="content" if name == "gru" else "location",
+        ),
+        5,
+        C,
+        rngs=nnx.Rngs(1),
+    )
     graph, params = nnx.split(model)
     feats = jax.random.normal(jax.random.key(4), (2, 6, 5))
-    lengths, labels, label_lengths = jnp.array([6, 4]), jnp.array([[1, 3], [2, 0]]), \
-        jnp.array([2, 1])
+    lengths, labels, label_lengths = (
+        jnp.array([6, 4]),
+        jnp.array([[1, 3], [2, 0]]),
+        jnp.array([2, 1]),
+    )
 
     @jax.jit
     def run(params):

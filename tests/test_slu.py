@@ -24,6 +24,7 @@ CANCEL = {"intent": "cancel", "slots": {}}
 
 # ----------------------------------------------------------------------------- meaning ids
 
+
 def test_codec_round_trips_the_whole_grammar():
     S = len(CODEC.slot_names)
     assert CODEC.intents == phrases.INTENTS
@@ -40,23 +41,31 @@ def test_codec_round_trips_the_whole_grammar():
     assert CODEC.intents[i] == "lights" and slots[room] == 0  # "none" is value id 0
     assert CODEC.format(TIMER) == "set_timer(number=25, unit=minutes)"
     assert CODEC.format(LIGHTS_OFF) == "lights(action=off)" and CODEC.format(CANCEL) == "cancel()"
-    assert CODEC.format({"intent": "ask_math", "slots": {"b": "2", "a": "1", "op": "add"}}) == \
-        "ask_math(a=1, op=add, b=2)"
+    assert (
+        CODEC.format({"intent": "ask_math", "slots": {"b": "2", "a": "1", "op": "add"}})
+        == "ask_math(a=1, op=add, b=2)"
+    )
 
 
-@pytest.mark.parametrize("bad, match", [
-    ({"intent": "fly", "slots": {}}, "unknown intent 'fly'"),
-    ({"intent": "lights", "slots": {"action": "on"}}, "intent 'lights' has slots"),
-    ({"intent": "lights", "slots": {"action": "up", "room": "none"}},
-     r"slot lights.action = 'up' is outside the schema"),
-    ("lights on", "a meaning is a dict"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"intent": "fly", "slots": {}}, "unknown intent 'fly'"),
+        ({"intent": "lights", "slots": {"action": "on"}}, "intent 'lights' has slots"),
+        (
+            {"intent": "lights", "slots": {"action": "up", "room": "none"}},
+            r"slot lights.action = 'up' is outside the schema",
+        ),
+        ("lights on", "a meaning is a dict"),
+    ],
+)
 def test_codec_rejects_meanings_outside_the_schema(bad, match):
     with pytest.raises(ValueError, match=match):
         CODEC.encode(bad)
 
 
 # ----------------------------------------------------------------------------- model and metrics
+
 
 @pytest.mark.parametrize("pooling, bidirectional", [("last", True), ("attention", False)])
 def test_intent_model_outputs(pooling, bidirectional):
@@ -95,11 +104,14 @@ def test_exact_meaning_metrics_on_hand_made_outputs():
     room, number = CODEC.slot_names.index("room"), CODEC.slot_names.index("number")
     preds = [(i, s.copy()) for i, s in enc]
     preds[1] = (CODEC.intents.index("cancel"), preds[1][1])  # intent wrong, slots right
-    preds[2][1][room] = 0                                      # a slot of the intent wrong
-    preds[3][1][number] = 4                                    # another intent's slot: ignored
-    preds[4] = (CODEC.intents.index("volume"), preds[4][1])   # a padding row (weight 0)
-    batch = {"intent": jnp.array([i for i, _ in enc]), "slots": jnp.stack([s for _, s in enc]),
-             "weights": jnp.array([1.0, 1, 1, 1, 0])}
+    preds[2][1][room] = 0  # a slot of the intent wrong
+    preds[3][1][number] = 4  # another intent's slot: ignored
+    preds[4] = (CODEC.intents.index("volume"), preds[4][1])  # a padding row (weight 0)
+    batch = {
+        "intent": jnp.array([i for i, _ in enc]),
+        "slots": jnp.stack([s for _, s in enc]),
+        "weights": jnp.array([1.0, 1, 1, 1, 0]),
+    }
     obj = Intent()
     outputs = _logits_for(preds)
     _, sums = obj.loss(outputs, {}, batch)
@@ -107,8 +119,9 @@ def test_exact_meaning_metrics_on_hand_made_outputs():
     assert float(sums["meaning_correct"]) == 2.0  # rows 0 and 3
     assert float(sums["intent_correct"]) == 3.0
     acc = obj.new_accumulator()
-    obj.accumulate(acc, None, batch, jax.device_get({**sums, **obj.eval_outputs(None, outputs,
-                                                                                 {}, batch)}))
+    obj.accumulate(
+        acc, None, batch, jax.device_get({**sums, **obj.eval_outputs(None, outputs, {}, batch)})
+    )
     m = obj.summarize(acc, None)
     assert m["meaning_accuracy"] == 0.5 and m["intent_accuracy"] == 0.75 and m["examples"] == 4
     # slots of the reference intents: number, unit (1 row); action, room (3 rows)
@@ -125,12 +138,14 @@ def test_exact_meaning_metrics_on_hand_made_outputs():
 
 def test_loss_is_intent_ce_plus_mean_ce_of_the_intents_slots():
     enc = [CODEC.encode(m) for m in (TIMER, CANCEL)]
-    batch = {"intent": jnp.array([i for i, _ in enc]), "slots": jnp.stack([s for _, s in enc]),
-             "weights": jnp.ones(2)}
+    batch = {
+        "intent": jnp.array([i for i, _ in enc]),
+        "slots": jnp.stack([s for _, s in enc]),
+        "weights": jnp.ones(2),
+    }
     V = max(CODEC.slot_sizes)
     k1, k2 = jax.random.split(jax.random.key(0))
-    outputs = {"intent": jax.random.normal(k1, (2, 10)),
-               "slots": jax.random.normal(k2, (2, 18, V))}
+    outputs = {"intent": jax.random.normal(k1, (2, 10)), "slots": jax.random.normal(k2, (2, 18, V))}
     per, _ = Intent().per_example(outputs, {}, batch)
     for r in range(2):
         li = jax.nn.log_softmax(outputs["intent"][r])
@@ -143,8 +158,10 @@ def test_loss_is_intent_ce_plus_mean_ce_of_the_intents_slots():
 
 # ----------------------------------------------------------------------------- data checks
 
-def tone_meaning_dataset(n=24, seed=0, meanings_=(KITCHEN_ON, LIGHTS_OFF, CANCEL),
-                         seconds=(0.2, 0.3)):
+
+def tone_meaning_dataset(
+    n=24, seed=0, meanings_=(KITCHEN_ON, LIGHTS_OFF, CANCEL), seconds=(0.2, 0.3)
+):
     """Tiny corpus: each meaning is said as a pure tone at its own pitch (plus a transcript)."""
     rng = np.random.default_rng(seed)
     texts = {json.dumps(m, sort_keys=True): phrases.phrasings(m)[0] for m in meanings_}
@@ -156,11 +173,17 @@ def tone_meaning_dataset(n=24, seed=0, meanings_=(KITCHEN_ON, LIGHTS_OFF, CANCEL
             length = int(toy.SR * rng.uniform(*seconds))
             x = 0.01 * rng.normal(size=length)
             t = np.arange(length // 2) / toy.SR
-            x[length // 4: length // 4 + t.size] += 0.5 * np.sin(2 * np.pi * (300 + 600 * (i % 3))
-                                                                 * t)
+            x[length // 4 : length // 4 + t.size] += 0.5 * np.sin(
+                2 * np.pi * (300 + 600 * (i % 3)) * t
+            )
             audio.append((x * 32767).astype(np.int16))
-        splits[name] = Split(audio, None, [texts[json.dumps(m, sort_keys=True)] for m in ms],
-                             ["s"] * n, meanings=list(ms))
+        splits[name] = Split(
+            audio,
+            None,
+            [texts[json.dumps(m, sort_keys=True)] for m in ms],
+            ["s"] * n,
+            meanings=list(ms),
+        )
     return Dataset("tone_meanings", "ctc", list(CTC_ALPHABET), splits)
 
 
@@ -176,10 +199,15 @@ def test_check_names_the_utterance_without_a_meaning_or_outside_the_schema():
     ds = tone_meaning_dataset()
     objectives.make(c, ds)  # fine as made
     assert isinstance(objectives.make(c, ds), Intent)
-    ds.splits["validation"].meanings[3] = {"intent": "lights",
-                                           "slots": {"action": "on", "room": "moon"}}
-    with pytest.raises(ValueError, match=r"tone_meanings validation example 3 \('turn the "
-                                         r"kitchen lights on'\): .*room = 'moon' is outside"):
+    ds.splits["validation"].meanings[3] = {
+        "intent": "lights",
+        "slots": {"action": "on", "room": "moon"},
+    }
+    with pytest.raises(
+        ValueError,
+        match=r"tone_meanings validation example 3 \('turn the "
+        r"kitchen lights on'\): .*room = 'moon' is outside",
+    ):
         objectives.make(c, ds)
     ds.splits["validation"].meanings[3] = None
     with pytest.raises(ValueError, match="validation example 3 .* has no meaning"):
@@ -193,12 +221,14 @@ def test_check_names_the_utterance_without_a_meaning_or_outside_the_schema():
 
 # ----------------------------------------------------------------------------- training
 
+
 def test_training_through_the_real_loop_lowers_the_loss(tmp_path):
     c = intent_config()
     c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 20, 20, 20, 1
     c.optimizer.learning_rate = 1e-2
-    final = train.train_and_evaluate(c, str(tmp_path), progress=False,
-                                     dataset=tone_meaning_dataset())
+    final = train.train_and_evaluate(
+        c, str(tmp_path), progress=False, dataset=tone_meaning_dataset()
+    )
     with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
         losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
     assert len(losses) == 20
@@ -213,6 +243,7 @@ def test_training_through_the_real_loop_lowers_the_loss(tmp_path):
 
 # ----------------------------------------------------------------------------- text parser
 
+
 def test_text_parser_learns_a_toy_set():
     pool = [m for intent in ("lights", "call", "cancel") for m in phrases.meanings(intent)[::3]]
     rng = np.random.default_rng(0)
@@ -221,8 +252,9 @@ def test_text_parser_learns_a_toy_set():
     parser = text_parser.TextParser(hidden=32, steps=150, batch_size=32, learning_rate=1e-2)
     parser.fit([t for t, _ in train_rows], [m for _, m in train_rows])
     assert parser.losses[-1] < 0.1 * parser.losses[0]
-    picks = [next((t, m) for t, m in said if m["intent"] == i) for i in ("lights", "call",
-                                                                          "cancel")]
+    picks = [
+        next((t, m) for t, m in said if m["intent"] == i) for i in ("lights", "call", "cancel")
+    ]
     assert parser.parse_all([t for t, _ in picks]) == [m for _, m in picks]
     score = parser.score([t for t, _ in said], [m for _, m in said])
     assert score["meaning_accuracy"] > 0.9 and score["intent_accuracy"] == 1.0
@@ -234,6 +266,7 @@ def test_text_parser_learns_a_toy_set():
 def test_pipeline_scores_a_recogniser_with_the_parser(tmp_path):
     from experiments import slu_pipeline
     from rnnbench import metrics
+
     ds = tone_meaning_dataset(seconds=(0.5, 0.6))
     c = toy.small_config()
     c.model.kind, c.model.frontend.channels, c.dataset = "ctc", 0, "synth_phrases"
@@ -246,8 +279,11 @@ def test_pipeline_scores_a_recogniser_with_the_parser(tmp_path):
     assert out["test_meaning_accuracy"] == pytest.approx(np.mean([u["correct"] for u in utts]))
     rates = metrics.error_rates([u["reference"] for u in utts], [u["hypothesis"] for u in utts])
     assert out["test_cer"] == pytest.approx(rates["cer"])
-    assert {u["meaning"] for u in utts} == {"lights(action=on, room=kitchen)",
-                                            "lights(action=off)", "cancel()"}
+    assert {u["meaning"] for u in utts} == {
+        "lights(action=on, room=kitchen)",
+        "lights(action=off)",
+        "cancel()",
+    }
     direct = intent_config()
     direct.num_steps, direct.eval_every, direct.checkpoint_every = 2, 2, 2
     train.train_and_evaluate(direct, str(tmp_path / "direct"), progress=False, dataset=ds)

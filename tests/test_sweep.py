@@ -68,8 +68,15 @@ def config_file(tmp_path):
 
 def _cli(args, cache_dir, **kw):
     env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu", WANDB_SILENT="true")
-    return subprocess.run([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kw,
+    )
 
 
 def _sweep_json(d):
@@ -79,28 +86,42 @@ def _sweep_json(d):
 
 # ----------------------------------------------------------------------------- helpers, naming
 
+
 def test_product_zip_chain():
     assert sweep("model.cell", ["rnn", "gru"]) == [{"model.cell": "rnn"}, {"model.cell": "gru"}]
     g = product(sweep("a", [1, 2]), sweep("b", ["x", "y"]), {"c": True})
-    assert g == [{"a": 1, "b": "x", "c": True}, {"a": 1, "b": "y", "c": True},
-                 {"a": 2, "b": "x", "c": True}, {"a": 2, "b": "y", "c": True}]
+    assert g == [
+        {"a": 1, "b": "x", "c": True},
+        {"a": 1, "b": "y", "c": True},
+        {"a": 2, "b": "x", "c": True},
+        {"a": 2, "b": "y", "c": True},
+    ]
     assert zip_(sweep("a", [1, 2]), sweep("b", [3, 4])) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
     with pytest.raises(ValueError, match="equal length"):
         zip_(sweep("a", [1, 2]), sweep("b", [3]))
     assert chain(sweep("a", [1]), {"b": 2}, [{}]) == [{"a": 1}, {"b": 2}, {}]
     assert product(chain({}, {"x": 1}), sweep("seed", [0, 1])) == [
-        {"seed": 0}, {"seed": 1}, {"x": 1, "seed": 0}, {"x": 1, "seed": 1}]
+        {"seed": 0},
+        {"seed": 1},
+        {"x": 1, "seed": 0},
+        {"x": 1, "seed": 1},
+    ]
 
 
 def test_run_names_are_readable_unique_and_safe():
-    grid = product(sweep("model.cell", ["gru"]), sweep("model.hidden", [128]),
-                   sweep("seed", [1]))
+    grid = product(sweep("model.cell", ["gru"]), sweep("model.hidden", [128]), sweep("seed", [1]))
     assert sw.run_names(grid) == ["cell=gru,hidden=128,seed=1"]
     # colliding last components get more of their path; floats, bools, odd characters
-    grid = [{"model.dropout": 0.1, "data.dropout": 1e-5, "model.residual": True},
-            {"data_dir": "/a b/c"}, {}]
-    assert sw.run_names(grid) == ["model.dropout=0.1,data.dropout=1e-05,residual=true",
-                                  "data_dir=_a_b_c", "default"]
+    grid = [
+        {"model.dropout": 0.1, "data.dropout": 1e-5, "model.residual": True},
+        {"data_dir": "/a b/c"},
+        {},
+    ]
+    assert sw.run_names(grid) == [
+        "model.dropout=0.1,data.dropout=1e-05,residual=true",
+        "data_dir=_a_b_c",
+        "default",
+    ]
     # stable: same grid, same names; sanitising collisions still give unique names
     names = sw.run_names([{"x": "a/b"}, {"x": "a_b"}])
     assert names == ["x=a_b", "x=a_b~2"]
@@ -117,8 +138,9 @@ def test_seed_groups_and_commands(config_file, tmp_path):
     i_cfg = argv.index(f"--config={config_file}")
     assert all(i_cfg < argv.index(a) for a in argv if a.startswith("--config."))
     assert "--seeds=0,1,2" in argv and not any(a.startswith("--config.seed") for a in argv)
-    workdirs = next(a for a in argv if a.startswith("--workdir="))[len("--workdir="):]
+    workdirs = next(a for a in argv if a.startswith("--workdir="))[len("--workdir=") :]
     from absl import flags as absl_flags  # experiments.train parses --workdir as an absl list
+
     assert absl_flags.ListParser().parse(workdirs) == [r.workdir for r in units[0].runs]
     assert "--config.model.cell=rnn" in argv and "--config.wandb.group=tiny-big" in argv
     # without vmap: one subprocess per run, seed as a config override
@@ -132,8 +154,10 @@ def test_seed_groups_and_commands(config_file, tmp_path):
     env = sw.child_env({0})
     assert "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
     assert "glibc.malloc.hugetlb=1" in env["GLIBC_TUNABLES"]
-    assert "XLA_FLAGS" not in sw.child_env(None) or "eigen=false" not in sw.child_env(None)[
-        "XLA_FLAGS"]
+    assert (
+        "XLA_FLAGS" not in sw.child_env(None)
+        or "eigen=false" not in sw.child_env(None)["XLA_FLAGS"]
+    )
 
 
 def test_cpu_slots_split_the_cores(monkeypatch):
@@ -151,7 +175,14 @@ def test_the_vocabulary_is_grid_s():
     """rnnbench.sweep re-exports rnnbench.grid's helpers and records (config files import them
     from either); seed grouping and key order as the report and the runner both use them."""
     assert (sw.sweep, sw.product, sw.zip_, sw.chain, sw.Run, sw.Sweep, sw.run_names) == (
-        grid.sweep, grid.product, grid.zip_, grid.chain, grid.Run, grid.Sweep, grid.run_names)
+        grid.sweep,
+        grid.product,
+        grid.zip_,
+        grid.chain,
+        grid.Run,
+        grid.Sweep,
+        grid.run_names,
+    )
     g = product(sweep("model.cell", ["lstm", "gru"]), sweep("seed", [0, 1]))
     assert grid.config_key(g[1]) == '{"model.cell": "lstm"}'
     assert list(grid.group_by_config(g).values()) == [g[:2], g[2:]]
@@ -159,29 +190,43 @@ def test_the_vocabulary_is_grid_s():
     assert grid.fmt_value(False) == "false" and grid.fmt_value("gru") == "gru"
     # sweep.json may hold overrides with sorted keys: the run names keep the grid's order
     assert grid.key_order(["model.layers", "model.cell"], ["cell=gru,layers=2,seed=0"]) == [
-        "model.cell", "model.layers"]
+        "model.cell",
+        "model.layers",
+    ]
     s = grid.Sweep("runs/x", [], config_arg="experiments/configs/kws.py:lstm", name="cells")
-    assert (s.config_path, s.variant, s.group) == ("experiments/configs/kws.py", "lstm",
-                                                   "kws-cells")
+    assert (s.config_path, s.variant, s.group) == (
+        "experiments/configs/kws.py",
+        "lstm",
+        "kws-cells",
+    )
 
 
 def test_sweep_json_records_how_the_runner_runs(config_file, tmp_path):
     s = sw.resolve(config_file, "seeds", str(tmp_path / "sw"))
-    runner = sw.runner_record(backend="local", parallel=2, vmap_seeds=True, pin=False,
-                              wandb_mode="disabled")
+    runner = sw.runner_record(
+        backend="local", parallel=2, vmap_seeds=True, pin=False, wandb_mode="disabled"
+    )
     sw.State(s, runner).write()
     saved = _sweep_json(s.sweep_dir)["runner"]
     assert {k: saved[k] for k in ("backend", "parallel", "vmap_seeds", "pin", "wandb")} == {
-        "backend": "local", "parallel": 2, "vmap_seeds": True, "pin": False, "wandb": "disabled"}
+        "backend": "local",
+        "parallel": 2,
+        "vmap_seeds": True,
+        "pin": False,
+        "wandb": "disabled",
+    }
     from rnnbench import provenance
+
     assert saved["git_commit"] == provenance.git_commit() and saved["cores"] == os.cpu_count()
     # the report rebuilds the runner's command with those settings
     from rnnbench import report
+
     cmd = report.sweep_command(_sweep_json(s.sweep_dir), s.sweep_dir)
     assert f"--sweep=seeds --workdir={s.sweep_dir} --parallel=2 --vmap_seeds=true" in cmd
 
 
 # ----------------------------------------------------------------------------- bad input
+
 
 def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache_dir):
     d = str(tmp_path / "sw")
@@ -212,8 +257,7 @@ def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache
     with pytest.raises(sw.SweepError, match=r"config variant"):
         sw.State(sw.resolve(config_file + ":lstm", "two", d))
     # the CLI: message on stderr, exit status 2, nothing trained
-    r = _cli([f"--config={config_file}", "--sweep=typo", f"--workdir={tmp_path / 'x'}"],
-             cache_dir)
+    r = _cli([f"--config={config_file}", "--sweep=typo", f"--workdir={tmp_path / 'x'}"], cache_dir)
     assert r.returncode == 2 and "no field 'model.hiden'" in r.stderr
     assert not os.path.exists(tmp_path / "x")
     r = _cli([f"--config={config_file}", "--sweep=seeds", f"--workdir={d}"], cache_dir)
@@ -229,8 +273,16 @@ def test_vmap_seeds_default_follows_the_platform(monkeypatch):
 
 
 def test_dry_run_without_vmap_lists_one_subprocess_per_run(config_file, tmp_path, cache_dir):
-    r = _cli([f"--config={config_file}:lstm", "--sweep=big", f"--workdir={tmp_path / 'd'}",
-              "--dry_run", "--vmap_seeds=false"], cache_dir)
+    r = _cli(
+        [
+            f"--config={config_file}:lstm",
+            "--sweep=big",
+            f"--workdir={tmp_path / 'd'}",
+            "--dry_run",
+            "--vmap_seeds=false",
+        ],
+        cache_dir,
+    )
     assert r.returncode == 0, r.stderr
     assert "12 runs, 0 done, 12 subprocess(es) to start;" in r.stdout
     assert "--seeds" not in r.stdout and "--config.seed=0" in r.stdout
@@ -238,8 +290,17 @@ def test_dry_run_without_vmap_lists_one_subprocess_per_run(config_file, tmp_path
 
 def test_dry_run_prints_runs_without_training(config_file, tmp_path, cache_dir):
     d = tmp_path / "dry"
-    r = _cli([f"--config={config_file}:lstm", "--sweep=big", f"--workdir={d}", "--dry_run",
-              "--override=num_steps=2", "--vmap_seeds=true"], cache_dir)
+    r = _cli(
+        [
+            f"--config={config_file}:lstm",
+            "--sweep=big",
+            f"--workdir={d}",
+            "--dry_run",
+            "--override=num_steps=2",
+            "--vmap_seeds=true",
+        ],
+        cache_dir,
+    )
     assert r.returncode == 0, r.stderr
     assert "12 runs, 0 done, 4 subprocess(es) to start (seeds vmapped)" in r.stdout
     assert "cell=gru,hidden=16,seed=2" in r.stdout and "model.cell=gru model.hidden=16" in r.stdout
@@ -248,6 +309,7 @@ def test_dry_run_prints_runs_without_training(config_file, tmp_path, cache_dir):
 
 
 # ----------------------------------------------------------------------------- W&B sweep files
+
 
 def test_wandb_sweep_file(config_file, tmp_path):
     s = sw.resolve(config_file + ":lstm", "big", str(tmp_path / "wb"), ["num_steps=3"])
@@ -279,6 +341,7 @@ def test_wandb_sweep_file(config_file, tmp_path):
 
 # ----------------------------------------------------------------------------- end to end
 
+
 def _children_of(sweep_dir):
     """pids of live processes whose command line names the sweep dir (the runner's children)."""
     pids = []
@@ -299,11 +362,22 @@ def _children_of(sweep_dir):
 def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cache_dir):
     d = str(tmp_path / "four")
     # seed=0 and seed=1 train as one vmapped subprocess, hidden=12 alone, broken alone
-    args = [f"--config={config_file}", "--sweep=four", f"--workdir={d}", "--parallel=2",
-            "--wandb=disabled", "--vmap_seeds=true"]
+    args = [
+        f"--config={config_file}",
+        "--sweep=four",
+        f"--workdir={d}",
+        "--parallel=2",
+        "--wandb=disabled",
+        "--vmap_seeds=true",
+    ]
     env = dict(os.environ, RNNBENCH_CACHE=cache_dir, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.sweep", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.sweep", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     names = ["seed=0", "seed=1", "hidden=12", "batch_size=64,hidden=8"]
     finals = [os.path.join(d, n, "final.json") for n in names]
     deadline = time.time() + 300
@@ -347,7 +421,10 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     for seed in (0, 1):  # the seed group wrote what separate runs write
         assert json.load(open(os.path.join(d, f"seed={seed}", "config.json")))["seed"] == seed
     assert sorted(os.listdir(os.path.join(d, "logs"))) == [
-        "default,seeds=0-1.log", "hidden=12.log", "batch_size=64,hidden=8.log"]
+        "default,seeds=0-1.log",
+        "hidden=12.log",
+        "batch_size=64,hidden=8.log",
+    ]
 
     r = _cli(args, cache_dir)  # a third time: only the failed run is retried
     assert r.returncode == 1 and "3/4 done, 1 failed" in r.stderr
@@ -359,9 +436,19 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
 def test_submitit_local_backend(config_file, tmp_path, cache_dir):
     pytest.importorskip("submitit", reason="submitit (optional extra) is not installed")
     d = str(tmp_path / "sub")
-    r = _cli([f"--config={config_file}", "--sweep=two", f"--workdir={d}", "--backend=submitit",
-              "--submitit_cluster=local", "--parallel=2", "--wandb=disabled", "--quiet"],
-             cache_dir)
+    r = _cli(
+        [
+            f"--config={config_file}",
+            "--sweep=two",
+            f"--workdir={d}",
+            "--backend=submitit",
+            "--submitit_cluster=local",
+            "--parallel=2",
+            "--wandb=disabled",
+            "--quiet",
+        ],
+        cache_dir,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert _sweep_json(d)["counts"]["done"] == 2
     for name in ("hidden=8", "hidden=12"):

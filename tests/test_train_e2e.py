@@ -18,10 +18,14 @@ SCRIPT = os.path.join(HERE, "toy_run.py")
 
 
 def _run(args, devices=1, **kw):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    return subprocess.run([sys.executable, SCRIPT, *args], env=env, capture_output=True,
-                          text=True, timeout=600, **kw)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    return subprocess.run(
+        [sys.executable, SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600, **kw
+    )
 
 
 def test_sharded_over_4_devices_matches_1_device():
@@ -51,8 +55,12 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
 
     env = dict(os.environ, JAX_PLATFORMS="cpu")
-    proc = subprocess.Popen([sys.executable, SCRIPT, "train", kill_dir, str(steps), str(every)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "train", kill_dir, str(steps), str(every)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     ckpt = os.path.join(kill_dir, "checkpoints")
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:  # kill once step 15 is saved
@@ -79,8 +87,11 @@ def test_sigkill_and_resume_is_bitwise_identical(tmp_path):
     assert final["test_accuracy"] == ref_final["test_accuracy"]
     assert final["test_loss"] == ref_final["test_loss"]
     # metrics.jsonl of the resumed run holds each step once
-    steps_logged = [json.loads(l)["step"] for l in open(os.path.join(kill_dir, "metrics.jsonl"))
-                    if json.loads(l)["split"] == "train"]
+    steps_logged = [
+        json.loads(l)["step"]
+        for l in open(os.path.join(kill_dir, "metrics.jsonl"))
+        if json.loads(l)["split"] == "train"
+    ]
     assert steps_logged == sorted(set(steps_logged)) == list(range(1, steps + 1))
 
 
@@ -90,10 +101,16 @@ def test_two_vmapped_seeds_on_4_devices_match_1_device(tmp_path):
     script = os.path.join(HERE, "toy_seeds.py")
     outs = {}
     for n in (1, 4):
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}",
-                   JAX_PLATFORMS="cpu")
-        r = subprocess.run([sys.executable, script, str(tmp_path / f"d{n}_s"), "6", "0,1"],
-                           env=env, capture_output=True, text=True, timeout=600)
+        env = dict(
+            os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu"
+        )
+        r = subprocess.run(
+            [sys.executable, script, str(tmp_path / f"d{n}_s"), "6", "0,1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         outs[n] = json.loads(r.stdout.strip().splitlines()[-1])
     assert outs[1]["devices"] == 1 and outs[4]["devices"] == 4

@@ -16,8 +16,9 @@ from rnnbench.transducer import rnnt_loss
 
 def _compositions(total: int, parts: int, cap: int):
     """Per-frame label counts (c_0 .. c_{parts-1}), each <= cap, summing to total."""
-    return [c for c in itertools.product(range(min(total, cap) + 1), repeat=parts)
-            if sum(c) == total]
+    return [
+        c for c in itertools.product(range(min(total, cap) + 1), repeat=parts) if sum(c) == total
+    ]
 
 
 def _log_softmax(x):
@@ -71,29 +72,34 @@ def _padded_batch(rng, blank=0):
     labels[1, 0] = non_blank[1]
     logits = rng.normal(size=(3, t_max, u_max + 1, v)) * 2.0
     for i in range(3):
-        logits[i, lengths[i]:] = np.nan
-        logits[i, :, label_lengths[i] + 1:] = np.nan
-    return (jnp.asarray(logits, jnp.float32), jnp.asarray(lengths), jnp.asarray(labels),
-            jnp.asarray(label_lengths))
+        logits[i, lengths[i] :] = np.nan
+        logits[i, :, label_lengths[i] + 1 :] = np.nan
+    return (
+        jnp.asarray(logits, jnp.float32),
+        jnp.asarray(lengths),
+        jnp.asarray(labels),
+        jnp.asarray(label_lengths),
+    )
 
 
 @pytest.mark.parametrize("blank", [0, 2])
 def test_loss_value_and_gradient_match_brute_force_with_padding(blank):
     logits, lengths, labels, label_lengths = _padded_batch(np.random.default_rng(0), blank)
-    loss, grad = jax.value_and_grad(lambda x: rnnt_loss(x, lengths, labels, label_lengths,
-                                                        blank).sum())(logits)
+    loss, grad = jax.value_and_grad(
+        lambda x: rnnt_loss(x, lengths, labels, label_lengths, blank).sum()
+    )(logits)
     per_seq = rnnt_loss(logits, lengths, labels, label_lengths, blank)
     assert bool(jnp.all(jnp.isfinite(grad)))
     for i in range(3):
         t, u = int(lengths[i]), int(label_lengths[i])
         lab = [int(y) for y in labels[i, :u]]
-        valid = logits[i, :t, :u + 1]
+        valid = logits[i, :t, : u + 1]
         want, want_grad = _brute_nll_and_grad(valid, lab, blank)
         np.testing.assert_allclose(per_seq[i], want, rtol=1e-5)
-        np.testing.assert_allclose(grad[i, :t, :u + 1], want_grad, atol=2e-6)
+        np.testing.assert_allclose(grad[i, :t, : u + 1], want_grad, atol=2e-6)
         # padding: exactly zero gradient, even though those logits are NaN
         pad = np.ones(grad.shape[1:], bool)
-        pad[:t, :u + 1] = False
+        pad[:t, : u + 1] = False
         assert np.all(np.asarray(grad[i])[pad] == 0.0)
     np.testing.assert_allclose(loss, per_seq.sum(), rtol=1e-6)
 
@@ -104,11 +110,11 @@ def test_loss_without_labels_is_the_all_blank_path():
     lengths = jnp.array([3, 2])
     labels, label_lengths = jnp.zeros((2, 0), jnp.int32), jnp.zeros((2,), jnp.int32)
     loss, grad = jax.value_and_grad(lambda x: rnnt_loss(x, lengths, labels, label_lengths).sum())(
-        logits)
+        logits
+    )
     blank_lp = np.asarray(jax.nn.log_softmax(logits, -1)[..., 0, 0])  # [2, 3]
     want = [-blank_lp[0].sum(), -blank_lp[1, :2].sum()]
-    np.testing.assert_allclose(rnnt_loss(logits, lengths, labels, label_lengths), want,
-                               rtol=1e-6)
+    np.testing.assert_allclose(rnnt_loss(logits, lengths, labels, label_lengths), want, rtol=1e-6)
     np.testing.assert_allclose(loss, sum(want), rtol=1e-6)
     # d(-log softmax_0)/dlogits = softmax - onehot(0) on valid frames, 0 on the padded one
     p = np.asarray(jax.nn.softmax(logits, -1))[:, :, 0]
@@ -152,8 +158,8 @@ def test_loss_matches_float64_forward_backward_on_longer_sharp_sequences():
     logits = rng.normal(size=(1, t, u + 1, v)) * 8.0  # peaked distributions
     labels = rng.integers(1, v, size=(1, u))
     loss, grad = jax.value_and_grad(
-        lambda x: rnnt_loss(x, jnp.array([t]), jnp.asarray(labels), jnp.array([u])).sum())(
-        jnp.asarray(logits, jnp.float32))
+        lambda x: rnnt_loss(x, jnp.array([t]), jnp.asarray(labels), jnp.array([u])).sum()
+    )(jnp.asarray(logits, jnp.float32))
     want, want_grad = _alpha_beta_nll_and_grad(logits[0], labels[0])
     np.testing.assert_allclose(loss, want, rtol=1e-5)
     np.testing.assert_allclose(grad[0], want_grad, atol=1e-4)
@@ -169,7 +175,8 @@ def test_loss_under_jit_and_vmap_matches_eager():
     # a leading model axis, as the training loop's vmapped seeds have
     stacked = jnp.stack([logits, 2.0 * logits])
     losses, grads = jax.jit(jax.vmap(fn, in_axes=(0, None, None, None)))(
-        stacked, lengths, labels, label_lengths)
+        stacked, lengths, labels, label_lengths
+    )
     np.testing.assert_allclose(losses[0], want, rtol=1e-6)
     np.testing.assert_allclose(grads[0], want_grad, atol=1e-7)
     want2, want_grad2 = fn(2.0 * logits, lengths, labels, label_lengths)
@@ -181,32 +188,41 @@ def test_loss_of_a_sequence_without_frames_under_jit_is_inf_with_zero_gradient()
     logits, lengths, labels, label_lengths = _padded_batch(np.random.default_rng(5))
     logits = jnp.nan_to_num(logits)
     lengths = lengths.at[1].set(0)  # only possible under jit: concrete lengths are checked
-    per_seq, vjp = jax.vjp(lambda x: jax.jit(rnnt_loss)(x, lengths, labels, label_lengths),
-                           logits)
+    per_seq, vjp = jax.vjp(lambda x: jax.jit(rnnt_loss)(x, lengths, labels, label_lengths), logits)
     (grad,) = vjp(jnp.ones(3))
     per_seq = np.asarray(per_seq)
     assert np.isinf(per_seq[1]) and np.all(np.isfinite(per_seq[[0, 2]]))
     assert np.all(grad[1] == 0.0) and bool(jnp.all(jnp.isfinite(grad)))
-    np.testing.assert_allclose(per_seq[[0, 2]], rnnt_loss(
-        logits[::2], lengths[::2], labels[::2], label_lengths[::2]), rtol=1e-6)
+    np.testing.assert_allclose(
+        per_seq[[0, 2]],
+        rnnt_loss(logits[::2], lengths[::2], labels[::2], label_lengths[::2]),
+        rtol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("change, name", [
-    (lambda a: {**a, "joint_logits": a["joint_logits"][0]}, "joint_logits"),
-    (lambda a: {**a, "labels": a["labels"][:, :1]}, "labels"),
-    (lambda a: {**a, "logit_lengths": a["logit_lengths"][:2]}, "logit_lengths"),
-    (lambda a: {**a, "label_lengths": a["label_lengths"][None]}, "label_lengths"),
-    (lambda a: {**a, "logit_lengths": jnp.array([4, 2, 1])}, "logit_lengths"),
-    (lambda a: {**a, "logit_lengths": jnp.array([3, 0, 1])}, "logit_lengths"),
-    (lambda a: {**a, "label_lengths": jnp.array([3, 1, 0])}, "label_lengths"),
-    (lambda a: {**a, "labels": jnp.array([[1, 0], [2, 0], [0, 0]])}, "labels"),
-    (lambda a: {**a, "labels": jnp.array([[1, 3], [2, 0], [0, 0]])}, "labels"),
-    (lambda a: {**a, "blank_id": 3}, "blank_id"),
-])
+@pytest.mark.parametrize(
+    "change, name",
+    [
+        (lambda a: {**a, "joint_logits": a["joint_logits"][0]}, "joint_logits"),
+        (lambda a: {**a, "labels": a["labels"][:, :1]}, "labels"),
+        (lambda a: {**a, "logit_lengths": a["logit_lengths"][:2]}, "logit_lengths"),
+        (lambda a: {**a, "label_lengths": a["label_lengths"][None]}, "label_lengths"),
+        (lambda a: {**a, "logit_lengths": jnp.array([4, 2, 1])}, "logit_lengths"),
+        (lambda a: {**a, "logit_lengths": jnp.array([3, 0, 1])}, "logit_lengths"),
+        (lambda a: {**a, "label_lengths": jnp.array([3, 1, 0])}, "label_lengths"),
+        (lambda a: {**a, "labels": jnp.array([[1, 0], [2, 0], [0, 0]])}, "labels"),
+        (lambda a: {**a, "labels": jnp.array([[1, 3], [2, 0], [0, 0]])}, "labels"),
+        (lambda a: {**a, "blank_id": 3}, "blank_id"),
+    ],
+)
 def test_loss_bad_input_raises_naming_the_argument(change, name):
     logits, lengths, labels, label_lengths = _padded_batch(np.random.default_rng(4))
-    args = {"joint_logits": logits, "logit_lengths": lengths, "labels": labels,
-            "label_lengths": label_lengths}
+    args = {
+        "joint_logits": logits,
+        "logit_lengths": lengths,
+        "labels": labels,
+        "label_lengths": label_lengths,
+    }
     with pytest.raises(ValueError, match=name):
         rnnt_loss(**change(args))
 
@@ -222,15 +238,29 @@ _beam = nnx.jit(transducer.beam_decode, static_argnames=("beam", "max_symbols_pe
 @nnx.jit(static_argnames=("beam", "max_symbols_per_step"))
 def _beam_search(model, feats, lengths, *, beam, max_symbols_per_step):
     enc, enc_lengths = model.encoder(feats, lengths)
-    return transducer.beam_search(model.prediction, model.joint, enc, enc_lengths, beam=beam,
-                                  max_symbols_per_step=max_symbols_per_step)
+    return transducer.beam_search(
+        model.prediction,
+        model.joint,
+        enc,
+        enc_lengths,
+        beam=beam,
+        max_symbols_per_step=max_symbols_per_step,
+    )
 
 
 def _model(seed=0, num_classes=2, cell="lstm", sharpen=4.0, **extra):
-    cfg = {"kind": "transducer", "cell": cell, "hidden": 8, "layers": 1, "bidirectional": False,
-           "pred_hidden": 6, "pred_embed": 5, "joint_dim": 7, **extra}
-    model = transducer.Transducer(cfg, num_features=3, num_classes=num_classes,
-                                  rngs=nnx.Rngs(seed))
+    cfg = {
+        "kind": "transducer",
+        "cell": cell,
+        "hidden": 8,
+        "layers": 1,
+        "bidirectional": False,
+        "pred_hidden": 6,
+        "pred_embed": 5,
+        "joint_dim": 7,
+        **extra,
+    }
+    model = transducer.Transducer(cfg, num_features=3, num_classes=num_classes, rngs=nnx.Rngs(seed))
     model.joint.out.kernel[...] = model.joint.out.kernel[...] * sharpen  # less uniform outputs
     return model
 
@@ -259,15 +289,15 @@ def test_prediction_network_steps_match_the_sequence_call(cell, layers):
 
 
 def test_transducer_forward_shapes_loss_and_gradient():
-    model = _model(frontend={"channels": 4, "kernel": 3, "stride": 2}, pred_cell="gru",
-                   pred_layers=2)
+    model = _model(
+        frontend={"channels": 4, "kernel": 3, "stride": 2}, pred_cell="gru", pred_layers=2
+    )
     feats, lengths = _feats(0, 2, 7), jnp.array([7, 4])
     labels, label_lengths = jnp.array([[1, 2, 2], [2, 0, 0]]), jnp.array([3, 1])
     graphdef, params = nnx.split(model, nnx.Param)
 
     def loss_fn(params):
-        lg, ax = nnx.merge(graphdef, params)(feats, lengths, labels=labels,
-                                             key=jax.random.key(0))
+        lg, ax = nnx.merge(graphdef, params)(feats, lengths, labels=labels, key=jax.random.key(0))
         return rnnt_loss(lg, ax["lengths"], labels, label_lengths).mean(), (lg, ax)
 
     (loss, (logits, aux)), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(params)
@@ -282,6 +312,7 @@ def test_transducer_forward_shapes_loss_and_gradient():
 
 
 # --- decoding ----------------------------------------------------------------------------------
+
 
 class _CountingPrediction:
     """Fake prediction network whose output is one_hot(number of labels so far)."""
@@ -318,12 +349,21 @@ def test_greedy_search_known_answer_with_symbol_cap_and_padding():
     t_max, u_max, v = 4, 8, 4
     table = np.zeros((t_max, u_max, v))
     table[:, :, 0] = 1.0  # blank unless set below
-    for t, u, k in [(0, 0, 3), (0, 1, 1), (0, 2, 2),  # (0, 2) is past the cap of 2: not used
-                    (2, 2, 2), (3, 3, 3), (3, 4, 3)]:
+    for t, u, k in [
+        (0, 0, 3),
+        (0, 1, 1),
+        (0, 2, 2),  # (0, 2) is past the cap of 2: not used
+        (2, 2, 2),
+        (3, 3, 3),
+        (3, 4, 3),
+    ]:
         table[t, u, k] = 5.0
     enc = jnp.broadcast_to(jnp.eye(t_max), (2, t_max, t_max))
-    search = jax.jit(lambda enc, lengths: transducer.greedy_search(
-        _CountingPrediction(u_max), _TableJoint(table), enc, lengths, max_symbols_per_step=2))
+    search = jax.jit(
+        lambda enc, lengths: transducer.greedy_search(
+            _CountingPrediction(u_max), _TableJoint(table), enc, lengths, max_symbols_per_step=2
+        )
+    )
     tokens, lengths = search(enc, jnp.array([4, 2]))
     assert tokens.shape == (2, 8)
     np.testing.assert_array_equal(lengths, [5, 2])
@@ -340,7 +380,7 @@ def test_greedy_decode_follows_the_argmax_of_the_training_lattice():
     assert int(n.sum()) > 0
     logits, aux = _forward(model, feats, lengths, tokens)
     for i in range(3):
-        y, u = tokens[i, :int(n[i])], 0
+        y, u = tokens[i, : int(n[i])], 0
         for t in range(int(aux["lengths"][i])):
             for _ in range(m):
                 k = int(jnp.argmax(logits[i, t, u]))
@@ -349,12 +389,15 @@ def test_greedy_decode_follows_the_argmax_of_the_training_lattice():
                 assert k == int(y[u])
                 u += 1
         assert u == len(y)
-        assert np.all(np.asarray(tokens[i, len(y):]) == 0)
+        assert np.all(np.asarray(tokens[i, len(y) :]) == 0)
 
 
 def _all_label_sequences(num_classes, max_len):
-    return [y for n in range(max_len + 1)
-            for y in itertools.product(range(1, num_classes + 1), repeat=n)]
+    return [
+        y
+        for n in range(max_len + 1)
+        for y in itertools.product(range(1, num_classes + 1), repeat=n)
+    ]
 
 
 def _restricted_log_probs(model, feats, lengths, ys, max_symbols):
@@ -362,16 +405,20 @@ def _restricted_log_probs(model, feats, lengths, ys, max_symbols):
     max_symbols labels per frame, for each label sequence in ys."""
     labels = np.zeros((len(ys), max(1, max(len(y) for y in ys))), np.int32)
     for i, y in enumerate(ys):
-        labels[i, :len(y)] = y
+        labels[i, : len(y)] = y
     rep = lambda a: jnp.repeat(a, len(ys), axis=0)
     logits, aux = _forward(model, rep(feats), rep(lengths), jnp.asarray(labels))
     logp, t = _log_softmax(logits), int(aux["lengths"][0])
-    return np.array([_brute_log_prob(logp[i], list(y), _compositions(len(y), t, max_symbols))
-                     for i, y in enumerate(ys)])
+    return np.array(
+        [
+            _brute_log_prob(logp[i], list(y), _compositions(len(y), t, max_symbols))
+            for i, y in enumerate(ys)
+        ]
+    )
 
 
 def _row(tokens, length):
-    return tuple(int(x) for x in tokens[:int(length)])
+    return tuple(int(x) for x in tokens[: int(length)])
 
 
 def test_exhaustive_beam_search_is_exact_and_finds_the_best_labels():
@@ -383,8 +430,11 @@ def test_exhaustive_beam_search_is_exact_and_finds_the_best_labels():
     ys = _all_label_sequences(2, t * m)  # 31
     brute = _restricted_log_probs(model, feats, lengths, ys, m)
     tokens, n, scores = _beam_search(model, feats, lengths, beam=beam, max_symbols_per_step=m)
-    got = {_row(tokens[0, j], n[0, j]): float(scores[0, j])
-           for j in range(beam) if np.isfinite(float(scores[0, j]))}
+    got = {
+        _row(tokens[0, j], n[0, j]): float(scores[0, j])
+        for j in range(beam)
+        if np.isfinite(float(scores[0, j]))
+    }
     assert len(got) == len(ys)
     for y, s in zip(ys, brute):
         np.testing.assert_allclose(got[y], s, rtol=1e-5)
@@ -403,8 +453,9 @@ def test_beam_of_four_scores_at_least_greedy():
         g_tok, g_len = _greedy(model, feats, lengths, max_symbols_per_step=1)
         b_tok, b_len = _beam(model, feats, lengths, beam=4, max_symbols_per_step=1)
         for i in range(2):
-            scores = dict(zip(ys, _restricted_log_probs(model, feats[i:i + 1],
-                                                        lengths[i:i + 1], ys, 1)))
+            scores = dict(
+                zip(ys, _restricted_log_probs(model, feats[i : i + 1], lengths[i : i + 1], ys, 1))
+            )
             y_g, y_b = _row(g_tok[i], g_len[i]), _row(b_tok[i], b_len[i])
             assert scores[y_b] == max(scores.values())
             assert scores[y_b] >= scores[y_g]
@@ -433,8 +484,10 @@ def test_decoding_in_a_jitted_eval_step_is_batched_and_ignores_padding():
     @jax.jit
     def decode(params, feats, lengths):
         m = nnx.merge(graphdef, params)
-        return (transducer.greedy_decode(m, feats, lengths, max_symbols_per_step=2),
-                transducer.beam_decode(m, feats, lengths, beam=3, max_symbols_per_step=2))
+        return (
+            transducer.greedy_decode(m, feats, lengths, max_symbols_per_step=2),
+            transducer.beam_decode(m, feats, lengths, beam=3, max_symbols_per_step=2),
+        )
 
     feats, lengths = _feats(4, 3, 5), jnp.array([5, 2, 4])
     (g_tok, g_len), (b_tok, b_len) = decode(params, feats, lengths)
@@ -449,16 +502,23 @@ def test_decoding_in_a_jitted_eval_step_is_batched_and_ignores_padding():
         assert _row(b_tok[i], b_len[i]) == _row(b2[j], bl2[j])
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"feats": jnp.zeros((5, 3))}, "feats"),
-    ({"lengths": jnp.array([5, 5])}, "lengths"),
-    ({"beam": 0}, "beam"),
-    ({"max_symbols_per_step": 0}, "max_symbols_per_step"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"feats": jnp.zeros((5, 3))}, "feats"),
+        ({"lengths": jnp.array([5, 5])}, "lengths"),
+        ({"beam": 0}, "beam"),
+        ({"max_symbols_per_step": 0}, "max_symbols_per_step"),
+    ],
+)
 def test_decoding_bad_input_raises_naming_the_argument(kwargs, name):
     model = _model()
-    args = {"feats": _feats(0, 1, 5), "lengths": jnp.array([5]), "beam": 2,
-            "max_symbols_per_step": 1}
+    args = {
+        "feats": _feats(0, 1, 5),
+        "lengths": jnp.array([5]),
+        "beam": 2,
+        "max_symbols_per_step": 1,
+    }
     args.update(kwargs)
     with pytest.raises(ValueError, match=name):
         transducer.beam_decode(model, **args)
@@ -473,7 +533,7 @@ def test_a_small_transducer_learns_to_transcribe_a_toy_task():
     """Each label is a distinct feature pattern held for 2 frames, with silence between; after
     training, greedy and beam decoding give the labels back on new sequences."""
     num_classes, feat = 3, 4
-    patterns = np.eye(feat)[1:num_classes + 1] * 3.0  # label k -> pattern k; silence = 0
+    patterns = np.eye(feat)[1 : num_classes + 1] * 3.0  # label k -> pattern k; silence = 0
 
     def sample(rng, batch, u_max=3):
         lengths_u = rng.integers(1, u_max + 1, size=batch)
@@ -482,15 +542,25 @@ def test_a_small_transducer_learns_to_transcribe_a_toy_task():
         for i, n in enumerate(lengths_u):
             labels[i, :n] = rng.integers(1, num_classes + 1, size=n)
             for j, k in enumerate(labels[i, :n]):
-                feats[i, 3 * j + 1:3 * j + 3] = patterns[k - 1]
+                feats[i, 3 * j + 1 : 3 * j + 3] = patterns[k - 1]
         feats += rng.normal(scale=0.1, size=feats.shape).astype(np.float32)
-        return (jnp.asarray(feats), jnp.full((batch,), feats.shape[1]), jnp.asarray(labels),
-                jnp.asarray(lengths_u))
+        return (
+            jnp.asarray(feats),
+            jnp.full((batch,), feats.shape[1]),
+            jnp.asarray(labels),
+            jnp.asarray(lengths_u),
+        )
 
-    cfg = {"kind": "transducer", "cell": "gru", "hidden": 16, "layers": 1,
-           "bidirectional": True, "pred_hidden": 16, "joint_dim": 16}
-    model = transducer.Transducer(cfg, num_features=feat, num_classes=num_classes,
-                                  rngs=nnx.Rngs(0))
+    cfg = {
+        "kind": "transducer",
+        "cell": "gru",
+        "hidden": 16,
+        "layers": 1,
+        "bidirectional": True,
+        "pred_hidden": 16,
+        "joint_dim": 16,
+    }
+    model = transducer.Transducer(cfg, num_features=feat, num_classes=num_classes, rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(model, nnx.Param)
     tx = optax.adam(1e-2)
     opt_state = tx.init(params)
@@ -500,6 +570,7 @@ def test_a_small_transducer_learns_to_transcribe_a_toy_task():
         def loss_fn(p):
             logits, aux = nnx.merge(graphdef, p)(feats, lengths, labels=labels)
             return rnnt_loss(logits, aux["lengths"], labels, label_lengths).mean()
+
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
@@ -508,8 +579,9 @@ def test_a_small_transducer_learns_to_transcribe_a_toy_task():
     losses = []
     for _ in range(150):
         feats, lengths, labels, label_lengths = sample(rng, 16)
-        params, opt_state, loss = train_step(params, opt_state, feats, lengths, labels,
-                                             label_lengths)
+        params, opt_state, loss = train_step(
+            params, opt_state, feats, lengths, labels, label_lengths
+        )
         losses.append(float(loss))
     assert np.mean(losses[-10:]) < 0.1 * np.mean(losses[:10])
     nnx.update(model, params)

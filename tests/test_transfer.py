@@ -27,6 +27,7 @@ def _write_wav(path, x):
 
 # ----------------------------------------------------------------------------- augment.py
 
+
 @pytest.mark.parametrize("fn", [A.speed, A.vtlp, A.reverberate, A.channel])
 def test_augmentations_are_pure_functions_of_the_generator(fn):
     x = _tone() + 0.01 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
@@ -82,9 +83,9 @@ def test_bandwidth_empties_the_band_above_the_recording_rate():
 def test_room_impulse_response_decays_and_keeps_the_peak():
     h = A.room_impulse_response(np.random.default_rng(0))
     assert h[0] == 1.0 and h.shape[0] >= 0.1 * SAMPLE_RATE - 1
-    tail = h[len(h) // 2:]
-    early = h[int(0.01 * SAMPLE_RATE): int(0.01 * SAMPLE_RATE) + len(tail)]
-    assert np.sqrt(np.mean(tail ** 2)) < 0.5 * np.sqrt(np.mean(early ** 2))
+    tail = h[len(h) // 2 :]
+    early = h[int(0.01 * SAMPLE_RATE) : int(0.01 * SAMPLE_RATE) + len(tail)]
+    assert np.sqrt(np.mean(tail**2)) < 0.5 * np.sqrt(np.mean(early**2))
     x = _tone()
     y = A.reverberate(np.random.default_rng(0), x)
     assert y.shape[0] == x.shape[0] + h.shape[0] - 1
@@ -93,6 +94,7 @@ def test_room_impulse_response_decays_and_keeps_the_peak():
 
 def test_butterworth_sections_match_scipy():
     import scipy.signal
+
     for kind, f0, order in (("lowpass", 3800.0, 6), ("highpass", 120.0, 2)):
         mine = np.concatenate(A._butterworth(kind, f0, order))
         ref = scipy.signal.butter(order, f0, kind, fs=SAMPLE_RATE, output="sos")
@@ -106,7 +108,7 @@ def test_background_noise_kinds_and_recordings():
     kinds = []
     for s in range(30):
         x = A.background(np.random.default_rng(s), 16000, bank=bank)
-        assert x.shape == (16000,) and np.isclose(np.sqrt(np.mean(x ** 2)), 1.0, rtol=1e-3)
+        assert x.shape == (16000,) and np.isclose(np.sqrt(np.mean(x**2)), 1.0, rtol=1e-3)
         kind = ["coloured", "modulated", "recorded"][np.random.default_rng(s).integers(3)]
         ramp = np.diff(x)  # a recording's segment is a piece of the ramp: constant steps
         assert np.allclose(ramp, ramp[0], rtol=1e-2) == (kind == "recorded"), (s, kind)
@@ -143,14 +145,16 @@ class _FakeESpeak:
 def test_babble_talkers_come_from_the_clip_split_voices():
     es = _FakeESpeak()
     for i in range(30):
-        clip = synth._command_clip(es, 0, 0, i, "yes", synth.CLASSES_12, "m1",
-                                   ("noise",), ("m1", "f2", "klatt"), None)
+        clip = synth._command_clip(
+            es, 0, 0, i, "yes", synth.CLASSES_12, "m1", ("noise",), ("m1", "f2", "klatt"), None
+        )
         assert clip.dtype == np.int16 and clip.shape == (SAMPLE_RATE,)
     assert len(es.variants_used) > 30  # babble rendered extra talkers
     assert set(es.variants_used) <= {"m1", "f2", "klatt"} and len(set(es.variants_used)) > 1
 
 
 # ----------------------------------------------------------------------------- the corpus
+
 
 @pytest.fixture(scope="module")
 def noise_dir(tmp_path_factory):
@@ -172,12 +176,20 @@ def test_each_option_changes_clips_deterministically(option, noise_dir):
     gives other bytes than no option, for a word and for a silence clip."""
     voices = ("m1", "f2")
 
-    i = 7 if option != "bandwidth" else next(  # bandwidth leaves half the clips as they are
-        i for i in range(20) if np.random.default_rng([4, 0, i, A.AUGMENT_STREAM]).random() >= 0.5)
+    i = (
+        7
+        if option != "bandwidth"
+        else next(  # bandwidth leaves half the clips as they are
+            i
+            for i in range(20)
+            if np.random.default_rng([4, 0, i, A.AUGMENT_STREAM]).random() >= 0.5
+        )
+    )
 
     def clip(cls, augment, nd=None):
-        return synth._command_clip(_FakeESpeak(), 4, 0, i, cls, synth.CLASSES_12, "m1", augment,
-                                   voices, nd)
+        return synth._command_clip(
+            _FakeESpeak(), 4, 0, i, cls, synth.CLASSES_12, "m1", augment, voices, nd
+        )
 
     for cls in ("yes", "_silence_"):
         if cls == "_silence_" and option in ("intonation", "speed", "vtlp", "rir"):
@@ -192,15 +204,15 @@ def test_each_option_changes_clips_deterministically(option, noise_dir):
 
 
 @pytest.mark.slow
-def test_augmented_corpus_deterministic_voice_disjoint_and_cached(tmp_path, noise_dir,
-                                                                 monkeypatch):
+def test_augmented_corpus_deterministic_voice_disjoint_and_cached(tmp_path, noise_dir, monkeypatch):
     monkeypatch.setattr(synth, "BLOCK", SIZES["train_size"])  # as 12,000 train clips in 6 blocks
     opts = dict(protocol=12, seed=2, **SIZES)
     aug = ("channel", "noise", "rir", "speed", "vtlp", "intonation")
     base = synth.synth_commands(cache_dir=tmp_path, **opts)
     first = synth.synth_commands(cache_dir=tmp_path, augment=aug, noise_dir=noise_dir, **opts)
-    again = synth.synth_commands(use_cache=False, augment=",".join(reversed(aug)),
-                                 noise_dir=noise_dir, **opts)
+    again = synth.synth_commands(
+        use_cache=False, augment=",".join(reversed(aug)), noise_dir=noise_dir, **opts
+    )
     assert _bytes(first) == _bytes(again)  # same spec -> same bytes (fresh build, any order)
     for s in synth.SPLITS:  # same clips (labels, voices), other audio
         assert np.array_equal(first.splits[s].labels, base.splits[s].labels)
@@ -221,11 +233,24 @@ def test_cache_key_includes_options_and_default_key_unchanged(tmp_path, noise_di
         return {}
 
     monkeypatch.setattr(synth, "cached_splits", no_build)
-    for kw in ({}, {"augment": "rir"}, {"augment": ("speed", "rir")},
-               {"augment": ("rir", "speed")}, {"augment": "noise", "noise_dir": noise_dir}):
+    for kw in (
+        {},
+        {"augment": "rir"},
+        {"augment": ("speed", "rir")},
+        {"augment": ("rir", "speed")},
+        {"augment": "noise", "noise_dir": noise_dir},
+    ):
         synth.synth_commands(protocol=12, seed=0, **SIZES, **kw)
-    assert specs[0] == {"name": "synth_commands", "recipe": synth.RECIPE_VERSION, "block": synth.BLOCK,
-                            "protocol": 12, "seed": 0, "train": 24, "validation": 12, "test": 12}  # as before
+    assert specs[0] == {
+        "name": "synth_commands",
+        "recipe": synth.RECIPE_VERSION,
+        "block": synth.BLOCK,
+        "protocol": 12,
+        "seed": 0,
+        "train": 24,
+        "validation": 12,
+        "test": 12,
+    }  # as before
     assert specs[1]["augment"] == ["rir"] and specs[1]["augment_version"] == A.VERSION
     assert specs[4]["noise_files"] == A.noise_digest(noise_dir)
     keys = [synth.cache_path("synth_commands", sp, tmp_path) for sp in specs]
@@ -241,11 +266,14 @@ def test_noise_digest_follows_file_contents(tmp_path):
 
 # ----------------------------------------------------------------------------- transfer.py
 
+
 def test_fsdd_digits_map_to_the_35_command_words():
     targets = transfer.fsdd_targets(np.arange(10), synth.WORDS_35)
     assert [synth.WORDS_35[t] for t in targets] == DIGIT_WORDS
     assert transfer.fsdd_targets([7, 0], synth.WORDS_35).tolist() == [
-        synth.WORDS_35.index("seven"), synth.WORDS_35.index("zero")]
+        synth.WORDS_35.index("seven"),
+        synth.WORDS_35.index("zero"),
+    ]
     with pytest.raises(ValueError, match="35-word model"):
         transfer.fsdd_targets([1], synth.CLASSES_12)
 
@@ -254,10 +282,10 @@ def test_accuracy_over_all_words_and_over_the_digit_words():
     digits = [synth.WORDS_35.index(w) for w in DIGIT_WORDS]
     logits = np.zeros((3, 35))
     target = transfer.fsdd_targets([3, 3, 5], synth.WORDS_35)
-    logits[0, target[0]] = 2.0                                # right
-    logits[1, synth.WORDS_35.index("marvin")] = 3.0          # a non-digit wins overall ...
-    logits[1, target[1]] = 1.0                               # ... the right digit among digits
-    logits[2, synth.WORDS_35.index("four")] = 1.0            # a wrong digit
+    logits[0, target[0]] = 2.0  # right
+    logits[1, synth.WORDS_35.index("marvin")] = 3.0  # a non-digit wins overall ...
+    logits[1, target[1]] = 1.0  # ... the right digit among digits
+    logits[2, synth.WORDS_35.index("four")] = 1.0  # a wrong digit
     assert transfer.accuracies(logits, target) == (1, 3)
     assert transfer.accuracies(logits, target, digits) == (2, 3)
 
@@ -289,15 +317,21 @@ def test_scores_of_35_and_12_class_models():
 
 def test_speech_commands_labels_follow_synth_commands_classes(tmp_path):
     clip = 0.1 * np.sin(np.arange(SAMPLE_RATE) * 0.05)
-    files = {"yes": ["a_nohash_0", "b_nohash_0"], "seven": ["a_nohash_1"], "wow": ["c_nohash_0"],
-             "dog": ["d_nohash_0"], "hello": ["e_nohash_0"]}
+    files = {
+        "yes": ["a_nohash_0", "b_nohash_0"],
+        "seven": ["a_nohash_1"],
+        "wow": ["c_nohash_0"],
+        "dog": ["d_nohash_0"],
+        "hello": ["e_nohash_0"],
+    }
     for word, names in files.items():
         for n in names:
             _write_wav(str(tmp_path / word / f"{n}.wav"), clip)
     _write_wav(str(tmp_path / "_background_noise_" / "white.wav"), 0.01 * np.ones(20000))
     (tmp_path / "validation_list.txt").write_text("")
-    (tmp_path / "testing_list.txt").write_text("yes/a_nohash_0.wav\nseven/a_nohash_1.wav\n"
-                                               "wow/c_nohash_0.wav\nhello/e_nohash_0.wav\n")
+    (tmp_path / "testing_list.txt").write_text(
+        "yes/a_nohash_0.wav\nseven/a_nohash_1.wav\nwow/c_nohash_0.wav\nhello/e_nohash_0.wav\n"
+    )
     p35 = transfer.load_speech_commands(str(tmp_path), 35)["test"]
     assert sorted(synth.WORDS_35[i] for i in p35[1]) == ["seven", "wow", "yes"]  # not "hello"
     assert len(p35[0]) == 3
@@ -309,25 +343,63 @@ def test_speech_commands_labels_follow_synth_commands_classes(tmp_path):
 def _fake_result():
     def pct(c, t):
         return {"correct": c, "total": t, "accuracy": c / t}
+
     rows = [
-        {"name": "default", "protocol": 35, "augment": "", "mel_warp": 0.0,
-         "synthetic_test": pct(1100, 1200), "corpus_s": 61.2,
-         "scores": {"fsdd_test_35": pct(150, 300), "fsdd_test_digits": pct(210, 300),
-                    "fsdd_all_35": pct(1500, 3000), "fsdd_all_digits": pct(2000, 3000)}},
-        {"name": "all", "protocol": 35, "augment": "rir,speed", "mel_warp": 0.1,
-         "synthetic_test": pct(1000, 1200), "corpus_s": None,
-         "scores": {"fsdd_test_35": pct(240, 300), "fsdd_test_digits": pct(282, 300),
-                    "fsdd_all_35": pct(2400, 3000), "fsdd_all_digits": pct(2800, 3000)}},
-        {"name": "default", "protocol": 12, "augment": "", "mel_warp": 0.0,
-         "synthetic_test": pct(1140, 1200), "corpus_s": 50.0,
-         "scores": {"fsdd_test_unknown": pct(270, 300), "fsdd_all_unknown": pct(2700, 3000)}},
+        {
+            "name": "default",
+            "protocol": 35,
+            "augment": "",
+            "mel_warp": 0.0,
+            "synthetic_test": pct(1100, 1200),
+            "corpus_s": 61.2,
+            "scores": {
+                "fsdd_test_35": pct(150, 300),
+                "fsdd_test_digits": pct(210, 300),
+                "fsdd_all_35": pct(1500, 3000),
+                "fsdd_all_digits": pct(2000, 3000),
+            },
+        },
+        {
+            "name": "all",
+            "protocol": 35,
+            "augment": "rir,speed",
+            "mel_warp": 0.1,
+            "synthetic_test": pct(1000, 1200),
+            "corpus_s": None,
+            "scores": {
+                "fsdd_test_35": pct(240, 300),
+                "fsdd_test_digits": pct(282, 300),
+                "fsdd_all_35": pct(2400, 3000),
+                "fsdd_all_digits": pct(2800, 3000),
+            },
+        },
+        {
+            "name": "default",
+            "protocol": 12,
+            "augment": "",
+            "mel_warp": 0.0,
+            "synthetic_test": pct(1140, 1200),
+            "corpus_s": 50.0,
+            "scores": {"fsdd_test_unknown": pct(270, 300), "fsdd_all_unknown": pct(2700, 3000)},
+        },
     ]
-    return {"command": "python -m experiments.transfer --workdir=runs/t", "out": "results/t",
-            "provenance_line": "2026-01-01 00:00 UTC; commit abc", "rows": rows,
-            "reference": {"fsdd_test_digits": pct(291, 300)}, "speech_commands_dir": None,
-            "settings": {"variant": "gru", "hidden": 128, "num_steps": 800, "batch_size": 64,
-                         "seed": 0, "sizes": "12,000 / 1,200 / 1,200",
-                         "full_size_command": "python -m experiments.train ..."}}
+    return {
+        "command": "python -m experiments.transfer --workdir=runs/t",
+        "out": "results/t",
+        "provenance_line": "2026-01-01 00:00 UTC; commit abc",
+        "rows": rows,
+        "reference": {"fsdd_test_digits": pct(291, 300)},
+        "speech_commands_dir": None,
+        "settings": {
+            "variant": "gru",
+            "hidden": 128,
+            "num_steps": 800,
+            "batch_size": 64,
+            "seed": 0,
+            "sizes": "12,000 / 1,200 / 1,200",
+            "full_size_command": "python -m experiments.train ...",
+        },
+    }
 
 
 def test_table_renders_from_a_result_set():
@@ -339,8 +411,10 @@ def test_table_renders_from_a_result_set():
     assert "| 70.00% (210/300) | -27.00 | 50.00% | 66.67% | 50.00% | — | 61 |" in default35
     all35 = next(ln for ln in lines if ln.startswith("| all | rir,speed | 0.1 |"))
     assert "| 94.00% (282/300) | -3.00 |" in all35 and all35.endswith("| — |")
-    assert any(ln.startswith("| **FSDD-trained reference** (real speech) |") and
-               "97.00% (291/300)" in ln for ln in lines)
+    assert any(
+        ln.startswith("| **FSDD-trained reference** (real speech) |") and "97.00% (291/300)" in ln
+        for ln in lines
+    )
     assert "| default | — | — | 95.00% | 90.00% | 90.00% | — | 50 |" in md
     assert "best row `all` is 3.00 points below it: **met**" in md
     assert "Speech Commands: **not measured**" in md
@@ -360,11 +434,12 @@ def test_transfer_end_to_end_on_tiny_corpora(tmp_path, monkeypatch):
     if not fsdd_dir:
         pytest.skip("needs RNNBENCH_FSDD_DIR (real FSDD recordings)")
     from experiments.configs import transfer as tc
+
     monkeypatch.setenv("RNNBENCH_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(tc, "SIZES", {"train_size": 70, "validation_size": 35,
-                                      "test_size": 35})
-    rows, reference = transfer.measure([tc.ROWS[0]], "gru", 4, str(tmp_path / "runs"),
-                                       fsdd_dir, None)
+    monkeypatch.setattr(tc, "SIZES", {"train_size": 70, "validation_size": 35, "test_size": 35})
+    rows, reference = transfer.measure(
+        [tc.ROWS[0]], "gru", 4, str(tmp_path / "runs"), fsdd_dir, None
+    )
     assert [(r["name"], r["protocol"]) for r in rows] == [("default", 35), ("default", 12)]
     s35, s12 = rows[0]["scores"], rows[1]["scores"]
     assert s35["fsdd_test_digits"]["total"] == 300 and s35["fsdd_all_35"]["total"] == 3000
@@ -373,13 +448,22 @@ def test_transfer_end_to_end_on_tiny_corpora(tmp_path, monkeypatch):
     assert reference["fsdd_test_digits"]["total"] == 300
     again, _ = transfer.measure([tc.ROWS[0]], "gru", 4, str(tmp_path / "runs"), fsdd_dir, None)
     assert again == rows  # finished runs and their scores are reused
-    md = transfer.render({"command": "c", "out": "o", "provenance_line": "p", "rows": rows,
-                          "reference": reference, "settings": transfer.settings("gru", 4)})
+    md = transfer.render(
+        {
+            "command": "c",
+            "out": "o",
+            "provenance_line": "p",
+            "rows": rows,
+            "reference": reference,
+            "settings": transfer.settings("gru", 4),
+        }
+    )
     assert md.count("| default |") == 2 and "**FSDD-trained reference**" in md
 
 
 def test_jobs_cover_every_row_protocol_and_the_reference():
     from experiments.configs import transfer as tc
+
     plain = transfer.jobs(tc.ROWS, "gru", None, "w", "/fsdd")
     names = [(j.name, j.protocol) for j in plain]
     assert ("default", 35) in names and ("default", 12) in names and ("speed", 35) in names

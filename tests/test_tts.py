@@ -26,11 +26,27 @@ M, C = 6, 5  # mel channels; characters 1..5
 
 
 def _cfg(**kw):
-    cfg = {"cell": "lstm", "hidden": 8, "layers": 1, "bidirectional": True, "embed": 8,
-           "conv_channels": 8, "conv_layers": 2, "conv_kernel": 3, "decoder_cell": "gru",
-           "decoder_hidden": 16, "decoder_layers": 2, "prenet": (8, 8), "attention_dim": 8,
-           "loc_filters": 3, "loc_width": 5, "reduction": 2, "postnet_channels": 8,
-           "postnet_layers": 3, "postnet_kernel": 3}
+    cfg = {
+        "cell": "lstm",
+        "hidden": 8,
+        "layers": 1,
+        "bidirectional": True,
+        "embed": 8,
+        "conv_channels": 8,
+        "conv_layers": 2,
+        "conv_kernel": 3,
+        "decoder_cell": "gru",
+        "decoder_hidden": 16,
+        "decoder_layers": 2,
+        "prenet": (8, 8),
+        "attention_dim": 8,
+        "loc_filters": 3,
+        "loc_width": 5,
+        "reduction": 2,
+        "postnet_channels": 8,
+        "postnet_layers": 3,
+        "postnet_kernel": 3,
+    }
     cfg.update(kw)
     return cfg
 
@@ -72,10 +88,12 @@ def test_shapes_masking_and_padding_invariance():
         n, steps, u = mel_lengths[b], -(-mel_lengths[b] // 2), text_lengths[b]
         for k in ("mel", "mel_post"):
             np.testing.assert_allclose(out2[k][b, :n], out[k][b, :n], atol=2e-5)
-        np.testing.assert_allclose(out2["stop_logits"][b, :steps * 2],
-                                   out["stop_logits"][b, :steps * 2], atol=2e-5)
-        np.testing.assert_allclose(aux2["alignments"][b, :steps, :u],
-                                   aux["alignments"][b, :steps, :u], atol=1e-6)
+        np.testing.assert_allclose(
+            out2["stop_logits"][b, : steps * 2], out["stop_logits"][b, : steps * 2], atol=2e-5
+        )
+        np.testing.assert_allclose(
+            aux2["alignments"][b, :steps, :u], aux["alignments"][b, :steps, :u], atol=1e-6
+        )
 
 
 def test_guided_attention_known_values():
@@ -83,7 +101,7 @@ def test_guided_attention_known_values():
     anti = jnp.eye(2)[::-1][None]
     one, two = jnp.array([2]), jnp.array([2])
     assert float(tts.guided_attention_loss(eye, one, two)[0]) == pytest.approx(0.0, abs=1e-7)
-    w = 1.0 - math.exp(-0.25 / (2 * 0.2 ** 2))  # |u/U - n/N| = 0.5 off the diagonal
+    w = 1.0 - math.exp(-0.25 / (2 * 0.2**2))  # |u/U - n/N| = 0.5 off the diagonal
     assert float(tts.guided_attention_loss(anti, one, two)[0]) == pytest.approx(w / 2, rel=1e-5)
     # padded steps and characters are left out of the mean
     big = jnp.zeros((1, 3, 4)).at[0, :2, :2].set(anti[0]).at[0, 2].set(1.0)
@@ -100,8 +118,12 @@ def _loss_setup(offset: float, garbage: float):
     stop_t = tts_objective.stop_targets(jnp.array([length]), t)
     outputs = {"mel": pred, "mel_post": pred, "stop_logits": jnp.where(stop_t > 0, 30.0, -30.0)}
     align = jnp.zeros((1, t // r, 3)).at[0, jnp.arange(3), jnp.arange(3)].set(1.0)
-    aux = {"mels": target, "mel_lengths": jnp.array([length]), "alignments": align,
-           "lengths": jnp.array([3])}
+    aux = {
+        "mels": target,
+        "mel_lengths": jnp.array([length]),
+        "alignments": align,
+        "lengths": jnp.array([3]),
+    }
     return objective, outputs, aux, {"weights": jnp.ones(1)}
 
 
@@ -162,8 +184,10 @@ def test_generate_runs_under_jit_matches_teacher_forcing_and_stops(cell):
 
 def _test_signal(seconds=0.5):
     t = np.arange(int(seconds * SR)) / SR
-    return (0.3 * np.sin(2 * np.pi * (200 * t + 600 * t ** 2))
-            + 0.2 * np.sin(2 * np.pi * 1200 * t) * (t > 0.2)).astype(np.float32)
+    return (
+        0.3 * np.sin(2 * np.pi * (200 * t + 600 * t**2))
+        + 0.2 * np.sin(2 * np.pi * 1200 * t) * (t > 0.2)
+    ).astype(np.float32)
 
 
 def test_stft_is_the_features_transform_and_istft_inverts_it():
@@ -173,8 +197,9 @@ def test_stft_is_the_features_transform_and_istft_inverts_it():
     spec = vocoder.stft(x, frames)
     fb = features.mel_matrix(SR, 1024, 40, 0.0)
     ours = np.log(np.abs(np.asarray(spec)) ** 2 @ fb + features.LOG_EPS)
-    theirs, _ = features.log_mel(x[None], np.array([x.size]), n_mels=40, win_ms=50.0,
-                                 hop_ms=12.5, n_fft=1024, fmin=0.0)
+    theirs, _ = features.log_mel(
+        x[None], np.array([x.size]), n_mels=40, win_ms=50.0, hop_ms=12.5, n_fft=1024, fmin=0.0
+    )
     np.testing.assert_allclose(ours, np.asarray(theirs)[0], atol=1e-4)
     y = np.asarray(vocoder.istft(spec, frames))
     assert y.size == frames.num_samples(spec.shape[0])
@@ -189,7 +214,8 @@ def test_griffin_lim_recovers_a_known_magnitude():
     noise = np.random.default_rng(0).normal(size=x.size).astype(np.float32)
     assert vocoder.spectral_convergence(mag, 0.1 * noise, frames) > 0.9  # unrelated audio
     plain = vocoder.spectral_convergence(
-        mag, vocoder.griffin_lim(mag, frames, n_iter=40, momentum=0.0), frames)
+        mag, vocoder.griffin_lim(mag, frames, n_iter=40, momentum=0.0), frames
+    )
     fast = vocoder.spectral_convergence(mag, vocoder.griffin_lim(mag, frames, n_iter=40), frames)
     assert fast < 0.06 and fast < plain
 
@@ -209,20 +235,37 @@ def test_mel_cepstral_distortion_with_dtw():
     flat = np.tile(rng.normal(size=32), (10, 1))
     want = 10.0 / np.log(10.0) * np.sqrt(2.0) * amp / 2
     assert tts_bench.mcd_dtw(flat, flat + ripple) == pytest.approx(want, rel=1e-9)
-    np.testing.assert_allclose(tts_bench.mel_cepstrum(ripple[None])[0, [k - 1, k, k + 1]],
-                               [0.0, amp / 2, 0.0], atol=1e-12)
+    np.testing.assert_allclose(
+        tts_bench.mel_cepstrum(ripple[None])[0, [k - 1, k, k + 1]], [0.0, amp / 2, 0.0], atol=1e-12
+    )
 
 
 # ----------------------------------------------------------------------------- a tiny run
 
+
 def _tiny_config(steps=30):
     c = tts_config.get_config("lstm,runlocal")
     c.features.update({"n_mels": 12, "win_ms": 25.0, "hop_ms": 10.0, "n_fft": 512})
-    c.model.update({"hidden": 8, "embed": 8, "conv_channels": 8, "conv_layers": 2,
-                    "decoder_hidden": 16, "decoder_layers": 1, "prenet": (8, 8),
-                    "attention_dim": 8, "loc_filters": 3, "loc_width": 5, "reduction": 2,
-                    "postnet_channels": 8, "postnet_layers": 3, "conv_dropout": 0.0,
-                    "prenet_dropout": 0.0, "postnet_dropout": 0.0})
+    c.model.update(
+        {
+            "hidden": 8,
+            "embed": 8,
+            "conv_channels": 8,
+            "conv_layers": 2,
+            "decoder_hidden": 16,
+            "decoder_layers": 1,
+            "prenet": (8, 8),
+            "attention_dim": 8,
+            "loc_filters": 3,
+            "loc_width": 5,
+            "reduction": 2,
+            "postnet_channels": 8,
+            "postnet_layers": 3,
+            "conv_dropout": 0.0,
+            "prenet_dropout": 0.0,
+            "postnet_dropout": 0.0,
+        }
+    )
     c.synthesis.update({"max_seconds": 0.6, "griffin_lim_iters": 8})
     c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = steps, steps, steps, 1
     c.optimizer.update({"learning_rate": 1e-2, "warmup_steps": 0, "schedule": "constant"})
@@ -233,8 +276,9 @@ def _tiny_config(steps=30):
 def tts_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tts_run"))
     ds = tone_dataset("ctc")
-    final = train.train_and_evaluate(_tiny_config(), workdir, wandb_mode="disabled",
-                                     progress=False, dataset=ds)
+    final = train.train_and_evaluate(
+        _tiny_config(), workdir, wandb_mode="disabled", progress=False, dataset=ds
+    )
     return workdir, ds, final
 
 
@@ -264,8 +308,10 @@ def test_synthesize_writes_the_wav_it_generated(tts_run, tmp_path):
     back, rate = sf.read(path, dtype="int16")
     assert rate == 16000
     np.testing.assert_array_equal(back, to_int16(audio[0]))
-    assert synthesis.normalize_text("Set a timer for 25 minutes!") == \
-        "set a timer for twenty five minutes"
+    assert (
+        synthesis.normalize_text("Set a timer for 25 minutes!")
+        == "set a timer for twenty five minutes"
+    )
     with pytest.raises(ValueError, match=r"characters \['é'\]"):
         synthesis.encode(synth, ["café"])
 
@@ -273,8 +319,9 @@ def test_synthesize_writes_the_wav_it_generated(tts_run, tmp_path):
 def test_bench_writes_json_markdown_and_pictures(tts_run, tmp_path):
     workdir, ds, final = tts_run
     out = str(tmp_path / "bench")
-    result = tts_bench.bench([workdir], out=out, num=4, batch_size=4, plots=1,
-                             datasets={workdir: ds}, command="test")
+    result = tts_bench.bench(
+        [workdir], out=out, num=4, batch_size=4, plots=1, datasets={workdir: ds}, command="test"
+    )
     row = result["runs"][0]
     assert row["utterances_scored"] == 4 and len(row["utterances"]) == 4
     assert row["steps"] == 30 and row["num_params"] == final["num_params"]
@@ -298,8 +345,15 @@ def test_bench_scores_intelligibility_with_a_recogniser(tts_run, tmp_path):
     c.num_steps, c.eval_every, c.checkpoint_every = 30, 30, 30
     c.optimizer.learning_rate = 1e-2
     train.train_and_evaluate(c, asr_dir, wandb_mode="disabled", progress=False, dataset=ds)
-    result = tts_bench.bench([workdir], out=str(tmp_path / "b"), asr_workdir=asr_dir, num=8,
-                             batch_size=8, plots=0, datasets={workdir: ds})
+    result = tts_bench.bench(
+        [workdir],
+        out=str(tmp_path / "b"),
+        asr_workdir=asr_dir,
+        num=8,
+        batch_size=8,
+        plots=0,
+        datasets={workdir: ds},
+    )
     row = result["runs"][0]
     asr = inference.load_run(asr_dir)
     split = tts_bench._subset(ds.splits["test"], 8)
@@ -314,10 +368,23 @@ def test_bench_scores_intelligibility_with_a_recogniser(tts_run, tmp_path):
 def test_synthesize_cli(tts_run, tmp_path):
     workdir, _, _ = tts_run
     out = tmp_path / "a.wav"
-    cmd = [sys.executable, "-m", "experiments.synthesize", f"--workdir={workdir}", "ab ba",
-           f"--out={out}"]
-    r = subprocess.run(cmd, check=False, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments.synthesize",
+        f"--workdir={workdir}",
+        "ab ba",
+        f"--out={out}",
+    ]
+    r = subprocess.run(
+        cmd,
+        check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    )
     assert r.returncode == 0, r.stderr
     x, rate = sf.read(out)
     assert rate == 16000 and x.size > 0

@@ -29,8 +29,10 @@ def tone_dataset(task="classify", n=24, seconds=0.3, seed=0):
             splits[name] = data_lib.Split(audio, labels, None, ["s"] * n)
         else:
             texts = [["ab", "ba", "a", "b"][i % 4] for i in range(n)]
-            audio = [np.concatenate([tone(400 if ch == "a" else 1500, SR // 10) for ch in s])
-                     for s in texts]
+            audio = [
+                np.concatenate([tone(400 if ch == "a" else 1500, SR // 10) for ch in s])
+                for s in texts
+            ]
             splits[name] = data_lib.Split(audio, None, texts, ["s"] * n)
     classes = ["low", "mid", "high"] if task == "classify" else list(data_lib.CTC_ALPHABET)
     return data_lib.Dataset(f"tones_{task}", task, classes, splits)

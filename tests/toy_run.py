@@ -1,10 +1,10 @@
 """Subprocess entry for the end-to-end training tests.
 
-  python tests/toy_run.py losses N_STEPS              -> prints the per-step losses as JSON
-  python tests/toy_run.py train WORKDIR N_STEPS EVERY -> train_and_evaluate on the tone dataset
-  python tests/toy_run.py run WORKDIR N_STEPS EVERY [--wandb=MODE] [key=value ...]
-      -> the same inside rnnbench.errors' boundary (one-line errors, exit status 2), with config
-         overrides (e.g. optimizer.learning_rate=1e-2) and W&B (default disabled)
+python tests/toy_run.py losses N_STEPS              -> prints the per-step losses as JSON
+python tests/toy_run.py train WORKDIR N_STEPS EVERY -> train_and_evaluate on the tone dataset
+python tests/toy_run.py run WORKDIR N_STEPS EVERY [--wandb=MODE] [key=value ...]
+    -> the same inside rnnbench.errors' boundary (one-line errors, exit status 2), with config
+       overrides (e.g. optimizer.learning_rate=1e-2) and W&B (default disabled)
 """
 
 import ast
@@ -16,10 +16,10 @@ sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
+from toy import small_config, tone_dataset  # noqa: E402
 
 from rnnbench import errors, input_pipeline, objectives, train  # noqa: E402
 from rnnbench.data import batching  # noqa: E402
-from toy import small_config, tone_dataset  # noqa: E402
 
 
 def override(c, item: str) -> None:
@@ -55,8 +55,12 @@ if __name__ == "__main__":
         step_fn, _ = train.make_steps(c, graphdef, tx, objective)
         step_fn = jax.jit(step_fn, out_shardings=placement.replicated)
         state = placement.put_state(state)
-        batches = batching.train_batches(ds.splits["train"], batch_size=c.batch_size,
-                                         seed=0, buckets=input_pipeline.auto_buckets(ds))
+        batches = batching.train_batches(
+            ds.splits["train"],
+            batch_size=c.batch_size,
+            seed=0,
+            buckets=input_pipeline.auto_buckets(ds),
+        )
         losses = []
         for _ in range(steps):
             state, m = step_fn(state, placement.put_batch(next(batches)))
@@ -64,8 +68,13 @@ if __name__ == "__main__":
         print(json.dumps({"devices": jax.device_count(), "losses": losses}))
     elif mode == "train":
         workdir, steps, every = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        final = train.train_and_evaluate(config(steps, every), workdir, wandb_mode="disabled",
-                                         progress=False, dataset=tone_dataset(n=32))
+        final = train.train_and_evaluate(
+            config(steps, every),
+            workdir,
+            wandb_mode="disabled",
+            progress=False,
+            dataset=tone_dataset(n=32),
+        )
         print(json.dumps(final))
     elif mode == "run":
         workdir, steps, every = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
@@ -74,9 +83,10 @@ if __name__ == "__main__":
             c = config(steps, every)
             for item in sys.argv[5:]:
                 if item.startswith("--wandb="):
-                    wandb_mode = item[len("--wandb="):]
+                    wandb_mode = item[len("--wandb=") :]
                 else:
                     override(c, item)
-            final = train.train_and_evaluate(c, workdir, wandb_mode=wandb_mode, progress=True,
-                                             dataset=tone_dataset(n=32))
+            final = train.train_and_evaluate(
+                c, workdir, wandb_mode=wandb_mode, progress=True, dataset=tone_dataset(n=32)
+            )
         print(json.dumps(final))

@@ -29,8 +29,12 @@ def get_config(variant: str = "bilstm"):
 def sweeps():
     """Named grids for `python -m experiments.sweep` (see rnnbench/sweep.py)."""
     from rnnbench.grid import product, sweep
+
     return {
         # 3 cells x uni/bi x 3 seeds = 18 runs
-        "cells": product(sweep("model.cell", ["rnn", "lstm", "gru"]),
-                         sweep("model.bidirectional", [False, True]), sweep("seed", [0, 1, 2])),
+        "cells": product(
+            sweep("model.cell", ["rnn", "lstm", "gru"]),
+            sweep("model.bidirectional", [False, True]),
+            sweep("seed", [0, 1, 2]),
+        ),
     }

@@ -32,28 +32,40 @@ def sweeps():
     The committed tables ran them at 600 steps: `python -m experiments.reproduce kws_cells
     --dry_run` prints their exact commands (experiments/reproduce.py)."""
     from rnnbench.grid import chain, product, sweep
+
     seeds = sweep("seed", [0, 1, 2])
     return {
         # 3 cells x 3 widths x 2 depths x 3 seeds = 54 runs
-        "cells": product(sweep("model.cell", ["rnn", "lstm", "gru"]),
-                         sweep("model.hidden", [64, 128, 256]), sweep("model.layers", [1, 2]),
-                         seeds),
+        "cells": product(
+            sweep("model.cell", ["rnn", "lstm", "gru"]),
+            sweep("model.hidden", [64, 128, 256]),
+            sweep("model.layers", [1, 2]),
+            seeds,
+        ),
         # pooling of the RNN states: last / mean / attention, or self-attention over the states
-        "attention": product(sweep("model.cell", ["lstm", "gru"]),
-                             chain(sweep("model.pooling", ["last", "mean", "attention"]),
-                                   {"model.pooling": "last", "model.attention_heads": 4}),
-                             seeds),
+        "attention": product(
+            sweep("model.cell", ["lstm", "gru"]),
+            chain(
+                sweep("model.pooling", ["last", "mean", "attention"]),
+                {"model.pooling": "last", "model.attention_heads": 4},
+            ),
+            seeds,
+        ),
         # on the variant's cell; `none` twice: at 1 layer and at the 2 layers dropout needs
-        "regularisers": product(chain(
-            {},
-            {"model.layers": 2},
-            {"model.layers": 2, "model.dropout": 0.3},
-            {"model.recurrent_dropout": 0.25, "model.input_dropout": 0.25},  # variational
-            {"model.zoneout": 0.1},
-            {"optimizer.l2": 1e-4},
-            sweep("optimizer.stability_beta", [0.01, 0.1, 1.0]),  # norm stabiliser
-            {"model.aux_ae_weight": 0.1},  # autoencoder auxiliary loss
-        ), seeds),
-        "depth": product(sweep("model.layers", [1, 2, 3, 4]),
-                         sweep("model.residual", [False, True]), seeds),
+        "regularisers": product(
+            chain(
+                {},
+                {"model.layers": 2},
+                {"model.layers": 2, "model.dropout": 0.3},
+                {"model.recurrent_dropout": 0.25, "model.input_dropout": 0.25},  # variational
+                {"model.zoneout": 0.1},
+                {"optimizer.l2": 1e-4},
+                sweep("optimizer.stability_beta", [0.01, 0.1, 1.0]),  # norm stabiliser
+                {"model.aux_ae_weight": 0.1},  # autoencoder auxiliary loss
+            ),
+            seeds,
+        ),
+        "depth": product(
+            sweep("model.layers", [1, 2, 3, 4]), sweep("model.residual", [False, True]), seeds
+        ),
     }

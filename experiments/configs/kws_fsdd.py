@@ -29,5 +29,8 @@ def sweeps():
     """Named grids for `python -m experiments.sweep`: the `cells` grid of kws.py, on FSDD."""
     from experiments.configs import kws
     from rnnbench.grid import product, sweep
-    return {"cells": kws.sweeps()["cells"],
-            "lstm_gru": product(sweep("model.cell", ["gru", "lstm"]), sweep("seed", [0, 1, 2]))}
+
+    return {
+        "cells": kws.sweeps()["cells"],
+        "lstm_gru": product(sweep("model.cell", ["gru", "lstm"]), sweep("seed", [0, 1, 2])),
+    }

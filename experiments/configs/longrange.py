@@ -25,22 +25,34 @@ TASK_NAMES = ("adding", "copy", "selective", "recall")
 
 # Per task: the swept length field, the default lengths, and what counts as "solved" (used by the
 # plots of experiments/longrange.py): (metric, direction, threshold).
-LENGTH_FIELD = {"adding": "task.length", "copy": "task.length", "selective": "task.length",
-                "recall": "data.options.delay_s"}
-DEFAULT_LENGTHS = {"adding": (25, 50, 100, 200), "copy": (0, 10, 20, 40),
-                   "selective": (10, 20, 40, 80), "recall": (0.5, 1.0, 2.0)}
-SOLVED = {"adding": ("test_loss", "below", 1.0 / 60.0),    # MSE < 10% of the 1/6 baseline
-          "copy": ("test_accuracy", "above", 0.9),       # >= 90% of the symbols recalled
-          "selective": ("test_accuracy", "above", 0.9),
-          "recall": ("test_accuracy", "above", 0.5)}     # chance is 0.1
+LENGTH_FIELD = {
+    "adding": "task.length",
+    "copy": "task.length",
+    "selective": "task.length",
+    "recall": "data.options.delay_s",
+}
+DEFAULT_LENGTHS = {
+    "adding": (25, 50, 100, 200),
+    "copy": (0, 10, 20, 40),
+    "selective": (10, 20, 40, 80),
+    "recall": (0.5, 1.0, 2.0),
+}
+SOLVED = {
+    "adding": ("test_loss", "below", 1.0 / 60.0),  # MSE < 10% of the 1/6 baseline
+    "copy": ("test_accuracy", "above", 0.9),  # >= 90% of the symbols recalled
+    "selective": ("test_accuracy", "above", 0.9),
+    "recall": ("test_accuracy", "above", 0.5),
+}  # chance is 0.1
 
 
 def split_variant(variant: str) -> tuple[str, str]:
     """'adding_gru' -> ('adding', 'gru'); 'recall' -> ('recall', 'lstm')."""
     task, _, encoder = (variant or "adding").partition("_")
     if task not in TASK_NAMES:
-        raise ValueError(f"unknown longrange task {task!r} in variant {variant!r}; expected one "
-                         f"of {TASK_NAMES} optionally followed by _<encoder>, e.g. adding_gru")
+        raise ValueError(
+            f"unknown longrange task {task!r} in variant {variant!r}; expected one "
+            f"of {TASK_NAMES} optionally followed by _<encoder>, e.g. adding_gru"
+        )
     return task, encoder or "lstm"
 
 
@@ -50,21 +62,25 @@ def get_config(variant: str = "adding"):
     c.model.hidden = 64
     c.batch_size = 64
     c.optimizer.learning_rate = 3e-3
-    c.optimizer.schedule = "constant"   # measured (adding T=50, GRU 64, 300 steps, 2 seeds):
-    c.optimizer.warmup_steps = 0        # constant 0.037 MSE, +50 warmup 0.072, cosine 0.177
+    c.optimizer.schedule = "constant"  # measured (adding T=50, GRU 64, 300 steps, 2 seeds):
+    c.optimizer.warmup_steps = 0  # constant 0.037 MSE, +50 warmup 0.072, cosine 0.177
     c.optimizer.clip_norm = 1.0
-    c.eval_every = 100          # validation curve every 100 steps (the learning-curve plot)
+    c.eval_every = 100  # validation curve every 100 steps (the learning-curve plot)
     c.log_every = 50
     c.keep_checkpoints = 1
     c.task_eval_size = 512
     if task == "recall":
         c.dataset = "synth_recall"
         c.data.protocol = 12
-        c.data.options = {"delay_s": 1.0, "train_size": 100_000, "validation_size": 600,
-                          "test_size": 600}
-        c.buckets = ()           # one bucket: every clip is 1 s + delay_s (set by the loader)
+        c.data.options = {
+            "delay_s": 1.0,
+            "train_size": 100_000,
+            "validation_size": 600,
+            "test_size": 600,
+        }
+        c.buckets = ()  # one bucket: every clip is 1 s + delay_s (set by the loader)
         c.model.hidden = 128
-        c.model.frontend.channels = 64   # stride-2 conv: 100 frames/s -> 50 RNN steps/s
+        c.model.frontend.channels = 64  # stride-2 conv: 100 frames/s -> 50 RNN steps/s
         c.model.kind = "classifier"
         c.num_steps = 1500
         c.eval_every = 250
@@ -85,6 +101,7 @@ def sweeps():
     --sweep=<name>`; every entry is a list of override dicts (lengths x cells x seeds). Use the
     matching variant (`:adding` for the adding sweep, `:recall` for recall, ...)."""
     from rnnbench.sweep import chain, product, sweep
+
     seeds = sweep("seed", [0, 1, 2])
     cells = sweep("model.cell", ["rnn", "lstm", "gru"])
     out = {}
@@ -92,12 +109,18 @@ def sweeps():
         out[task] = product(sweep("task.length", list(DEFAULT_LENGTHS[task])), cells, seeds)
     # recall: the three cells with last-state readout, plus the LSTM with attention pooling and
     # with 4-head self-attention over its states (does attention rescue long delays?)
-    encoders = chain(sweep("model.cell", ["rnn", "lstm", "gru"]),
-                     {"model.cell": "lstm", "model.pooling": "attention"},
-                     {"model.cell": "lstm", "model.attention_heads": 4})
-    out["recall"] = product(sweep("data.options.delay_s", list(DEFAULT_LENGTHS["recall"])),
-                            encoders, seeds)
+    encoders = chain(
+        sweep("model.cell", ["rnn", "lstm", "gru"]),
+        {"model.cell": "lstm", "model.pooling": "attention"},
+        {"model.cell": "lstm", "model.attention_heads": 4},
+    )
+    out["recall"] = product(
+        sweep("data.options.delay_s", list(DEFAULT_LENGTHS["recall"])), encoders, seeds
+    )
     # the parallel-scan cells on the adding problem (sequential scan; see bench_scan for cost)
-    out["adding_linear"] = product(sweep("task.length", list(DEFAULT_LENGTHS["adding"])),
-                                   sweep("model.cell", ["mingru", "minlstm", "lru"]), seeds)
+    out["adding_linear"] = product(
+        sweep("task.length", list(DEFAULT_LENGTHS["adding"])),
+        sweep("model.cell", ["mingru", "minlstm", "lru"]),
+        seeds,
+    )
     return out

@@ -29,8 +29,12 @@ SPLITS = ("voices", "phrasings")
 def get_config(variant: str = "bigru2_attn"):
     c = common.base_config()
     c.dataset = "synth_phrases"
-    c.data.options = {"train_size": 3000, "validation_size": 400, "test_size": 400,
-                      "split": "voices"}
+    c.data.options = {
+        "train_size": 3000,
+        "validation_size": 400,
+        "test_size": 400,
+        "split": "voices",
+    }
     c.model.kind = "intent"
     c.model.hidden = 128
     c.model.frontend.channels = 64
@@ -51,8 +55,10 @@ def sweeps():
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
     --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each."""
     from rnnbench.grid import product, sweep
-    grid = product(sweep("model.cell", CELLS), sweep("data.options.split", SPLITS),
-                   sweep("seed", [0, 1, 2]))
+
+    grid = product(
+        sweep("model.cell", CELLS), sweep("data.options.split", SPLITS), sweep("seed", [0, 1, 2])
+    )
     return {
         "direct": grid,
         "recognisers": product({"model.kind": "ctc"}, grid),

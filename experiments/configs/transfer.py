@@ -27,10 +27,10 @@ class Row:
     """One corpus recipe of the transfer table."""
 
     name: str
-    augment: str = ""            # synth_commands augment options, comma-separated
-    mel_warp: float = 0.0        # spec_augment.mel_warp (on device, training only)
+    augment: str = ""  # synth_commands augment options, comma-separated
+    mel_warp: float = 0.0  # spec_augment.mel_warp (on device, training only)
     protocols: tuple[int, ...] = (35,)  # 35: FSDD digits (and SC words); 12: the main job's
-    sc_noise: bool = False       # + Speech Commands' _background_noise_ (only with that data)
+    sc_noise: bool = False  # + Speech Commands' _background_noise_ (only with that data)
 
 
 ROWS = (
@@ -50,13 +50,19 @@ NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's
 
 
-def get_config(variant: str = "gru", protocol: int = 35, row: Row = Row("default"),
-               noise_dir: str | None = None):
+def get_config(
+    variant: str = "gru",
+    protocol: int = 35,
+    row: Row = Row("default"),
+    noise_dir: str | None = None,
+):
     """The main job's config (kws.py) for one row: `protocol`, the row's corpus and warp,
     NUM_STEPS steps. `noise_dir`: the Speech Commands _background_noise_ folder (sc_noise rows)."""
     if row.sc_noise and not noise_dir:
-        raise ValueError(f"row {row.name!r} needs Speech Commands' _background_noise_ folder "
-                         "(--speech_commands_dir)")
+        raise ValueError(
+            f"row {row.name!r} needs Speech Commands' _background_noise_ folder "
+            "(--speech_commands_dir)"
+        )
     c = kws.get_config(variant)
     c.data.protocol = protocol
     c.data.options = {**SIZES, "augment": row.augment}

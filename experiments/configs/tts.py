@@ -44,25 +44,39 @@ def get_config(arg: str = "lstm"):
     decoder_cell, runlocal = parts[0], "runlocal" in parts[1:]
     unknown = [p for p in parts[1:] if p != "runlocal"]
     if unknown:
-        raise ValueError(f"unknown tts config options {unknown}; use e.g. 'lstm' or "
-                         f"'mingru,runlocal'")
+        raise ValueError(
+            f"unknown tts config options {unknown}; use e.g. 'lstm' or 'mingru,runlocal'"
+        )
     c = common.base_config()
 
     # Input: one clean voice; test sentences unseen in training.
     c.dataset = "synth_phrases"
-    c.data.options = {"voice": VOICE, "split": "phrasings", "train_size": 2000,
-                      "validation_size": 100, "test_size": 100}
+    c.data.options = {
+        "voice": VOICE,
+        "split": "phrasings",
+        "train_size": 2000,
+        "validation_size": 100,
+        "test_size": 100,
+    }
     # Targets: the objective computes these log-mels from the audio itself (no normalisation,
     # no SpecAugment); the same settings invert them (vocoder.log_mel_to_audio).
     c.features = ml_collections.ConfigDict(
-        {"kind": "logmel", "n_mels": 80, "win_ms": 50.0, "hop_ms": 12.5, "n_fft": 1024,
-         "fmin": 0.0, "normalize": "none"})
+        {
+            "kind": "logmel",
+            "n_mels": 80,
+            "win_ms": 50.0,
+            "hop_ms": 12.5,
+            "n_fft": 1024,
+            "fmin": 0.0,
+            "normalize": "none",
+        }
+    )
     c.spec_augment.enabled = False
 
     # Model (rnnbench/tts.py; defaults there are Tacotron 2's shapes, smaller).
     c.model.kind = "tts"
-    c.model.cell = "lstm"              # encoder cell
-    c.model.hidden = 128               # per direction
+    c.model.cell = "lstm"  # encoder cell
+    c.model.hidden = 128  # per direction
     c.model.layers = 1
     c.model.bidirectional = True
     c.model.frontend.channels = 0
@@ -73,7 +87,7 @@ def get_config(arg: str = "lstm"):
     c.model.conv_dropout = 0.5
     c.model.decoder_cell = decoder_cell
     c.model.decoder_hidden = 256
-    c.model.decoder_layers = 1         # Tacotron 2 has 2 (attention RNN + decoder RNN); 1 on CPU
+    c.model.decoder_layers = 1  # Tacotron 2 has 2 (attention RNN + decoder RNN); 1 on CPU
     c.model.decoder_cell_kwargs = ml_collections.ConfigDict()
     c.model.prenet = (128, 128)
     c.model.prenet_dropout = 0.5
@@ -94,8 +108,14 @@ def get_config(arg: str = "lstm"):
 
     # Inference (experiments/synthesize.py, experiments/tts_bench.py).
     c.synthesis = ml_collections.ConfigDict(
-        {"max_seconds": 8.0, "stop_threshold": 0.5, "prenet_dropout": True,
-         "griffin_lim_iters": 60, "power": 1.2})
+        {
+            "max_seconds": 8.0,
+            "stop_threshold": 0.5,
+            "prenet_dropout": True,
+            "griffin_lim_iters": 60,
+            "power": 1.2,
+        }
+    )
 
     # Optimizer.
     c.optimizer.learning_rate = 1e-3
@@ -110,8 +130,13 @@ def get_config(arg: str = "lstm"):
     c.log_every = 50
 
     if runlocal:
-        c.data.options = {"voice": VOICE, "split": "phrasings", "train_size": 64,
-                          "validation_size": 16, "test_size": 16}
+        c.data.options = {
+            "voice": VOICE,
+            "split": "phrasings",
+            "train_size": 64,
+            "validation_size": 16,
+            "test_size": 16,
+        }
         c.model.hidden = 32
         c.model.embed = c.model.conv_channels = 32
         c.model.decoder_hidden = 64
@@ -129,4 +154,5 @@ def get_config(arg: str = "lstm"):
 def sweeps():
     """Named grids for `python -m experiments.sweep` (see rnnbench/sweep.py)."""
     from rnnbench.grid import sweep
+
     return {"decoder_cells": sweep("model.decoder_cell", list(DECODER_CELLS))}

@@ -52,8 +52,10 @@ class Dataset:
         try:
             return np.array([table[c] for c in text], np.int32)
         except KeyError as e:
-            raise ValueError(f"{self.name}: character {e.args[0]!r} of {text!r} is not in the "
-                             f"alphabet {''.join(self.classes)!r}") from None
+            raise ValueError(
+                f"{self.name}: character {e.args[0]!r} of {text!r} is not in the "
+                f"alphabet {''.join(self.classes)!r}"
+            ) from None
 
     def decode(self, ids) -> str:
         """ctc: label ids (0 = blank, skipped) -> text; classify: class id -> class name."""
@@ -77,13 +79,21 @@ _REGISTRY = {
 NAMES = tuple(_REGISTRY)
 
 
-def load(name: str, *, data_dir: str | None = None, protocol: int = 12, seed: int = 0,
-         cache_dir=None, **options) -> Dataset:
+def load(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    **options,
+) -> Dataset:
     """Load dataset ``name``; ``options`` are forwarded to its loader (sizes, split=...).
     ``manifest:PATH`` loads a TSV of audio paths and transcripts (rnnbench/data/manifest.py)."""
     if name.startswith("manifest:"):
         from rnnbench.data import manifest
-        return manifest.load_manifest(path=name[len("manifest:"):])
+
+        return manifest.load_manifest(path=name[len("manifest:") :])
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(NAMES)}, manifest:PATH")
     module, fn = _REGISTRY[name].split(":")

@@ -23,15 +23,21 @@ def describe(ds: Dataset) -> dict:
     Per split: examples, per_class, duration_s, speakers; splits with meanings also get
     "per_intent": {intent: examples}.
     """
-    out = {"name": ds.name, "task": ds.task, "sample_rate": ds.sample_rate,
-           "classes": list(ds.classes), "splits": {}}
+    out = {
+        "name": ds.name,
+        "task": ds.task,
+        "sample_rate": ds.sample_rate,
+        "classes": list(ds.classes),
+        "splits": {},
+    }
     for s, sp in ds.splits.items():
         if ds.task == "classify":
             counts = collections.Counter(int(l) for l in sp.labels)
             per_class = {c: counts.get(i, 0) for i, c in enumerate(ds.classes)}
         else:
-            per_class = dict(sorted(collections.Counter(
-                w for t in sp.transcripts for w in t.split()).items()))
+            per_class = dict(
+                sorted(collections.Counter(w for t in sp.transcripts for w in t.split()).items())
+            )
         out["splits"][s] = {
             "examples": len(sp.audio),
             "per_class": per_class,
@@ -39,17 +45,22 @@ def describe(ds: Dataset) -> dict:
             "speakers": len(set(sp.speakers)),
         }
         if sp.meanings is not None:
-            out["splits"][s]["per_intent"] = dict(sorted(collections.Counter(
-                m["intent"] for m in sp.meanings).items()))
+            out["splits"][s]["per_intent"] = dict(
+                sorted(collections.Counter(m["intent"] for m in sp.meanings).items())
+            )
     return out
 
 
 def _print(info: dict) -> None:
-    print(f"{info['name']} ({info['task']}, {len(info['classes'])} "
-          f"{'classes' if info['task'] == 'classify' else 'symbols'})")
+    print(
+        f"{info['name']} ({info['task']}, {len(info['classes'])} "
+        f"{'classes' if info['task'] == 'classify' else 'symbols'})"
+    )
     for s, d in info["splits"].items():
-        print(f"  {s}: {d['examples']} examples, {d['duration_s'] / 3600:.3f} h "
-              f"({d['duration_s']:.1f} s), {d['speakers']} speakers")
+        print(
+            f"  {s}: {d['examples']} examples, {d['duration_s'] / 3600:.3f} h "
+            f"({d['duration_s']:.1f} s), {d['speakers']} speakers"
+        )
         print("    " + ", ".join(f"{k}: {v}" for k, v in d["per_class"].items()))
         if "per_intent" in d:
             print("    intents: " + ", ".join(f"{k}: {v}" for k, v in d["per_intent"].items()))
@@ -64,19 +75,29 @@ def main(argv=None) -> int:
     d.add_argument("--protocol", type=int, default=12, choices=(12, 35))
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--cache_dir", default=None)
-    d.add_argument("--split", default=None,
-                   help="fsdd: official | speakers; synth_phrases: voices | phrasings")
+    d.add_argument(
+        "--split", default=None, help="fsdd: official | speakers; synth_phrases: voices | phrasings"
+    )
     d.add_argument("--train_size", type=int, default=None)
     d.add_argument("--validation_size", type=int, default=None)
     d.add_argument("--test_size", type=int, default=None)
     d.add_argument("--json", action="store_true", help="print JSON instead of text")
     d.add_argument("--output", default=None, help="also write the JSON to this file")
     args = p.parse_args(argv)
-    options = {k: v for k in ("split", "train_size", "validation_size", "test_size")
-               if (v := getattr(args, k)) is not None}
+    options = {
+        k: v
+        for k in ("split", "train_size", "validation_size", "test_size")
+        if (v := getattr(args, k)) is not None
+    }
     try:
-        ds = load(args.name, data_dir=args.data_dir, protocol=args.protocol, seed=args.seed,
-                  cache_dir=args.cache_dir, **options)
+        ds = load(
+            args.name,
+            data_dir=args.data_dir,
+            protocol=args.protocol,
+            seed=args.seed,
+            cache_dir=args.cache_dir,
+            **options,
+        )
     except (ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

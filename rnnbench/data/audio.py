@@ -68,9 +68,11 @@ def read_wav(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.ndar
     bad = ~np.isfinite(x)
     if bad.any():
         first = int(np.argwhere(bad)[0, 0])
-        raise AudioError(f"audio file {path} has {int(bad.sum())} non-finite sample(s) (NaN or "
-                         f"inf; first at sample {first}, {first / rate:.3f} s); fix or remove "
-                         "the file, or load with on_error='skip' to leave it out")
+        raise AudioError(
+            f"audio file {path} has {int(bad.sum())} non-finite sample(s) (NaN or "
+            f"inf; first at sample {first}, {first / rate:.3f} s); fix or remove "
+            "the file, or load with on_error='skip' to leave it out"
+        )
     x = x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
     return to_int16(resample(x, rate, sample_rate))
 
@@ -82,8 +84,10 @@ def read_many(paths, sample_rate: int = SAMPLE_RATE, *, on_error: str = "raise")
     emits one warning that counts them and names the first.
     """
     if on_error not in ON_ERROR:
-        raise DataError(f"on_error must be one of {ON_ERROR}, got {on_error!r} (set with "
-                        "--config.data.options.on_error)")
+        raise DataError(
+            f"on_error must be one of {ON_ERROR}, got {on_error!r} (set with "
+            "--config.data.options.on_error)"
+        )
     out, kept, bad, skipped = [], [], [], []
     for i, p in enumerate(paths):
         try:
@@ -95,8 +99,10 @@ def read_many(paths, sample_rate: int = SAMPLE_RATE, *, on_error: str = "raise")
             bad.append(str(e))
             skipped.append(os.fspath(p))
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable or unusable audio file(s); first: {bad[0]}",
-                      stacklevel=2)
+        warnings.warn(
+            f"skipped {len(bad)} unreadable or unusable audio file(s); first: {bad[0]}",
+            stacklevel=2,
+        )
     return out, kept, skipped
 
 
@@ -112,4 +118,5 @@ def default_cache_dir(cache_dir: str | os.PathLike | None = None) -> str:
     if cache_dir is not None:
         return os.fspath(cache_dir)
     return os.environ.get("RNNBENCH_CACHE") or os.path.join(
-        os.path.expanduser("~"), ".cache", "rnnbench")
+        os.path.expanduser("~"), ".cache", "rnnbench"
+    )

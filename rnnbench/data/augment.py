@@ -74,19 +74,25 @@ def check_options(augment, noise_dir=None) -> tuple[str, ...]:
     if isinstance(augment, str):
         augment = [a.strip() for a in augment.split(",") if a.strip()]
     if not isinstance(augment, Sequence) or not all(isinstance(a, str) for a in augment):
-        raise ValueError(f"synth_commands: augment must be a list of option names or a "
-                         f"comma-separated string, got {augment!r}")
+        raise ValueError(
+            f"synth_commands: augment must be a list of option names or a "
+            f"comma-separated string, got {augment!r}"
+        )
     unknown = sorted(set(augment) - set(OPTIONS))
     if unknown:
-        raise ValueError(f"synth_commands: unknown augment option(s) {unknown}; known: "
-                         f"{', '.join(OPTIONS)}")
+        raise ValueError(
+            f"synth_commands: unknown augment option(s) {unknown}; known: {', '.join(OPTIONS)}"
+        )
     if noise_dir is not None and "noise" not in augment:
-        raise ValueError(f"synth_commands: noise_dir={noise_dir!r} is used by the 'noise' "
-                         f"augmentation; add 'noise' to augment (got {tuple(augment)})")
+        raise ValueError(
+            f"synth_commands: noise_dir={noise_dir!r} is used by the 'noise' "
+            f"augmentation; add 'noise' to augment (got {tuple(augment)})"
+        )
     return tuple(sorted(set(augment)))
 
 
 # ----------------------------------------------------------------------------- speakers
+
 
 def intonation(rng: np.random.Generator, text: str) -> str:
     """``text`` with a clause mark that sets eSpeak's intonation ("yes?", "yes!", ...)."""
@@ -104,8 +110,11 @@ def vtlp_map(freqs: np.ndarray, alpha: float, nyquist: float = SAMPLE_RATE / 2) 
     """Jaitly & Hinton's piecewise-linear warp: f -> alpha f below a boundary, then linear to
     the Nyquist frequency (which maps to itself)."""
     b = VTLP_BOUNDARY_HZ * min(alpha, 1.0) / alpha
-    return np.where(freqs <= b, freqs * alpha,
-                    nyquist - (nyquist - b * alpha) / (nyquist - b) * (nyquist - freqs))
+    return np.where(
+        freqs <= b,
+        freqs * alpha,
+        nyquist - (nyquist - b * alpha) / (nyquist - b) * (nyquist - freqs),
+    )
 
 
 def vtlp(rng: np.random.Generator, x: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
@@ -118,7 +127,7 @@ def vtlp(rng: np.random.Generator, x: np.ndarray, n_fft: int = 512, hop: int = 1
     n = x.shape[0]
     t = -(-(n + n_fft) // hop)
     padded = np.zeros((t + n_fft // hop - 1) * hop, np.float32)
-    padded[n_fft: n_fft + n] = x
+    padded[n_fft : n_fft + n] = x
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
     frames = padded[np.arange(t)[:, None] * hop + np.arange(n_fft)[None, :]] * window
     spec = np.fft.rfft(frames, axis=-1)  # [t, bins]
@@ -131,12 +140,13 @@ def vtlp(rng: np.random.Generator, x: np.ndarray, n_fft: int = 512, hop: int = 1
     frames = np.fft.irfft(spec * (warped / (mag + 1e-12)), n_fft, axis=-1) * window
     out, norm = np.zeros_like(padded), np.zeros_like(padded)
     for k in range(n_fft // hop):  # overlap-add: chunk k of frame j lands at (j + k) * hop
-        out[k * hop: (k + t) * hop] += frames[:, k * hop: (k + 1) * hop].reshape(-1)
-        norm[k * hop: (k + t) * hop] += np.tile(window[k * hop: (k + 1) * hop] ** 2, t)
-    return (out / np.maximum(norm, 1e-3))[n_fft: n_fft + n].astype(np.float32)
+        out[k * hop : (k + t) * hop] += frames[:, k * hop : (k + 1) * hop].reshape(-1)
+        norm[k * hop : (k + t) * hop] += np.tile(window[k * hop : (k + 1) * hop] ** 2, t)
+    return (out / np.maximum(norm, 1e-3))[n_fft : n_fft + n].astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- rooms
+
 
 def room_impulse_response(rng: np.random.Generator) -> np.ndarray:
     """A synthetic room: unit direct path, 3-8 early reflections in 2-30 ms and a diffuse tail
@@ -147,7 +157,7 @@ def room_impulse_response(rng: np.random.Generator) -> np.ndarray:
     tail = rng.standard_normal(n) * np.exp(-6.908 * t / rt60)
     onset = int(rng.uniform(0.002, 0.01) * SAMPLE_RATE)
     tail[:onset] = 0.0
-    tail *= 10 ** (-rng.uniform(*DRR_DB_RANGE) / 20) / np.sqrt(np.sum(tail ** 2))
+    tail *= 10 ** (-rng.uniform(*DRR_DB_RANGE) / 20) / np.sqrt(np.sum(tail**2))
     h = tail
     h[0] = 1.0
     for _ in range(int(rng.integers(3, 9))):
@@ -163,6 +173,7 @@ def reverberate(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- noise
 
+
 def colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     """Unit-RMS white/pink/brown noise, float32 [n] (the default recipe's noise)."""
     alpha = rng.integers(0, 3)
@@ -171,7 +182,7 @@ def colored_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     f = np.arange(spec.shape[0], dtype=np.float32)
     f[0] = 1.0
     x = scipy.fft.irfft(spec / f ** (alpha / 2.0), m)[:n]
-    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
 def modulated_noise(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -180,28 +191,32 @@ def modulated_noise(rng: np.random.Generator, n: int) -> np.ndarray:
     knots = max(2, int(n / SAMPLE_RATE * rng.uniform(0.5, 4.0)) + 2)
     env = np.interp(np.arange(n), np.linspace(0, n - 1, knots), rng.uniform(0, 1, knots))
     x = x * (1 - rng.uniform(0.3, 1.0) * env)
-    return (x / (np.sqrt(np.mean(x ** 2)) + 1e-12)).astype(np.float32)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
 
 
-def babble(rng: np.random.Generator, n: int, speak: Callable[[np.random.Generator], np.ndarray]
-           ) -> np.ndarray:
+def babble(
+    rng: np.random.Generator, n: int, speak: Callable[[np.random.Generator], np.ndarray]
+) -> np.ndarray:
     """2-4 time-reversed utterances ``speak(rng)`` at random offsets and levels; unit RMS [n]."""
     out = np.zeros(n, np.float32)
     for _ in range(int(rng.integers(BABBLE_TALKERS[0], BABBLE_TALKERS[1] + 1))):
         x = speak(rng)[::-1][:n]
-        x = x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * 10 ** (rng.uniform(-6, 0) / 20)
+        x = x / (np.sqrt(np.mean(x**2)) + 1e-12) * 10 ** (rng.uniform(-6, 0) / 20)
         off = int(rng.integers(0, n - x.shape[0] + 1))
-        out[off: off + x.shape[0]] += x
-    return (out / (np.sqrt(np.mean(out ** 2)) + 1e-12)).astype(np.float32)
+        out[off : off + x.shape[0]] += x
+    return (out / (np.sqrt(np.mean(out**2)) + 1e-12)).astype(np.float32)
 
 
 def noise_files(noise_dir: str) -> list[str]:
     """Sorted .wav paths in ``noise_dir`` (ValueError if there are none)."""
     if not os.path.isdir(noise_dir):
-        raise ValueError(f"synth_commands: noise_dir {noise_dir!r} is not a directory; expected "
-                         "a folder of noise WAVs such as Speech Commands' _background_noise_")
-    paths = sorted(os.path.join(noise_dir, f) for f in os.listdir(noise_dir)
-                   if f.lower().endswith(".wav"))
+        raise ValueError(
+            f"synth_commands: noise_dir {noise_dir!r} is not a directory; expected "
+            "a folder of noise WAVs such as Speech Commands' _background_noise_"
+        )
+    paths = sorted(
+        os.path.join(noise_dir, f) for f in os.listdir(noise_dir) if f.lower().endswith(".wav")
+    )
     if not paths:
         raise ValueError(f"synth_commands: noise_dir {noise_dir!r} holds no .wav files")
     return paths
@@ -221,6 +236,7 @@ def noise_digest(noise_dir: str) -> str:
 def noise_bank(noise_dir: str) -> tuple[np.ndarray, ...]:
     """The WAVs of ``noise_dir`` at 16 kHz, float32, each at least 1 s (read once a process)."""
     from rnnbench.data.audio import read_wav
+
     bank = []
     for p in noise_files(noise_dir):
         x = read_wav(p).astype(np.float32) / 32768.0
@@ -236,8 +252,8 @@ def recorded_noise(rng: np.random.Generator, n: int, bank: Sequence[np.ndarray])
     if x.shape[0] < n:
         x = np.tile(x, -(-n // x.shape[0]))
     off = int(rng.integers(0, x.shape[0] - n + 1))
-    seg = x[off: off + n]
-    return (seg / (np.sqrt(np.mean(seg ** 2)) + 1e-12)).astype(np.float32)
+    seg = x[off : off + n]
+    return (seg / (np.sqrt(np.mean(seg**2)) + 1e-12)).astype(np.float32)
 
 
 def background(rng: np.random.Generator, n: int, *, speak=None, bank=None) -> np.ndarray:
@@ -254,14 +270,16 @@ def background(rng: np.random.Generator, n: int, *, speak=None, bank=None) -> np
     return recorded_noise(rng, n, bank)
 
 
-def add_background(rng: np.random.Generator, clip: np.ndarray, speech_rms: float, **kinds
-                   ) -> np.ndarray:
+def add_background(
+    rng: np.random.Generator, clip: np.ndarray, speech_rms: float, **kinds
+) -> np.ndarray:
     """``clip`` + ``background`` noise at an SNR uniform in SNR_DB_RANGE re ``speech_rms``."""
     snr_db = rng.uniform(*SNR_DB_RANGE)
     return clip + background(rng, clip.shape[0], **kinds) * (speech_rms / 10 ** (snr_db / 20))
 
 
 # ----------------------------------------------------------------------------- channels
+
 
 def _biquad(kind: str, f0: float, q: float, gain_db: float = 0.0) -> np.ndarray:
     """An RBJ cookbook biquad ("lowpass", "highpass", "peaking") as one section [1, 6]."""
@@ -279,8 +297,10 @@ def _biquad(kind: str, f0: float, q: float, gain_db: float = 0.0) -> np.ndarray:
 
 def _butterworth(kind: str, f0: float, order: int) -> list[np.ndarray]:
     """An even-order Butterworth filter as order/2 biquads (pole-pair Qs)."""
-    return [_biquad(kind, f0, 1 / (2 * np.cos((2 * k - 1) * np.pi / (2 * order))))
-            for k in range(1, order // 2 + 1)]
+    return [
+        _biquad(kind, f0, 1 / (2 * np.cos((2 * k - 1) * np.pi / (2 * order))))
+        for k in range(1, order // 2 + 1)
+    ]
 
 
 def channel(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
@@ -288,8 +308,9 @@ def channel(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     sos = _butterworth("highpass", rng.uniform(*HIGHPASS_HZ), 2)
     for _ in range(2):
         f0 = float(np.exp(rng.uniform(np.log(200.0), np.log(5000.0))))
-        sos.append(_biquad("peaking", f0, rng.uniform(0.5, 2.0),
-                           rng.uniform(-EQ_GAIN_DB, EQ_GAIN_DB)))
+        sos.append(
+            _biquad("peaking", f0, rng.uniform(0.5, 2.0), rng.uniform(-EQ_GAIN_DB, EQ_GAIN_DB))
+        )
     if rng.random() < 0.5:
         cutoff = float(np.exp(rng.uniform(*np.log(LOWPASS_HZ))))
         sos += _butterworth("lowpass", cutoff, 2 * int(rng.integers(2, 5)))

@@ -27,11 +27,15 @@ from rnnbench.data import Split
 def _check_buckets(split: Split, buckets) -> tuple[int, ...]:
     buckets = tuple(sorted(int(b) for b in buckets))
     if not buckets or buckets[0] <= 0:
-        raise ValueError(f"buckets must be a non-empty tuple of positive sample counts, got {buckets!r}")
+        raise ValueError(
+            f"buckets must be a non-empty tuple of positive sample counts, got {buckets!r}"
+        )
     for i, a in enumerate(split.audio):
         if a.shape[0] > buckets[-1]:
-            raise ValueError(f"example {i} has {a.shape[0]} samples, longer than the largest "
-                             f"bucket ({buckets[-1]}); add a larger bucket")
+            raise ValueError(
+                f"example {i} has {a.shape[0]} samples, longer than the largest "
+                f"bucket ({buckets[-1]}); add a larger bucket"
+            )
     return buckets
 
 
@@ -53,11 +57,15 @@ def _encoded_meanings(split: Split, encode_meaning):
     if encode_meaning is None:
         return None
     if split.meanings is None:
-        raise ValueError("encode_meaning was given but the split has no meanings (an "
-                         "intent/slots corpus such as synth_phrases has them)")
+        raise ValueError(
+            "encode_meaning was given but the split has no meanings (an "
+            "intent/slots corpus such as synth_phrases has them)"
+        )
     if len(split.meanings) != len(split.audio):
-        raise ValueError(f"the split has {len(split.audio)} clips but {len(split.meanings)} "
-                         "meanings; it needs one meaning per clip")
+        raise ValueError(
+            f"the split has {len(split.audio)} clips but {len(split.meanings)} "
+            "meanings; it needs one meaning per clip"
+        )
     intents, slots = [], []
     for i, m in enumerate(split.meanings):
         try:
@@ -70,8 +78,9 @@ def _encoded_meanings(split: Split, encode_meaning):
     return np.asarray(intents, np.int32), np.asarray(slots, np.int32)
 
 
-def _make_batch(split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndarray,
-                meaning=None) -> dict:
+def _make_batch(
+    split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndarray, meaning=None
+) -> dict:
     lengths = np.array([split.audio[i].shape[0] for i in idx], np.int32)
     S = next(b for b in buckets if b >= lengths.max())
     audio = np.zeros((len(idx), S), np.float32)
@@ -91,10 +100,17 @@ def _make_batch(split: Split, idx: np.ndarray, buckets, enc, L, weights: np.ndar
     return batch
 
 
-def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_step: int = 0,
-                  encode: Callable[[str], np.ndarray] | None = None,
-                  max_label_length: int | None = None,
-                  encode_meaning: Callable[[dict], tuple] | None = None) -> Iterator[dict]:
+def train_batches(
+    split: Split,
+    *,
+    batch_size: int,
+    seed: int,
+    buckets,
+    start_step: int = 0,
+    encode: Callable[[str], np.ndarray] | None = None,
+    max_label_length: int | None = None,
+    encode_meaning: Callable[[dict], tuple] | None = None,
+) -> Iterator[dict]:
     """Infinite shuffled stream of batches starting at batch ``start_step``.
 
     Batch: audio [B, S] float32, audio_lengths [B] int32, weights [B] (ones), and labels [B]
@@ -119,17 +135,22 @@ def train_batches(split: Split, *, batch_size: int, seed: int, buckets, start_st
             e, pos = divmod(step, per_epoch)
             if e != epoch:
                 epoch, perm = e, np.random.default_rng([seed, e]).permutation(n)
-            idx = perm[pos * batch_size: (pos + 1) * batch_size]
+            idx = perm[pos * batch_size : (pos + 1) * batch_size]
             yield _make_batch(split, idx, buckets, enc, L, ones, meaning)
             step += 1
 
     return gen()
 
 
-def eval_batches(split: Split, *, batch_size: int, buckets,
-                 encode: Callable[[str], np.ndarray] | None = None,
-                 max_label_length: int | None = None,
-                 encode_meaning: Callable[[dict], tuple] | None = None) -> Iterator[dict]:
+def eval_batches(
+    split: Split,
+    *,
+    batch_size: int,
+    buckets,
+    encode: Callable[[str], np.ndarray] | None = None,
+    max_label_length: int | None = None,
+    encode_meaning: Callable[[dict], tuple] | None = None,
+) -> Iterator[dict]:
     """One in-order pass over every example. The last batch is filled up to ``batch_size``
     by repeating its last valid example with weight 0 (so padding rows hold real, finite data)."""
     n = len(split.audio)

@@ -66,8 +66,14 @@ def _init() -> dict:
     lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
     lib.espeak_SetParameter.restype = ctypes.c_int
     lib.espeak_Synth.argtypes = [
-        ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-        ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.c_uint,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
     ]
     lib.espeak_Synth.restype = ctypes.c_int
     if hasattr(lib, "espeak_ng_SetRandSeed"):
@@ -85,8 +91,15 @@ def _init() -> dict:
 
     cb = _SYNTH_CALLBACK(callback)  # must stay referenced while the library lives
     lib.espeak_SetSynthCallback(cb)
-    _state.update(lib=lib, libc=libc, rate=rate, chunks=chunks, cb=cb, data_path=data_path,
-                  variants=_variants(data_path))
+    _state.update(
+        lib=lib,
+        libc=libc,
+        rate=rate,
+        chunks=chunks,
+        cb=cb,
+        data_path=data_path,
+        variants=_variants(data_path),
+    )
     return _state
 
 
@@ -100,8 +113,17 @@ class ESpeak:
         self.sample_rate: int = st["rate"]
         self.variants: list[str] = list(st["variants"])  # e.g. "m3", "f2", "klatt"
 
-    def synth(self, text: str, *, voice: str = "en", rate: int = 175, pitch: int = 50,
-              pitch_range: int = 50, volume: int = 100, wordgap: int = 0) -> np.ndarray:
+    def synth(
+        self,
+        text: str,
+        *,
+        voice: str = "en",
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        volume: int = 100,
+        wordgap: int = 0,
+    ) -> np.ndarray:
         """Render ``text`` with ``voice`` ("en-us+m3": accent + variant); int16 [n] at 22.05 kHz.
 
         rate is words per minute (80..450), pitch and pitch_range are 0..100, wordgap is an
@@ -111,8 +133,13 @@ class ESpeak:
         with _lock:
             if lib.espeak_SetVoiceByName(voice.encode()) != 0:
                 raise ESpeakError(f"eSpeak NG rejected voice {voice!r}")
-            for name, value in (("rate", rate), ("pitch", pitch), ("range", pitch_range),
-                                ("volume", volume), ("wordgap", wordgap)):
+            for name, value in (
+                ("rate", rate),
+                ("pitch", pitch),
+                ("range", pitch_range),
+                ("volume", volume),
+                ("wordgap", wordgap),
+            ):
                 lib.espeak_SetParameter(_PARAMS[name], int(value), 0)
             if hasattr(lib, "espeak_ng_SetRandSeed"):
                 lib.espeak_ng_SetRandSeed(1)
@@ -120,8 +147,9 @@ class ESpeak:
             chunks = self._st["chunks"]
             chunks.clear()
             data = text.encode("utf-8") + b"\0"
-            err = lib.espeak_Synth(data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8,
-                                   None, None)
+            err = lib.espeak_Synth(
+                data, len(data), 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None
+            )
             if err != 0:
                 raise ESpeakError(f"espeak_Synth failed with code {err} for text {text!r}")
             out = np.concatenate(chunks) if chunks else np.zeros(0, np.int16)

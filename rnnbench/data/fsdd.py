@@ -36,15 +36,17 @@ from rnnbench.data.audio import read_many, to_int16, with_skipped
 PATTERN = re.compile(r"^(\d)_([A-Za-z0-9-]+)_(\d+)\.wav$")
 LAYOUT = "DIR/recordings/{digit}_{speaker}_{index}.wav (e.g. recordings/7_jackson_32.wav)"
 SPLITS = ("train", "validation", "test")
-OFFICIAL_TAKES = {"test": range(5), "validation": range(5, 10), "train": range(10, 10 ** 9)}
+OFFICIAL_TAKES = {"test": range(5), "validation": range(5, 10), "train": range(10, 10**9)}
 
 
 def scan(data_dir) -> list[tuple[str, int, str, int]]:
     """-> sorted [(path, digit, speaker, take)] of the matching WAVs in the FSDD layout."""
     data_dir = data_dir if data_dir is not None else os.environ.get("RNNBENCH_FSDD_DIR")
     if data_dir is None or not os.path.isdir(data_dir):
-        raise ValueError(f"fsdd: data_dir {data_dir!r} is not a directory (set data_dir or "
-                         f"$RNNBENCH_FSDD_DIR); expected {LAYOUT}")
+        raise ValueError(
+            f"fsdd: data_dir {data_dir!r} is not a directory (set data_dir or "
+            f"$RNNBENCH_FSDD_DIR); expected {LAYOUT}"
+        )
     rec = os.path.join(data_dir, "recordings")
     rec = rec if os.path.isdir(rec) else data_dir
     entries, unmatched = [], []
@@ -57,8 +59,11 @@ def scan(data_dir) -> list[tuple[str, int, str, int]]:
             continue
         entries.append((os.path.join(rec, f), int(m.group(1)), m.group(2), int(m.group(3))))
     if unmatched:
-        warnings.warn(f"fsdd: skipped {len(unmatched)} WAV file(s) in {rec} not named "
-                      f"{{digit}}_{{speaker}}_{{index}}.wav (first: {unmatched[0]})", stacklevel=3)
+        warnings.warn(
+            f"fsdd: skipped {len(unmatched)} WAV file(s) in {rec} not named "
+            f"{{digit}}_{{speaker}}_{{index}}.wav (first: {unmatched[0]})",
+            stacklevel=3,
+        )
     if not entries:
         raise ValueError(f"fsdd: no recordings found in {rec}; expected {LAYOUT}")
     return entries
@@ -78,32 +83,54 @@ def _assign(entries, split: str, seed: int, test_speakers, validation_speakers) 
             raise ValueError(f"fsdd: split='speakers' needs >= 3 speakers, found {speakers}")
         perm = np.random.default_rng([seed, 2]).permutation(speakers).tolist()
         test_speakers = [perm[0]] if test_speakers is None else test_speakers
-        validation_speakers = ([s for s in perm if s not in test_speakers][0:1]
-                               if validation_speakers is None else validation_speakers)
+        validation_speakers = (
+            [s for s in perm if s not in test_speakers][0:1]
+            if validation_speakers is None
+            else validation_speakers
+        )
     test_speakers, validation_speakers = set(test_speakers), set(validation_speakers)
     unknown = (test_speakers | validation_speakers) - set(speakers)
     if unknown or test_speakers & validation_speakers:
-        raise ValueError(f"fsdd: test/validation speakers must be disjoint members of {speakers}; "
-                         f"got test={sorted(test_speakers)}, "
-                         f"validation={sorted(validation_speakers)}")
+        raise ValueError(
+            f"fsdd: test/validation speakers must be disjoint members of {speakers}; "
+            f"got test={sorted(test_speakers)}, "
+            f"validation={sorted(validation_speakers)}"
+        )
     for e in entries:
-        s = ("test" if e[2] in test_speakers
-             else "validation" if e[2] in validation_speakers else "train")
+        s = (
+            "test"
+            if e[2] in test_speakers
+            else "validation"
+            if e[2] in validation_speakers
+            else "train"
+        )
         out[s].append(e)
     return out
 
 
-def load_fsdd(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-              split: str = "official", test_speakers=None, validation_speakers=None,
-              on_error: str = "raise") -> Dataset:
+def load_fsdd(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    split: str = "official",
+    test_speakers=None,
+    validation_speakers=None,
+    on_error: str = "raise",
+) -> Dataset:
     """FSDD isolated digits -> Dataset (task "classify"); ``protocol`` is ignored."""
     parts = _assign(scan(data_dir), split, seed, test_speakers, validation_speakers)
     splits, skipped = {}, []
     for s in SPLITS:
         audio, kept, bad = read_many([e[0] for e in parts[s]], on_error=on_error)
         skipped += bad
-        splits[s] = Split(audio=audio, labels=np.array([parts[s][i][1] for i in kept], np.int32),
-                          transcripts=None, speakers=[parts[s][i][2] for i in kept])
+        splits[s] = Split(
+            audio=audio,
+            labels=np.array([parts[s][i][1] for i in kept], np.int32),
+            transcripts=None,
+            speakers=[parts[s][i][2] for i in kept],
+        )
     return with_skipped(Dataset("fsdd", "classify", list(DIGIT_WORDS), splits), skipped)
 
 
@@ -128,9 +155,17 @@ def _string(rng, pool: dict, speakers: list[str]) -> tuple[np.ndarray, str, str]
     return to_int16(np.concatenate(pieces)), " ".join(DIGIT_WORDS[int(d)] for d in digits), sp
 
 
-def load_fsdd_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                     train_size: int = 3000, validation_size: int = 300, test_size: int = 300,
-                     on_error: str = "raise") -> Dataset:
+def load_fsdd_digits(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    train_size: int = 3000,
+    validation_size: int = 300,
+    test_size: int = 300,
+    on_error: str = "raise",
+) -> Dataset:
     """Connected FSDD digit strings -> Dataset (task "ctc"); see module docstring."""
     parts = _assign(scan(data_dir), "official", seed, None, None)
     sizes = {"train": train_size, "validation": validation_size, "test": test_size}
@@ -138,19 +173,28 @@ def load_fsdd_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_
     for split_id, s in enumerate(SPLITS):
         if not isinstance(sizes[s], (int, np.integer)) or sizes[s] < 0:
             raise ValueError(f"fsdd_digits: {s}_size must be a non-negative int, got {sizes[s]!r}")
-        audio, kept, bad = (read_many([e[0] for e in parts[s]], on_error=on_error) if sizes[s]
-                            else ([], [], []))
+        audio, kept, bad = (
+            read_many([e[0] for e in parts[s]], on_error=on_error) if sizes[s] else ([], [], [])
+        )
         skipped += bad
         pool: dict[str, dict[int, list]] = {}
         for a, i in zip(audio, kept):
             _, digit, sp, _ = parts[s][i]
             pool.setdefault(sp, {}).setdefault(digit, []).append(a)
         if sizes[s] and not pool:
-            raise ValueError(f"fsdd_digits: no recordings for the {s} split (takes "
-                             f"{OFFICIAL_TAKES[s].start}-{min(OFFICIAL_TAKES[s].stop, 49) - 1})")
+            raise ValueError(
+                f"fsdd_digits: no recordings for the {s} split (takes "
+                f"{OFFICIAL_TAKES[s].start}-{min(OFFICIAL_TAKES[s].stop, 49) - 1})"
+            )
         speakers = sorted(pool)
-        items = [_string(np.random.default_rng([seed, split_id, i]), pool, speakers)
-                 for i in range(sizes[s])]
-        splits[s] = Split(audio=[x[0] for x in items], labels=None,
-                          transcripts=[x[1] for x in items], speakers=[x[2] for x in items])
+        items = [
+            _string(np.random.default_rng([seed, split_id, i]), pool, speakers)
+            for i in range(sizes[s])
+        ]
+        splits[s] = Split(
+            audio=[x[0] for x in items],
+            labels=None,
+            transcripts=[x[1] for x in items],
+            speakers=[x[2] for x in items],
+        )
     return with_skipped(Dataset("fsdd_digits", "ctc", list(CTC_ALPHABET), splits), skipped)

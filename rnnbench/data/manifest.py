@@ -18,8 +18,9 @@ from rnnbench.data import CTC_ALPHABET, Dataset, Split, audio
 def read_manifest(path: str) -> tuple[list[str], list[str]]:
     """-> (absolute audio paths, transcripts); ValueError naming the file and line if bad."""
     if not os.path.isfile(path):
-        raise ValueError(f"manifest {path} does not exist (expected a TSV: audio path, tab, "
-                         f"transcript)")
+        raise ValueError(
+            f"manifest {path} does not exist (expected a TSV: audio path, tab, transcript)"
+        )
     base = os.path.dirname(os.path.abspath(path))
     paths, texts = [], []
     with open(path, encoding="utf-8") as f:
@@ -31,13 +32,16 @@ def read_manifest(path: str) -> tuple[list[str], list[str]]:
             if n == 1 and [c.strip().lower() for c in cols] == ["path", "transcript"]:
                 continue
             if len(cols) != 2 or not cols[0].strip():
-                raise ValueError(f"{path} line {n}: expected 'audio path<TAB>transcript', got "
-                                 f"{line[:80]!r}")
+                raise ValueError(
+                    f"{path} line {n}: expected 'audio path<TAB>transcript', got {line[:80]!r}"
+                )
             text = " ".join(cols[1].lower().split())
             bad = sorted(set(text) - set(CTC_ALPHABET))
             if not text or bad:
-                raise ValueError(f"{path} line {n}: transcript {cols[1]!r} is empty or has "
-                                 f"characters {bad} outside a-z, space and apostrophe")
+                raise ValueError(
+                    f"{path} line {n}: transcript {cols[1]!r} is empty or has "
+                    f"characters {bad} outside a-z, space and apostrophe"
+                )
             paths.append(os.path.join(base, cols[0].strip()))
             texts.append(text)
     if not paths:
@@ -45,8 +49,9 @@ def read_manifest(path: str) -> tuple[list[str], list[str]]:
     return paths, texts
 
 
-def load_manifest(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                  path: str | None = None) -> Dataset:
+def load_manifest(
+    *, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None, path: str | None = None
+) -> Dataset:
     """The manifest at `path` as a one-split ("test") CTC dataset; a bad audio file is an
     error naming it and the manifest."""
     path = path or data_dir

@@ -59,20 +59,25 @@ class MeaningCodec:
     def check(self, meaning) -> None:
         """ValueError naming what is wrong unless `meaning` is in the schema."""
         if not isinstance(meaning, Mapping) or set(meaning) != {"intent", "slots"}:
-            raise ValueError(f"a meaning is a dict with keys 'intent' and 'slots', "
-                             f"got {meaning!r}")
+            raise ValueError(f"a meaning is a dict with keys 'intent' and 'slots', got {meaning!r}")
         intent, slots = meaning["intent"], meaning["slots"]
         if intent not in self.schema:
-            raise ValueError(f"meaning {dict(meaning)!r}: unknown intent {intent!r}; "
-                             f"known: {', '.join(self.intents)}")
+            raise ValueError(
+                f"meaning {dict(meaning)!r}: unknown intent {intent!r}; "
+                f"known: {', '.join(self.intents)}"
+            )
         want = self.schema[intent]
         if not isinstance(slots, Mapping) or set(slots) != set(want):
-            raise ValueError(f"meaning {dict(meaning)!r}: intent {intent!r} has slots "
-                             f"{sorted(want)}, got {slots!r}")
+            raise ValueError(
+                f"meaning {dict(meaning)!r}: intent {intent!r} has slots "
+                f"{sorted(want)}, got {slots!r}"
+            )
         for name, value in slots.items():
             if value not in want[name]:
-                raise ValueError(f"meaning {dict(meaning)!r}: slot {intent}.{name} = {value!r} "
-                                 f"is outside the schema; allowed: {', '.join(want[name])}")
+                raise ValueError(
+                    f"meaning {dict(meaning)!r}: slot {intent}.{name} = {value!r} "
+                    f"is outside the schema; allowed: {', '.join(want[name])}"
+                )
 
     def encode(self, meaning) -> tuple[int, np.ndarray]:
         """meaning -> (intent id, slot value ids int32 [S]); ValueError outside the schema."""
@@ -87,9 +92,14 @@ class MeaningCodec:
         """(intent id, slot value ids [S]) -> meaning: the intent's own slots, read from `slots`
         (a value id 0 reads "none", whether or not the schema allows it there)."""
         name = self.intents[int(intent)]
-        return {"intent": name,
-                "slots": {s: self.slot_values[k][int(slots[k])]
-                          for k, s in enumerate(self.slot_names) if s in self.schema[name]}}
+        return {
+            "intent": name,
+            "slots": {
+                s: self.slot_values[k][int(slots[k])]
+                for k, s in enumerate(self.slot_names)
+                if s in self.schema[name]
+            },
+        }
 
     def format(self, meaning) -> str:
         """Compact text: "set_timer(number=25, unit=minutes)", "cancel()"; slots in schema
@@ -105,4 +115,5 @@ class MeaningCodec:
 def synth_phrases_codec() -> MeaningCodec:
     """The codec of synth_phrases (rnnbench.data.phrases.SCHEMA)."""
     from rnnbench.data import phrases
+
     return MeaningCodec.from_schema(phrases.SCHEMA)

@@ -38,9 +38,16 @@ DISTRACTORS = ("other", "any")
 class MixedAudio:
     """A read-only list of int16 clips, example i mixed on access from (seed, split, i)."""
 
-    def __init__(self, keywords: list[np.ndarray], keyword_labels: np.ndarray,
-                 distractors: list[np.ndarray], n: int, delay_samples: int, seed: int,
-                 split_id: int):
+    def __init__(
+        self,
+        keywords: list[np.ndarray],
+        keyword_labels: np.ndarray,
+        distractors: list[np.ndarray],
+        n: int,
+        delay_samples: int,
+        seed: int,
+        split_id: int,
+    ):
         self.keywords, self.distractors = keywords, distractors
         self.n, self.delay, self.seed, self.split_id = n, delay_samples, seed, split_id
         rng = np.random.default_rng([seed, split_id, 7919])
@@ -58,14 +65,14 @@ class MixedAudio:
     def _mix(self, i: int) -> np.ndarray:
         out = np.zeros(self.length, np.int16)
         kw = self.keywords[self.keyword_index[i]][:SAMPLE_RATE]
-        out[:kw.shape[0]] = kw
+        out[: kw.shape[0]] = kw
         pos = SAMPLE_RATE
         if self.delay:
             rng = np.random.default_rng([self.seed, self.split_id, i])
             while pos < self.length:
                 d = self.distractors[int(rng.integers(len(self.distractors)))]
                 take = min(d.shape[0], self.length - pos)
-                out[pos:pos + take] = d[:take]
+                out[pos : pos + take] = d[:take]
                 pos += max(take, 1)
         return out
 
@@ -76,29 +83,41 @@ class MixedAudio:
         return self._mix(i)
 
 
-def synth_recall(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                 delay_s: float = 1.0, train_size: int = 100_000, validation_size: int = 600,
-                 test_size: int = 600, distractors: str = "other",
-                 base_options: dict | None = None) -> Dataset:
+def synth_recall(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    delay_s: float = 1.0,
+    train_size: int = 100_000,
+    validation_size: int = 600,
+    test_size: int = 600,
+    distractors: str = "other",
+    base_options: dict | None = None,
+) -> Dataset:
     """Delayed keyword recall built from `synth_commands` (see module docstring). `data_dir` is
     ignored; `protocol` must be 12 (the 10 command words); `base_options` go to synth_commands."""
     from rnnbench import data as data_lib
     from rnnbench.data.synth import COMMANDS_10
 
     if protocol != 12:
-        raise ValueError(f"synth_recall: protocol must be 12 (the 10 command words), "
-                         f"got {protocol!r}")
+        raise ValueError(
+            f"synth_recall: protocol must be 12 (the 10 command words), got {protocol!r}"
+        )
     if not isinstance(delay_s, (int, float)) or delay_s < 0:
         raise ValueError(f"synth_recall: delay_s must be a number >= 0 (seconds), got {delay_s!r}")
     if distractors not in DISTRACTORS:
-        raise ValueError(f"synth_recall: distractors must be one of {DISTRACTORS}, "
-                         f"got {distractors!r}")
+        raise ValueError(
+            f"synth_recall: distractors must be one of {DISTRACTORS}, got {distractors!r}"
+        )
     sizes = {"train": train_size, "validation": validation_size, "test": test_size}
     for k, v in sizes.items():
         if not isinstance(v, (int, np.integer)) or v <= 0:
             raise ValueError(f"synth_recall: {k}_size must be a positive int, got {v!r}")
-    base = data_lib.load("synth_commands", protocol=12, seed=seed, cache_dir=cache_dir,
-                         **(base_options or {}))
+    base = data_lib.load(
+        "synth_commands", protocol=12, seed=seed, cache_dir=cache_dir, **(base_options or {})
+    )
     first_word = base.classes.index(COMMANDS_10[0])
     delay = int(round(delay_s * SAMPLE_RATE))
     splits = {}
@@ -107,9 +126,15 @@ def synth_recall(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=
         is_kw = src.labels >= first_word
         kw_idx = np.flatnonzero(is_kw)
         pool = range(len(src.audio)) if distractors == "any" else np.flatnonzero(~is_kw)
-        audio = MixedAudio([src.audio[i] for i in kw_idx], src.labels[kw_idx] - first_word,
-                           [src.audio[i] for i in pool], int(n), delay, seed, SPLIT_IDS[name])
+        audio = MixedAudio(
+            [src.audio[i] for i in kw_idx],
+            src.labels[kw_idx] - first_word,
+            [src.audio[i] for i in pool],
+            int(n),
+            delay,
+            seed,
+            SPLIT_IDS[name],
+        )
         speakers = [src.speakers[kw_idx[j]] for j in audio.keyword_index]
-        splits[name] = Split(audio=audio, labels=audio.labels, transcripts=None,
-                             speakers=speakers)
+        splits[name] = Split(audio=audio, labels=audio.labels, transcripts=None, speakers=speakers)
     return Dataset("synth_recall", "classify", list(COMMANDS_10), splits)

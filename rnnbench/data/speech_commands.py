@@ -37,8 +37,10 @@ from rnnbench.data.audio import read_many, read_wav, to_int16, with_skipped
 
 COMMANDS_10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES_12 = ["_silence_", "_unknown_"] + COMMANDS_10
-LAYOUT = ("DIR/<word>/*.wav (one folder per word), DIR/validation_list.txt, "
-          "DIR/testing_list.txt and DIR/_background_noise_/*.wav")
+LAYOUT = (
+    "DIR/<word>/*.wav (one folder per word), DIR/validation_list.txt, "
+    "DIR/testing_list.txt and DIR/_background_noise_/*.wav"
+)
 SPLITS = ("train", "validation", "test")
 
 
@@ -55,34 +57,47 @@ def _read_list(path: str) -> set[str]:
 def scan(data_dir: str) -> tuple[dict[str, list[str]], dict[str, str]]:
     """-> ({split: [relative wav paths]}, {relative path: word}) for the files present."""
     if data_dir is None or not os.path.isdir(data_dir):
-        raise ValueError(f"speech_commands: data_dir {data_dir!r} is not a directory; "
-                         f"expected {LAYOUT}")
+        raise ValueError(
+            f"speech_commands: data_dir {data_dir!r} is not a directory; expected {LAYOUT}"
+        )
     lists = {}
     for split, fname in (("validation", "validation_list.txt"), ("test", "testing_list.txt")):
         p = os.path.join(data_dir, fname)
         if not os.path.isfile(p):
             raise ValueError(f"speech_commands: missing {p}; expected {LAYOUT}")
         lists[split] = _read_list(p)
-    words = sorted(d for d in os.listdir(data_dir)
-                   if not d.startswith("_") and not d.startswith(".")
-                   and os.path.isdir(os.path.join(data_dir, d)))
+    words = sorted(
+        d
+        for d in os.listdir(data_dir)
+        if not d.startswith("_")
+        and not d.startswith(".")
+        and os.path.isdir(os.path.join(data_dir, d))
+    )
     present: dict[str, str] = {}
     for w in words:
         for f in sorted(os.listdir(os.path.join(data_dir, w))):
             if f.lower().endswith(".wav"):
                 present[f"{w}/{f}"] = w
     if not present:
-        raise ValueError(f"speech_commands: no word folders with .wav files in {data_dir}; "
-                         f"expected {LAYOUT}")
+        raise ValueError(
+            f"speech_commands: no word folders with .wav files in {data_dir}; expected {LAYOUT}"
+        )
     missing = sum(1 for rel in lists["validation"] | lists["test"] if rel not in present)
     if missing:
-        warnings.warn(f"speech_commands: {missing} file(s) named in validation_list.txt/"
-                      f"testing_list.txt are absent from {data_dir} (partial copy); skipped",
-                      stacklevel=3)
+        warnings.warn(
+            f"speech_commands: {missing} file(s) named in validation_list.txt/"
+            f"testing_list.txt are absent from {data_dir} (partial copy); skipped",
+            stacklevel=3,
+        )
     files = {s: [] for s in SPLITS}
     for rel in present:
-        s = ("test" if rel in lists["test"]
-             else "validation" if rel in lists["validation"] else "train")
+        s = (
+            "test"
+            if rel in lists["test"]
+            else "validation"
+            if rel in lists["validation"]
+            else "train"
+        )
         files[s].append(rel)
     return files, present
 
@@ -93,8 +108,10 @@ def _background(data_dir: str) -> list[np.ndarray]:
     paths = sorted(os.path.join(bg_dir, f) for f in names)
     paths = [p for p in paths if p.lower().endswith(".wav")]
     if not paths:
-        raise ValueError(f"speech_commands: protocol 12 needs background noise WAVs in {bg_dir} "
-                         f"to cut _silence_ clips; expected {LAYOUT}")
+        raise ValueError(
+            f"speech_commands: protocol 12 needs background noise WAVs in {bg_dir} "
+            f"to cut _silence_ clips; expected {LAYOUT}"
+        )
     noise = [read_wav(p) for p in paths]
     short = [p for p, x in zip(paths, noise) if x.shape[0] < SAMPLE_RATE]
     if short:
@@ -107,14 +124,21 @@ def _silence(rng: np.random.Generator, noise: list[np.ndarray], n: int) -> list[
     for _ in range(n):
         x = noise[rng.integers(len(noise))]
         off = int(rng.integers(0, x.shape[0] - SAMPLE_RATE + 1))
-        seg = x[off: off + SAMPLE_RATE].astype(np.float32) / 32768.0
+        seg = x[off : off + SAMPLE_RATE].astype(np.float32) / 32768.0
         out.append(to_int16(seg * rng.uniform(0.0, 1.0)))
     return out
 
 
-def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                         silence_percentage: float = 10.0, unknown_percentage: float = 10.0,
-                         on_error: str = "raise") -> Dataset:
+def load_speech_commands(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    silence_percentage: float = 10.0,
+    unknown_percentage: float = 10.0,
+    on_error: str = "raise",
+) -> Dataset:
     """Speech Commands directory -> Dataset (task "classify"); see module docstring."""
     if protocol not in (12, 35):
         raise ValueError(f"speech_commands: protocol must be 12 or 35, got {protocol!r}")
@@ -137,8 +161,7 @@ def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, ca
             n_unknown = min(len(unknown), math.ceil(len(known) * unknown_percentage / 100))
             chosen = known + unknown[:n_unknown]
             labels = [classes.index(word_of[r]) for r in known] + [1] * n_unknown
-        audio, kept, bad = read_many([os.path.join(data_dir, r) for r in chosen],
-                                     on_error=on_error)
+        audio, kept, bad = read_many([os.path.join(data_dir, r) for r in chosen], on_error=on_error)
         skipped += bad
         labels = [labels[i] for i in kept]
         speakers = [_speaker(chosen[i]) for i in kept]
@@ -148,6 +171,7 @@ def load_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, ca
             audio += _silence(rng, noise, n_sil)
             labels += [0] * n_sil
             speakers += ["_silence_"] * n_sil
-        splits[s] = Split(audio=audio, labels=np.array(labels, np.int32), transcripts=None,
-                          speakers=speakers)
+        splits[s] = Split(
+            audio=audio, labels=np.array(labels, np.int32), transcripts=None, speakers=speakers
+        )
     return with_skipped(Dataset("speech_commands", "classify", classes, splits), skipped)

@@ -93,15 +93,54 @@ from rnnbench.data.espeak import ESpeak
 
 RECIPE_VERSION = 1
 WORDS_35 = [
-    "backward", "bed", "bird", "cat", "dog", "down", "eight", "five", "follow", "forward",
-    "four", "go", "happy", "house", "learn", "left", "marvin", "nine", "no", "off", "on",
-    "one", "right", "seven", "sheila", "six", "stop", "three", "tree", "two", "up",
-    "visual", "wow", "yes", "zero",
+    "backward",
+    "bed",
+    "bird",
+    "cat",
+    "dog",
+    "down",
+    "eight",
+    "five",
+    "follow",
+    "forward",
+    "four",
+    "go",
+    "happy",
+    "house",
+    "learn",
+    "left",
+    "marvin",
+    "nine",
+    "no",
+    "off",
+    "on",
+    "one",
+    "right",
+    "seven",
+    "sheila",
+    "six",
+    "stop",
+    "three",
+    "tree",
+    "two",
+    "up",
+    "visual",
+    "wow",
+    "yes",
+    "zero",
 ]
 COMMANDS_10 = ["yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
 CLASSES_12 = ["_silence_", "_unknown_"] + COMMANDS_10
-ACCENTS = ["en", "en-us", "en-us-nyc", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan",
-           "en-gb-x-gbcwmd", "en-029"]
+ACCENTS = [
+    "en",
+    "en-us",
+    "en-us-nyc",
+    "en-gb-x-rp",
+    "en-gb-scotland",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+    "en-029",
+]
 SPLITS = ("train", "validation", "test")
 N_TEST_VOICES = 16
 N_VALIDATION_VOICES = 16
@@ -110,15 +149,20 @@ BLOCK = 2000  # items per fresh worker process (part of the recipe: it fixes eSp
 
 # ----------------------------------------------------------------------------- shared pieces
 
+
 def voice_partition(variants: list[str], seed: int) -> dict[str, list[str]]:
     """Disjoint voice variants per split (16 test, 16 validation, rest train)."""
     perm = np.random.default_rng([seed, 7919]).permutation(sorted(variants)).tolist()
     n_te, n_va = N_TEST_VOICES, N_VALIDATION_VOICES
     if len(perm) < n_te + n_va + 1:
-        raise ValueError(f"need at least {n_te + n_va + 1} eSpeak voice variants, "
-                         f"found {len(perm)}")
-    return {"test": perm[:n_te], "validation": perm[n_te:n_te + n_va],
-            "train": perm[n_te + n_va:]}
+        raise ValueError(
+            f"need at least {n_te + n_va + 1} eSpeak voice variants, found {len(perm)}"
+        )
+    return {
+        "test": perm[:n_te],
+        "validation": perm[n_te : n_te + n_va],
+        "train": perm[n_te + n_va :],
+    }
 
 
 def draw_speakers(rng: np.random.Generator, voices: list[str], n: int) -> list[str]:
@@ -126,8 +170,15 @@ def draw_speakers(rng: np.random.Generator, voices: list[str], n: int) -> list[s
     return [voices[j] for j in rng.integers(0, len(voices), size=n)]
 
 
-def render_speech(es: ESpeak, rng: np.random.Generator, text: str, variant: str, *,
-                  max_seconds: float | None = None, **extra) -> np.ndarray:
+def render_speech(
+    es: ESpeak,
+    rng: np.random.Generator,
+    text: str,
+    variant: str,
+    *,
+    max_seconds: float | None = None,
+    **extra,
+) -> np.ndarray:
     """Speak ``text`` with a random accent/rate/pitch; float32 [n] at 16 kHz, trimmed, scaled.
 
     With ``max_seconds``, speech that lasts longer is rendered again 1.2x faster (up to
@@ -136,14 +187,20 @@ def render_speech(es: ESpeak, rng: np.random.Generator, text: str, variant: str,
     accent = ACCENTS[rng.integers(len(ACCENTS))]
     rate, pitch, pitch_range = (int(rng.integers(*r)) for r in ((130, 231), (15, 86), (10, 91)))
     while True:
-        x = es.synth(text, voice=f"{accent}+{variant}", rate=rate, pitch=pitch,
-                     pitch_range=pitch_range, **extra)
+        x = es.synth(
+            text,
+            voice=f"{accent}+{variant}",
+            rate=rate,
+            pitch=pitch,
+            pitch_range=pitch_range,
+            **extra,
+        )
         x = resample(x.astype(np.float32) / 32768.0, es.sample_rate, SAMPLE_RATE)
         peak = float(np.abs(x).max()) if x.size else 0.0
         if peak <= 0:
             raise RuntimeError(f"eSpeak produced silence for {text!r} with voice {variant!r}")
         idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
-        x = x[idx[0]: idx[-1] + 1]
+        x = x[idx[0] : idx[-1] + 1]
         if max_seconds is None or x.shape[0] <= max_seconds * SAMPLE_RATE or rate >= 450:
             break
         rate = min(450, int(rate * 1.2))
@@ -170,13 +227,14 @@ def render_all(clip_fn: Callable, items: list[tuple], num_workers: int | None) -
     the output bytes depend only on the items, not on the history of the calling process or
     the number of workers. Results come back in the order of ``items``.
     """
-    blocks = [items[k: k + BLOCK] for k in range(0, len(items), BLOCK)]
+    blocks = [items[k : k + BLOCK] for k in range(0, len(items), BLOCK)]
     if not blocks:
         return []
     workers = max(1, min(num_workers or min(2, os.cpu_count() or 1), len(blocks)))
     ctx = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx,
-                                                max_tasks_per_child=1) as ex:
+    with concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=ctx, max_tasks_per_child=1
+    ) as ex:
         futures = [ex.submit(_render_block, clip_fn, b) for b in blocks]
         return [x for f in futures for x in f.result()]
 
@@ -199,7 +257,8 @@ def _save(path: str, spec: dict, splits: dict[str, Split]) -> None:
             arrays[f"{s}/transcripts"] = np.array(sp.transcripts, dtype=str)
         if sp.meanings is not None:
             arrays[f"{s}/meanings"] = np.array(
-                [json.dumps(m, sort_keys=True) for m in sp.meanings], dtype=str)
+                [json.dumps(m, sort_keys=True) for m in sp.meanings], dtype=str
+            )
     atomic.save_npz(path, **arrays)
 
 
@@ -214,14 +273,18 @@ def _load(path: str) -> dict[str, Split]:
                 labels=z[f"{s}/labels"].astype(np.int32) if f"{s}/labels" in z else None,
                 transcripts=z[f"{s}/transcripts"].tolist() if f"{s}/transcripts" in z else None,
                 speakers=z[f"{s}/speakers"].tolist(),
-                meanings=([json.loads(m) for m in z[f"{s}/meanings"].tolist()]
-                          if f"{s}/meanings" in z else None),
+                meanings=(
+                    [json.loads(m) for m in z[f"{s}/meanings"].tolist()]
+                    if f"{s}/meanings" in z
+                    else None
+                ),
             )
     return splits
 
 
-def cached_splits(name: str, spec: dict, cache_dir, use_cache: bool,
-                  build: Callable[[], dict[str, Split]]) -> dict[str, Split]:
+def cached_splits(
+    name: str, spec: dict, cache_dir, use_cache: bool, build: Callable[[], dict[str, Split]]
+) -> dict[str, Split]:
     """The splits cached for ``spec`` if present, else ``build()`` (saved atomically)."""
     path = cache_path(name, spec, cache_dir)
     if use_cache and os.path.exists(path):
@@ -243,8 +306,10 @@ def check_sizes(train_size, validation_size, test_size) -> dict[str, int]:
 
 # ----------------------------------------------------------------------------- corpora
 
-def _command_clip(es, seed, split_id, i, cls, classes, variant, augment=(), voices=(),
-                  noise_dir=None) -> np.ndarray:
+
+def _command_clip(
+    es, seed, split_id, i, cls, classes, variant, augment=(), voices=(), noise_dir=None
+) -> np.ndarray:
     rng = np.random.default_rng([seed, split_id, i])
     n = SAMPLE_RATE
     arng = bank = None
@@ -265,21 +330,26 @@ def _command_clip(es, seed, split_id, i, cls, classes, variant, augment=(), voic
         word = cls
     text = augment_lib.intonation(arng, word) if "intonation" in augment else word
     speech = render_speech(es, rng, text, variant)
-    for name, fn in (("speed", augment_lib.speed), ("vtlp", augment_lib.vtlp),
-                     ("rir", augment_lib.reverberate)):
+    for name, fn in (
+        ("speed", augment_lib.speed),
+        ("vtlp", augment_lib.vtlp),
+        ("rir", augment_lib.reverberate),
+    ):
         if name in augment:
             speech = fn(arng, speech)
     speech = speech[:n]
     clip = np.zeros(n, np.float32)
     off = int(rng.integers(0, n - speech.shape[0] + 1))
-    clip[off: off + speech.shape[0]] = speech
-    rms = float(np.sqrt(np.mean(speech ** 2)))
+    clip[off : off + speech.shape[0]] = speech
+    rms = float(np.sqrt(np.mean(speech**2)))
     if "noise" not in augment:
         clip = add_noise(rng, clip, rms)
     else:
+
         def speak(r):  # a babble talker: two words, a voice of this clip's split
             words = " ".join(WORDS_35[j] for j in r.integers(len(WORDS_35), size=2))
             return render_speech(es, r, words, voices[r.integers(len(voices))])
+
         clip = augment_lib.add_background(arng, clip, rms, speak=speak, bank=bank)
     return to_int16(_recording(arng, clip, augment))
 
@@ -296,19 +366,28 @@ def _recording(arng, clip: np.ndarray, augment) -> np.ndarray:
 def _digit_clip(es, seed, split_id, i, variant) -> tuple[np.ndarray, str]:
     rng = np.random.default_rng([seed, split_id, i])
     digits = rng.integers(0, 10, size=int(rng.integers(1, 8)))
-    words = [("oh" if rng.random() < 0.5 else "zero") if d == 0 else DIGIT_WORDS[d]
-             for d in digits]
+    words = [("oh" if rng.random() < 0.5 else "zero") if d == 0 else DIGIT_WORDS[d] for d in digits]
     text = " ".join(words)
     speech = render_speech(es, rng, text, variant, wordgap=int(rng.integers(0, 13)))
     lead, trail = (int(rng.uniform(0.1, 0.4) * SAMPLE_RATE) for _ in range(2))
     clip = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
-    return to_int16(add_noise(rng, clip, float(np.sqrt(np.mean(speech ** 2))))), text
+    return to_int16(add_noise(rng, clip, float(np.sqrt(np.mean(speech**2))))), text
 
 
-def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                   train_size: int = 6000, validation_size: int = 1200, test_size: int = 1200,
-                   augment=(), noise_dir: str | None = None, use_cache: bool = True,
-                   num_workers: int | None = None) -> Dataset:
+def synth_commands(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    train_size: int = 6000,
+    validation_size: int = 1200,
+    test_size: int = 1200,
+    augment=(),
+    noise_dir: str | None = None,
+    use_cache: bool = True,
+    num_workers: int | None = None,
+) -> Dataset:
     """Synthetic Speech Commands (see module docstring). ``data_dir`` is ignored.
 
     ``augment``: option names of rnnbench/data/augment.py (a list or "speed,rir"), applied to
@@ -319,11 +398,20 @@ def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_di
     sizes = check_sizes(train_size, validation_size, test_size)
     augment = augment_lib.check_options(augment, noise_dir)
     classes = CLASSES_12 if protocol == 12 else list(WORDS_35)
-    spec = dict(name="synth_commands", recipe=RECIPE_VERSION, block=BLOCK, protocol=protocol,
-                seed=seed, **sizes)
+    spec = dict(
+        name="synth_commands",
+        recipe=RECIPE_VERSION,
+        block=BLOCK,
+        protocol=protocol,
+        seed=seed,
+        **sizes,
+    )
     if augment:  # the default spec (and so its cache key) is unchanged
-        spec.update(augment=list(augment), augment_version=augment_lib.VERSION,
-                    noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None)
+        spec.update(
+            augment=list(augment),
+            augment_version=augment_lib.VERSION,
+            noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None,
+        )
 
     def build() -> dict[str, Split]:
         voices = voice_partition(ESpeak().variants, seed)
@@ -332,37 +420,67 @@ def synth_commands(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_di
             lrng = np.random.default_rng([seed, split_id, 104729])
             labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
             plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
-        extra = {s: (augment, tuple(voices[s]), noise_dir) if augment and s == "train" else ()
-                 for s in SPLITS}  # validation and test stay the default recipe's clips
-        items = [(seed, split_id, i, classes[plan[s][0][i]], classes, plan[s][1][i], *extra[s])
-                 for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+        extra = {
+            s: (augment, tuple(voices[s]), noise_dir) if augment and s == "train" else ()
+            for s in SPLITS
+        }  # validation and test stay the default recipe's clips
+        items = [
+            (seed, split_id, i, classes[plan[s][0][i]], classes, plan[s][1][i], *extra[s])
+            for split_id, s in enumerate(SPLITS)
+            for i in range(sizes[s])
+        ]
         audio = iter(render_all(_command_clip, items, num_workers))
-        return {s: Split(audio=[next(audio) for _ in range(sizes[s])], labels=plan[s][0],
-                         transcripts=None, speakers=plan[s][1]) for s in SPLITS}
+        return {
+            s: Split(
+                audio=[next(audio) for _ in range(sizes[s])],
+                labels=plan[s][0],
+                transcripts=None,
+                speakers=plan[s][1],
+            )
+            for s in SPLITS
+        }
 
     splits = cached_splits("synth_commands", spec, cache_dir, use_cache, build)
     return Dataset("synth_commands", "classify", list(classes), splits)
 
 
-def synth_digits(*, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None,
-                 train_size: int = 3000, validation_size: int = 500, test_size: int = 500,
-                 use_cache: bool = True, num_workers: int | None = None) -> Dataset:
+def synth_digits(
+    *,
+    data_dir=None,
+    protocol: int = 12,
+    seed: int = 0,
+    cache_dir=None,
+    train_size: int = 3000,
+    validation_size: int = 500,
+    test_size: int = 500,
+    use_cache: bool = True,
+    num_workers: int | None = None,
+) -> Dataset:
     """Synthetic connected digit strings for CTC (see module docstring). ``protocol`` is ignored."""
     sizes = check_sizes(train_size, validation_size, test_size)
     spec = dict(name="synth_digits", recipe=RECIPE_VERSION, block=BLOCK, seed=seed, **sizes)
 
     def build() -> dict[str, Split]:
         voices = voice_partition(ESpeak().variants, seed)
-        speakers = {s: draw_speakers(np.random.default_rng([seed, split_id, 104729]),
-                                     voices[s], sizes[s]) for split_id, s in enumerate(SPLITS)}
-        items = [(seed, split_id, i, speakers[s][i])
-                 for split_id, s in enumerate(SPLITS) for i in range(sizes[s])]
+        speakers = {
+            s: draw_speakers(np.random.default_rng([seed, split_id, 104729]), voices[s], sizes[s])
+            for split_id, s in enumerate(SPLITS)
+        }
+        items = [
+            (seed, split_id, i, speakers[s][i])
+            for split_id, s in enumerate(SPLITS)
+            for i in range(sizes[s])
+        ]
         pairs = iter(render_all(_digit_clip, items, num_workers))
         splits = {}
         for s in SPLITS:
             got = [next(pairs) for _ in range(sizes[s])]
-            splits[s] = Split(audio=[a for a, _ in got], labels=None,
-                              transcripts=[t for _, t in got], speakers=speakers[s])
+            splits[s] = Split(
+                audio=[a for a, _ in got],
+                labels=None,
+                transcripts=[t for _, t in got],
+                speakers=speakers[s],
+            )
         return splits
 
     splits = cached_splits("synth_digits", spec, cache_dir, use_cache, build)

@@ -21,13 +21,16 @@ def _import_tfds():
         import tensorflow  # noqa: F401  (tfds.builder exists only with tensorflow present)
         import tensorflow_datasets as tfds
     except ImportError as e:
-        raise ImportError("tfds:speech_commands needs tensorflow-datasets and tensorflow "
-                          "(tensorflow-cpu); install them with pip install 'rnnbench[tfds]'") from e
+        raise ImportError(
+            "tfds:speech_commands needs tensorflow-datasets and tensorflow "
+            "(tensorflow-cpu); install them with pip install 'rnnbench[tfds]'"
+        ) from e
     return tfds
 
 
-def load_tfds_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 0,
-                              cache_dir=None, download: bool = True) -> Dataset:
+def load_tfds_speech_commands(
+    *, data_dir=None, protocol: int = 12, seed: int = 0, cache_dir=None, download: bool = True
+) -> Dataset:
     """TFDS speech_commands -> Dataset (task "classify", 12 classes)."""
     if protocol != 12:
         raise ValueError(f"tfds:speech_commands only provides protocol 12, got {protocol!r}")
@@ -43,6 +46,10 @@ def load_tfds_speech_commands(*, data_dir=None, protocol: int = 12, seed: int = 
         for ex in tfds.as_numpy(builder.as_dataset(split=theirs)):
             audio.append(np.asarray(ex["audio"], np.int16).reshape(-1))
             labels.append(remap[int(ex["label"])])
-        splits[ours] = Split(audio=audio, labels=np.array(labels, np.int32), transcripts=None,
-                             speakers=["unknown"] * len(audio))
+        splits[ours] = Split(
+            audio=audio,
+            labels=np.array(labels, np.int32),
+            transcripts=None,
+            speakers=["unknown"] * len(audio),
+        )
     return Dataset("tfds:speech_commands", "classify", list(CLASSES_12), splits)

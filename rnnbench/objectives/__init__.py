@@ -107,8 +107,10 @@ class Objective:
 
     def prediction(self, out: dict, row: int, dataset) -> str:
         """The model's answer for one row of an eval batch, as text (class name, transcript)."""
-        raise ValueError(f"objective {self.name!r} does not predict text; "
-                         f"inference needs a classifier or a recogniser")
+        raise ValueError(
+            f"objective {self.name!r} does not predict text; "
+            f"inference needs a classifier or a recogniser"
+        )
 
 
 def valid_rows(batch: Batch) -> np.ndarray:
@@ -134,10 +136,14 @@ def find(model_kind: str, data_task: str, dataset_name: str = "the dataset") -> 
             return cls
     kinds = sorted(c.model_kind for c in OBJECTIVES.values() if c.data_task == data_task)
     if not kinds:
-        raise ValueError(f"{dataset_name} is a {data_task!r} task, which no objective trains; "
-                         f"known tasks: {sorted({c.data_task for c in OBJECTIVES.values()})}")
-    raise ValueError(f"{dataset_name} is a {data_task} task but config.model.kind={model_kind!r}; "
-                     f"use one of {kinds}")
+        raise ValueError(
+            f"{dataset_name} is a {data_task!r} task, which no objective trains; "
+            f"known tasks: {sorted({c.data_task for c in OBJECTIVES.values()})}"
+        )
+    raise ValueError(
+        f"{dataset_name} is a {data_task} task but config.model.kind={model_kind!r}; "
+        f"use one of {kinds}"
+    )
 
 
 def make(config, dataset) -> Objective:
@@ -148,5 +154,4 @@ def make(config, dataset) -> Objective:
     return objective
 
 
-from rnnbench.objectives import classify, ctc, las, regress, tag, transducer  # noqa: E402,F401
-from rnnbench.objectives import intent, tts  # noqa: E402,F401
+from rnnbench.objectives import classify, ctc, intent, las, regress, tag, transducer, tts  # noqa: E402,F401  # noqa: E402,F401

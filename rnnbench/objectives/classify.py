@@ -38,4 +38,3 @@ class Classify(Objective):
         out = super().summarize(acc, dataset)
         out["accuracy"] = acc["correct"] / max(acc["count"], 1.0)
         return out
-

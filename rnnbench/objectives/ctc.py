@@ -37,15 +37,20 @@ def check_ctc_lengths(config, dataset) -> None:
         for i, (a, text) in enumerate(zip(split.audio, split.transcripts)):
             ids = dataset.encode(text)
             need = len(ids) + int(np.sum(ids[1:] == ids[:-1]))
-            frames = features.num_frames(a.shape[0], sample_rate=dataset.sample_rate,
-                                         win_ms=f.get("win_ms", 25.0), hop_ms=f.get("hop_ms", 10.0))
+            frames = features.num_frames(
+                a.shape[0],
+                sample_rate=dataset.sample_rate,
+                win_ms=f.get("win_ms", 25.0),
+                hop_ms=f.get("hop_ms", 10.0),
+            )
             frames = -(-int(frames) // stride)
             if frames < need:
                 raise ValueError(
                     f"{dataset.name} {split_name} example {i} ({text!r}): {len(ids)} labels need "
                     f">= {need} frames for CTC but the model sees {frames} (audio {a.shape[0]} "
                     f"samples, hop {f.get('hop_ms', 10.0)} ms, front-end stride {stride}); "
-                    f"use a smaller stride or hop")
+                    f"use a smaller stride or hop"
+                )
 
 
 def label_padding(labels, label_lengths):
@@ -60,8 +65,13 @@ def frame_padding(logits, lengths):
 
 def ctc_per_label(logits, lengths, labels, label_lengths):
     """CTC negative log-likelihood per utterance divided by its label count, [batch]."""
-    per_seq = optax.ctc_loss(logits, frame_padding(logits, lengths), labels,
-                             label_padding(labels, label_lengths), blank_id=0)
+    per_seq = optax.ctc_loss(
+        logits,
+        frame_padding(logits, lengths),
+        labels,
+        label_padding(labels, label_lengths),
+        blank_id=0,
+    )
     return per_seq / jnp.maximum(label_lengths, 1)
 
 
@@ -83,8 +93,10 @@ def decode_settings(config) -> dict:
     if d["beam"] < 0:
         raise ValueError(f"config.decode.beam must be >= 0 (0 = greedy), got {d['beam']}")
     if d["lm_weight"] < 0 or (d["lm_weight"] > 0 and not d["lm_order"]):
-        raise ValueError(f"config.decode.lm_weight={d['lm_weight']} needs lm_weight >= 0 and an "
-                         f"LM (config.decode.lm_order > 0, got {d['lm_order']})")
+        raise ValueError(
+            f"config.decode.lm_weight={d['lm_weight']} needs lm_weight >= 0 and an "
+            f"LM (config.decode.lm_order > 0, got {d['lm_order']})"
+        )
     if d["lm_order"] and not d["beam"]:
         raise ValueError("config.decode.lm_order > 0 needs beam search (config.decode.beam > 0)")
     return d
@@ -107,13 +119,13 @@ class TextObjective(Objective):
     def accumulate(self, acc, dataset, batch, out):
         super().accumulate(acc, dataset, batch, out)
         for r in valid_rows(batch):
-            acc["refs"].append(dataset.decode(batch["labels"][r, :batch["label_lengths"][r]]))
+            acc["refs"].append(dataset.decode(batch["labels"][r, : batch["label_lengths"][r]]))
             acc["hyps"].append(dataset.decode(self.hypothesis(out, r, acc["final"])))
 
     def hypothesis(self, out, row, final: bool) -> np.ndarray:
         """Label ids of one decoded row (`final`: the final evaluation, which may decode with
         a beam; validation during training decodes greedily)."""
-        return out["hyp_ids"][row, :out["hyp_lengths"][row]]
+        return out["hyp_ids"][row, : out["hyp_lengths"][row]]
 
     def summarize(self, acc, dataset):
         out = super().summarize(acc, dataset)
@@ -137,9 +149,11 @@ class CTC(TextObjective):
     def check(self, config, dataset):
         check_ctc_lengths(config, dataset)
         if self.decode["lm_order"]:
-            self.lm = char_lm.CharNgramLM.fit(dataset.splits["train"].transcripts,
-                                              order=self.decode["lm_order"],
-                                              alphabet=dataset.classes)
+            self.lm = char_lm.CharNgramLM.fit(
+                dataset.splits["train"].transcripts,
+                order=self.decode["lm_order"],
+                alphabet=dataset.classes,
+            )
 
     def artifacts(self):
         return {LM_FILE: self.lm.to_json()} if self.lm is not None else {}
@@ -152,9 +166,11 @@ class CTC(TextObjective):
             with open(path) as f:
                 self.lm = char_lm.CharNgramLM.from_json(f.read())
         except OSError as e:
-            raise ValueError(f"{path}: the run decodes with a character LM (config.decode."
-                             f"lm_order={self.decode['lm_order']}) but its LM cannot be read "
-                             f"({e})") from None
+            raise ValueError(
+                f"{path}: the run decodes with a character LM (config.decode."
+                f"lm_order={self.decode['lm_order']}) but its LM cannot be read "
+                f"({e})"
+            ) from None
 
     def per_example(self, logits, aux, batch):
         return ctc_per_label(logits, aux["lengths"], batch["labels"], batch["label_lengths"]), {}
@@ -171,6 +187,11 @@ class CTC(TextObjective):
             return metrics.ctc_greedy_collapse(out["best_path"][row, :frames])
         d = self.decode
         ids, _ = ctc_decode.prefix_beam_search(
-            out["log_probs"][row, :frames], beam=d["beam"], token_prune=d["token_prune"],
-            lm=self.lm, lm_weight=d["lm_weight"], insertion_bonus=d["insertion_bonus"])
+            out["log_probs"][row, :frames],
+            beam=d["beam"],
+            token_prune=d["token_prune"],
+            lm=self.lm,
+            lm_weight=d["lm_weight"],
+            insertion_bonus=d["insertion_bonus"],
+        )
         return np.asarray(ids, np.int32)

@@ -34,12 +34,16 @@ def check_meanings(dataset, codec: meanings.MeaningCodec) -> None:
         if split is None:
             continue
         if split.meanings is None:
-            raise DataError(f"{dataset.name} {name} has no meanings: the intent task needs "
-                            "utterances labelled with an intent and slots (e.g. "
-                            "--config.dataset=synth_phrases)")
+            raise DataError(
+                f"{dataset.name} {name} has no meanings: the intent task needs "
+                "utterances labelled with an intent and slots (e.g. "
+                "--config.dataset=synth_phrases)"
+            )
         if len(split.meanings) != len(split):
-            raise DataError(f"{dataset.name} {name} has {len(split)} clips but "
-                            f"{len(split.meanings)} meanings; it needs one meaning per clip")
+            raise DataError(
+                f"{dataset.name} {name} has {len(split)} clips but "
+                f"{len(split.meanings)} meanings; it needs one meaning per clip"
+            )
         for i, m in enumerate(split.meanings):
             said = f" ({split.transcripts[i]!r})" if split.transcripts else ""
             if m is None:
@@ -72,8 +76,12 @@ def meaning_scores(outputs, batch, slot_mask) -> dict:
     relevant = jnp.asarray(slot_mask)[batch["intent"]]  # [B, S]
     meaning_ok = intent_ok & jnp.all(slot_ok | ~relevant, axis=-1)
     rel = relevant * w[:, None]
-    return {"meaning_correct": (meaning_ok * w).sum(), "intent_correct": (intent_ok * w).sum(),
-            "slot_correct": (slot_ok * rel).sum(0), "slot_count": rel.sum(0)}
+    return {
+        "meaning_correct": (meaning_ok * w).sum(),
+        "intent_correct": (intent_ok * w).sum(),
+        "slot_correct": (slot_ok * rel).sum(0),
+        "slot_count": rel.sum(0),
+    }
 
 
 @register
@@ -103,22 +111,28 @@ class Intent(Objective):
 
     def per_example(self, outputs, aux, batch):
         if "intent" not in batch:  # static: a pipeline that ignored `meaning_encoder`
-            raise ValueError("the batch has no 'intent'/'slots': the input pipeline must pass "
-                             "objective.meaning_encoder(dataset) to the batcher as "
-                             "encode_meaning (rnnbench/data/batching.py)")
+            raise ValueError(
+                "the batch has no 'intent'/'slots': the input pipeline must pass "
+                "objective.meaning_encoder(dataset) to the batcher as "
+                "encode_meaning (rnnbench/data/batching.py)"
+            )
         loss = meaning_loss(outputs, batch["intent"], batch["slots"], self.codec.slot_mask)
         return loss, meaning_scores(outputs, batch, self.codec.slot_mask)
 
     def train_metrics(self, sums):
         n = jnp.maximum(sums["count"], 1.0)
-        return {"meaning_accuracy": sums["meaning_correct"] / n,
-                "intent_accuracy": sums["intent_correct"] / n,
-                "slot_accuracy": sums["slot_correct"].sum() / jnp.maximum(
-                    sums["slot_count"].sum(), 1.0)}
+        return {
+            "meaning_accuracy": sums["meaning_correct"] / n,
+            "intent_accuracy": sums["intent_correct"] / n,
+            "slot_accuracy": sums["slot_correct"].sum()
+            / jnp.maximum(sums["slot_count"].sum(), 1.0),
+        }
 
     def eval_outputs(self, model, outputs, aux, batch):
-        return {"intent_pred": jnp.argmax(outputs["intent"], -1),
-                "slot_pred": jnp.argmax(outputs["slots"], -1)}
+        return {
+            "intent_pred": jnp.argmax(outputs["intent"], -1),
+            "slot_pred": jnp.argmax(outputs["slots"], -1),
+        }
 
     def accumulate(self, acc, dataset, batch, out):
         for k in ("loss_sum", "count", *self.sum_keys):  # slot_* are vectors [S]
@@ -126,9 +140,12 @@ class Intent(Objective):
 
     def summarize(self, acc, dataset):
         n = max(float(acc["count"]), 1.0)
-        out = {"loss": float(acc["loss_sum"]) / n, "examples": int(acc["count"]),
-               "meaning_accuracy": float(acc["meaning_correct"]) / n,
-               "intent_accuracy": float(acc["intent_correct"]) / n}
+        out = {
+            "loss": float(acc["loss_sum"]) / n,
+            "examples": int(acc["count"]),
+            "meaning_accuracy": float(acc["meaning_correct"]) / n,
+            "intent_accuracy": float(acc["intent_correct"]) / n,
+        }
         correct, count = np.asarray(acc["slot_correct"]), np.asarray(acc["slot_count"])
         out["slot_accuracy"] = float(correct.sum() / max(count.sum(), 1.0))
         for name, c, k in zip(self.codec.slot_names, correct.reshape(-1), count.reshape(-1)):
@@ -138,5 +155,4 @@ class Intent(Objective):
 
     def prediction(self, out, row, dataset):
         """The predicted meaning as text, e.g. "set_timer(number=25, unit=minutes)"."""
-        return self.codec.format(self.codec.decode(out["intent_pred"][row],
-                                                   out["slot_pred"][row]))
+        return self.codec.format(self.codec.decode(out["intent_pred"][row], out["slot_pred"][row]))

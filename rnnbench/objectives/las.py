@@ -29,12 +29,14 @@ def decode_settings(config) -> dict:
     given.pop("max_symbols_per_step", None)  # the transducer's
     unknown = sorted(set(given) - set(d))
     if unknown:
-        raise ValueError(f"unknown config.decode fields {unknown} for model.kind 'las'; "
-                         f"known: {sorted(d)}")
+        raise ValueError(
+            f"unknown config.decode fields {unknown} for model.kind 'las'; known: {sorted(d)}"
+        )
     d.update(given)
     if d["beam"] < 1:
-        raise ValueError(f"config.decode.beam must be >= 1 for model.kind 'las' (1 = greedy), "
-                         f"got {d['beam']}")
+        raise ValueError(
+            f"config.decode.beam must be >= 1 for model.kind 'las' (1 = greedy), got {d['beam']}"
+        )
     if not 0.0 <= d["ctc_weight"] <= 1.0:
         raise ValueError(f"config.decode.ctc_weight must be in [0, 1], got {d['ctc_weight']}")
     return d
@@ -54,8 +56,9 @@ class LAS(TextObjective):
         if not 0.0 <= self.ctc_weight <= 1.0:
             raise ValueError(f"config.model.ctc_weight must be in [0, 1], got {self.ctc_weight}")
         if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"config.model.label_smoothing must be in [0, 1), got "
-                             f"{self.label_smoothing}")
+            raise ValueError(
+                f"config.model.label_smoothing must be in [0, 1), got {self.label_smoothing}"
+            )
         self.decode = decode_settings(config)
 
     def check(self, config, dataset):
@@ -63,16 +66,25 @@ class LAS(TextObjective):
             check_ctc_lengths(config, dataset)
 
     def forward(self, model, feats, lengths, batch, key):
-        logits, aux = model(feats, lengths, labels=batch["labels"],
-                            label_lengths=batch["label_lengths"], key=key)
+        logits, aux = model(
+            feats, lengths, labels=batch["labels"], label_lengths=batch["label_lengths"], key=key
+        )
         return logits, dict(aux, feats=feats, feat_lengths=lengths)  # decoding re-reads them
 
     def per_example(self, logits, aux, batch):
-        loss, parts = seq2seq.joint_loss(logits, aux, batch["labels"], batch["label_lengths"],
-                                         ctc_weight=self.ctc_weight,
-                                         label_smoothing=self.label_smoothing)
+        loss, parts = seq2seq.joint_loss(
+            logits,
+            aux,
+            batch["labels"],
+            batch["label_lengths"],
+            ctc_weight=self.ctc_weight,
+            label_smoothing=self.label_smoothing,
+        )
         w = batch["weights"]
-        return loss, {"correct": (parts["correct"] * w).sum(), "tokens": (parts["tokens"] * w).sum()}
+        return loss, {
+            "correct": (parts["correct"] * w).sum(),
+            "tokens": (parts["tokens"] * w).sum(),
+        }
 
     def train_metrics(self, sums):
         return {"token_accuracy": sums["correct"] / jnp.maximum(sums["tokens"], 1.0)}
@@ -81,8 +93,14 @@ class LAS(TextObjective):
         d = self.decode
         max_len = d["max_len"] or batch["labels"].shape[1]
         ids, lengths, _ = seq2seq.beam_search(
-            model, aux["feats"], aux["feat_lengths"], beam=d["beam"], max_len=max_len,
-            ctc_weight=d["ctc_weight"], length_bonus=d["length_bonus"])
+            model,
+            aux["feats"],
+            aux["feat_lengths"],
+            beam=d["beam"],
+            max_len=max_len,
+            ctc_weight=d["ctc_weight"],
+            length_bonus=d["length_bonus"],
+        )
         return {"hyp_ids": ids, "hyp_lengths": lengths}
 
     def summarize(self, acc, dataset):

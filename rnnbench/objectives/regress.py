@@ -20,4 +20,3 @@ class Regress(Objective):
 
     def per_example(self, outputs, aux, batch):
         return jnp.square(outputs[:, 0] - batch["targets"]), {}
-

@@ -27,8 +27,10 @@ class Tag(Objective):
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])  # [B, T]
         correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
         per_example = (ce * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
-        return per_example, {"correct": (correct * mask * w[:, None]).sum(),
-                             "scored": (mask * w[:, None]).sum()}
+        return per_example, {
+            "correct": (correct * mask * w[:, None]).sum(),
+            "scored": (mask * w[:, None]).sum(),
+        }
 
     def train_metrics(self, sums):
         return {"accuracy": sums["correct"] / jnp.maximum(sums["scored"], 1.0)}
@@ -37,4 +39,3 @@ class Tag(Objective):
         out = super().summarize(acc, dataset)
         out["accuracy"] = acc["correct"] / max(acc["scored"], 1.0)
         return out
-

@@ -27,8 +27,13 @@ import jax.numpy as jnp
 from rnnbench import features, tts
 from rnnbench.objectives import Objective, register
 
-LOSS_DEFAULTS = {"mel_loss": "mse", "stop_weight": 1.0, "stop_pos_weight": 5.0,
-                 "guided_attention_weight": 1.0, "guided_attention_sigma": 0.2}
+LOSS_DEFAULTS = {
+    "mel_loss": "mse",
+    "stop_weight": 1.0,
+    "stop_pos_weight": 5.0,
+    "guided_attention_weight": 1.0,
+    "guided_attention_sigma": 0.2,
+}
 MEL_KEYS = ("n_mels", "win_ms", "hop_ms", "n_fft", "fmin", "fmax", "htk")
 
 
@@ -37,8 +42,10 @@ def mel_settings(features_config) -> dict:
     kind other than log-mel)."""
     f = dict(features_config)
     if f.get("kind", "logmel") != "logmel":
-        raise ValueError(f"model.kind 'tts' predicts log-mel frames; config.features.kind "
-                          f"must be 'logmel', got {f.get('kind')!r}")
+        raise ValueError(
+            f"model.kind 'tts' predicts log-mel frames; config.features.kind "
+            f"must be 'logmel', got {f.get('kind')!r}"
+        )
     return {k: f[k] for k in MEL_KEYS if f.get(k) is not None}
 
 
@@ -57,8 +64,9 @@ def loss_settings(config) -> dict:
         if not d[k] >= 0:
             raise ValueError(f"config.model.{k} must be >= 0, got {d[k]!r}")
     if not d["guided_attention_sigma"] > 0:
-        raise ValueError(f"config.model.guided_attention_sigma must be > 0, got "
-                          f"{d['guided_attention_sigma']!r}")
+        raise ValueError(
+            f"config.model.guided_attention_sigma must be > 0, got {d['guided_attention_sigma']!r}"
+        )
     return d
 
 
@@ -69,8 +77,10 @@ def stop_targets(mel_lengths, size: int):
 
 def weighted_bce(logits, targets, pos_weight: float):
     """Binary cross-entropy with logits, positives weighted by `pos_weight`, elementwise."""
-    return -(pos_weight * targets * jax.nn.log_sigmoid(logits)
-             + (1.0 - targets) * jax.nn.log_sigmoid(-logits))
+    return -(
+        pos_weight * targets * jax.nn.log_sigmoid(logits)
+        + (1.0 - targets) * jax.nn.log_sigmoid(-logits)
+    )
 
 
 @register
@@ -90,13 +100,17 @@ class Synthesis(Objective):
     def check(self, config, dataset):
         sa = config.get("spec_augment")
         if sa and sa.get("enabled", False):
-            raise ValueError("config.spec_augment.enabled must be False for model.kind 'tts': "
-                              "its targets are the clean log-mels of the audio (the objective "
-                              "computes them itself)")
+            raise ValueError(
+                "config.spec_augment.enabled must be False for model.kind 'tts': "
+                "its targets are the clean log-mels of the audio (the objective "
+                "computes them itself)"
+            )
         for split_name, split in dataset.splits.items():
             if split.transcripts is None:
-                raise ValueError(f"{dataset.name} {split_name} has no transcripts; model.kind "
-                                  f"'tts' needs text for every clip")
+                raise ValueError(
+                    f"{dataset.name} {split_name} has no transcripts; model.kind "
+                    f"'tts' needs text for every clip"
+                )
 
     def num_classes(self, dataset):
         return len(dataset.classes)
@@ -107,8 +121,9 @@ class Synthesis(Objective):
     def forward(self, model, feats, lengths, batch, key):
         """Ignores the step's features: the targets are this objective's own log-mels."""
         mels, mel_lengths = target_mels(self.mel, batch["audio"], batch["audio_lengths"])
-        outputs, aux = model(batch["labels"], batch["label_lengths"], mels=mels,
-                             mel_lengths=mel_lengths, key=key)
+        outputs, aux = model(
+            batch["labels"], batch["label_lengths"], mels=mels, mel_lengths=mel_lengths, key=key
+        )
         return outputs, dict(aux, mels=mels, mel_lengths=mel_lengths)
 
     def per_example(self, outputs, aux, batch):
@@ -122,7 +137,7 @@ class Synthesis(Objective):
 
         def mel_loss(pred):
             err = pred - target
-            err = jnp.abs(err) if s["mel_loss"] == "l1" else err ** 2
+            err = jnp.abs(err) if s["mel_loss"] == "l1" else err**2
             return jnp.where(valid, err, 0.0).sum((1, 2)) / jnp.maximum(values, 1.0)
 
         post_abs = jnp.where(valid, jnp.abs(outputs["mel_post"] - target), 0.0).sum((1, 2))
@@ -138,21 +153,33 @@ class Synthesis(Objective):
         bce = bce.sum(1) / jnp.maximum(stop_frames, 1.0)
         correct = (((logits > 0) == (stop_t > 0.5)) & stop_valid).sum(1).astype(jnp.float32)
 
-        ga = tts.guided_attention_loss(aux["alignments"], aux["lengths"], steps,
-                                       s["guided_attention_sigma"])
-        loss = (mel_loss(outputs["mel"]) + mel_loss(outputs["mel_post"])
-                + s["stop_weight"] * bce + s["guided_attention_weight"] * ga)
+        ga = tts.guided_attention_loss(
+            aux["alignments"], aux["lengths"], steps, s["guided_attention_sigma"]
+        )
+        loss = (
+            mel_loss(outputs["mel"])
+            + mel_loss(outputs["mel_post"])
+            + s["stop_weight"] * bce
+            + s["guided_attention_weight"] * ga
+        )
         w = batch["weights"]
-        sums = {"l1_sum": (post_abs * w).sum() * tts.MEL_SCALE, "mse_sum": (post_sq * w).sum(),
-                "values": (values * w).sum(), "stop_correct": (correct * w).sum(),
-                "stop_frames": (stop_frames * w).sum(), "ga_sum": (ga * w).sum()}
+        sums = {
+            "l1_sum": (post_abs * w).sum() * tts.MEL_SCALE,
+            "mse_sum": (post_sq * w).sum(),
+            "values": (values * w).sum(),
+            "stop_correct": (correct * w).sum(),
+            "stop_frames": (stop_frames * w).sum(),
+            "ga_sum": (ga * w).sum(),
+        }
         return loss, sums
 
     def train_metrics(self, sums):
-        return {"mel_l1": sums["l1_sum"] / jnp.maximum(sums["values"], 1.0),
-                "mel_mse": sums["mse_sum"] / jnp.maximum(sums["values"], 1.0),
-                "stop_accuracy": sums["stop_correct"] / jnp.maximum(sums["stop_frames"], 1.0),
-                "guided_attention": sums["ga_sum"] / jnp.maximum(sums["count"], 1.0)}
+        return {
+            "mel_l1": sums["l1_sum"] / jnp.maximum(sums["values"], 1.0),
+            "mel_mse": sums["mse_sum"] / jnp.maximum(sums["values"], 1.0),
+            "stop_accuracy": sums["stop_correct"] / jnp.maximum(sums["stop_frames"], 1.0),
+            "guided_attention": sums["ga_sum"] / jnp.maximum(sums["count"], 1.0),
+        }
 
     def summarize(self, acc, dataset):
         out = super().summarize(acc, dataset)
