@@ -8,23 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from toy import small_config, tone_dataset
 
 from experiments import decoders
-from rnnbench import char_lm, inference, train
-
-
-@pytest.fixture(scope="module")
-def ctc_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("ctc_run"))
-    c = small_config("lstm")
-    c.model.kind = "ctc"
-    c.model.frontend.channels = 0
-    c.num_steps, c.eval_every, c.checkpoint_every = 30, 30, 30
-    c.optimizer.learning_rate = 1e-2
-    ds = tone_dataset("ctc")
-    final = train.train_and_evaluate(c, workdir, wandb_mode="disabled", progress=False, dataset=ds)
-    return workdir, ds, final
+from rnnbench import char_lm, inference
 
 
 @pytest.fixture(scope="module")

@@ -8,25 +8,12 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from toy import SR, small_config, tone_dataset
+from toy import SR
 
-from rnnbench import inference, train
+from rnnbench import inference
 from rnnbench.data import manifest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def ctc_run(tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("ctc_run"))
-    c = small_config("lstm")
-    c.model.kind = "ctc"
-    c.model.frontend.channels = 0
-    c.num_steps, c.eval_every, c.checkpoint_every = 30, 30, 30
-    c.optimizer.learning_rate = 1e-2
-    ds = tone_dataset("ctc")
-    final = train.train_and_evaluate(c, workdir, wandb_mode="disabled", progress=False, dataset=ds)
-    return workdir, ds, final
 
 
 def test_restored_run_scores_like_the_final_evaluation(ctc_run):
