@@ -20,11 +20,16 @@ import os
 
 from absl import app, flags
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A recogniser's training run directory.")
-_SPLIT = flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to score.")
-_OUT = flags.DEFINE_string("out", None, "JSON path (default <workdir>/slu_pipeline_<split>.json).")
-_PARSER_STEPS = flags.DEFINE_integer("parser_steps", 600, "Training steps of the text parser.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Clips per forward pass of the recogniser.")
+
+def define_flags() -> None:
+    """The command line (defined only when run as a program, so that importing this module, e.g.
+    from the tests, does not clash with other entry points' flags)."""
+    flags.DEFINE_string("workdir", None, "A recogniser's training run directory.")
+    flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to score.")
+    flags.DEFINE_string("out", None, "JSON path (default <workdir>/slu_pipeline_<split>.json).")
+    flags.DEFINE_integer("parser_steps", 600, "Training steps of the text parser.")
+    flags.DEFINE_integer("batch_size", 32, "Clips per forward pass of the recogniser.")
+
 
 PREFIX = {"validation": "val", "test": "test"}
 
@@ -112,16 +117,21 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     from rnnbench import atomic
 
-    if not _WORKDIR.value:
+    if not flags.FLAGS.workdir:
         raise app.UsageError("--workdir is required")
     result = run_pipeline(
-        _WORKDIR.value, _SPLIT.value, parser_steps=_PARSER_STEPS.value, batch_size=_BATCH.value
+        flags.FLAGS.workdir,
+        flags.FLAGS.split,
+        parser_steps=flags.FLAGS.parser_steps,
+        batch_size=flags.FLAGS.batch_size,
     )
-    path = _OUT.value or os.path.join(_WORKDIR.value, f"slu_pipeline_{_SPLIT.value}.json")
+    path = flags.FLAGS.out or os.path.join(
+        flags.FLAGS.workdir, f"slu_pipeline_{flags.FLAGS.split}.json"
+    )
     atomic.write_json(path, result, indent=1)
-    p = PREFIX[_SPLIT.value]
+    p = PREFIX[flags.FLAGS.split]
     print(
-        f"{result['dataset']} ({result['split_kind']}) {_SPLIT.value}: exact meaning "
+        f"{result['dataset']} ({result['split_kind']}) {flags.FLAGS.split}: exact meaning "
         f"{result[f'{p}_meaning_accuracy']:.4f} (parser on reference transcripts "
         f"{result[f'{p}_reference_meaning_accuracy']:.4f}), intent "
         f"{result[f'{p}_intent_accuracy']:.4f}, CER {result[f'{p}_cer']:.4f}; "
@@ -132,4 +142,5 @@ def main(argv):
 if __name__ == "__main__":
     from rnnbench import errors
 
+    define_flags()
     errors.run(main)

@@ -421,9 +421,9 @@ def test_failure_is_recorded_and_killed_sweep_resumes(config_file, tmp_path, cac
     for seed in (0, 1):  # the seed group wrote what separate runs write
         assert json.load(open(os.path.join(d, f"seed={seed}", "config.json")))["seed"] == seed
     assert sorted(os.listdir(os.path.join(d, "logs"))) == [
+        "batch_size=64,hidden=8.log",
         "default,seeds=0-1.log",
         "hidden=12.log",
-        "batch_size=64,hidden=8.log",
     ]
 
     r = _cli(args, cache_dir)  # a third time: only the failed run is retried
