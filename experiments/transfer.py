@@ -382,7 +382,11 @@ def render(result: dict) -> str:
             f"1 layer of {settings['hidden']}), {settings['num_steps']:,} steps, batch "
             f"{settings['batch_size']}, **one seed ({settings['seed']}) per row**: short runs for a "
             "comparison, not the main job. Corpus: synth_commands "
-            f"{settings['sizes']} train / validation / test clips; test voices unseen."
+            f"{settings['sizes']} train / validation / test clips; test voices unseen. "
+            "*augment* options (rnnbench/data/augment.py) change training clips only, each "
+            "option a clip with probability 1/2; every row's validation and test clips are the "
+            "default corpus's, so the synthetic column compares rows on the same clips. *mel "
+            "warp*: the on-device VTLP warp (rnnbench/features.py), training only."
         ),
         f"- full-size version of a row: `{settings['full_size_command']}`",
         (
@@ -448,6 +452,16 @@ def render(result: dict) -> str:
             "cached) in the process that trained the row, on this shared machine."
         ),
     ]
+    own = ref.get("fsdd_test_in_training_eval")
+    if own:
+        lines += [
+            "",
+            (
+                "The reference is scored like the rows (experiments/transfer.py pads clips to "
+                "multiples of 0.5 s); its training run's own evaluation, with other padding, "
+                f"gave {_fmt(own)}{_counts(own)} on the same clips."
+            ),
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ import dataclasses
 
 from experiments.configs import common, kws, kws_fsdd
 
-ALL = "channel,intonation,noise,rir,speed,vtlp"
+ALL = "bandwidth,channel,intonation,noise,rir,speed,vtlp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +41,7 @@ ROWS = (
     Row("rir", "rir"),
     Row("noise", "noise"),
     Row("channel", "channel"),
+    Row("bandwidth", "bandwidth", protocols=(35, 12)),
     Row("mel_warp", mel_warp=0.1),
     Row("all", ALL),
     Row("all+mel_warp", ALL, mel_warp=0.1, protocols=(35, 12)),

@@ -4,7 +4,9 @@
 renders, each drawn from a generator of its own per clip, so a corpus stays a pure function of
 its spec (the option names and ``VERSION`` enter the spec and the cache key), the speaker
 partition is untouched and validation and test clips are the default corpus's.
-All functions take float32 [n] audio at 16 kHz and return float32.
+Each option is applied to a training clip with probability PROB = 1/2, independently
+(``chosen``), so training sees clean and augmented variants of every condition. All functions
+take float32 [n] audio at 16 kHz and return float32.
 
 Options (``OPTIONS``), in the order a clip meets them:
 
@@ -26,8 +28,7 @@ Options (``OPTIONS``), in the order a clip meets them:
   Silence clips draw from the same kinds except babble, at the default silence levels.
 - ``channel``: a microphone / line: high-pass at 40-300 Hz, two peaking EQ bands of +-9 dB, and
   with probability 1/2 a low-pass at 3.4-7.5 kHz (telephone- and 8 kHz-recordings' bandwidth).
-- ``bandwidth``: with probability 1/2 the clip was recorded at 8 or 12 kHz: resampled down and
-  back to 16 kHz, so nothing is left above 4 or 6 kHz (a low-pass filter only attenuates, and
+- ``bandwidth``: the clip was recorded at 8 or 12 kHz: resampled down and back to 16 kHz, so nothing is left above 4 or 6 kHz (a low-pass filter only attenuates, and
   per-channel feature normalisation undoes attenuation; an empty band is what such recordings,
   FSDD's 8 kHz ones among them, look like).
 """
@@ -45,9 +46,10 @@ import scipy.signal
 
 from rnnbench.data import SAMPLE_RATE
 
-VERSION = 2  # 1: every split augmented; 2: the training split only
+VERSION = 3  # 1: every split, every clip; 2: training split only; 3: each option with PROB
 OPTIONS = ("intonation", "speed", "vtlp", "rir", "noise", "channel", "bandwidth")
 AUGMENT_STREAM = 0xA06  # the augmentation generator of clip i: default_rng([seed, split, i, it])
+PROB = 0.5  # each option of a corpus is applied to a training clip with this probability
 
 SPEED_RANGE = (0.85, 1.15)
 VTLP_RANGE = (0.88, 1.12)
@@ -89,6 +91,11 @@ def check_options(augment, noise_dir=None) -> tuple[str, ...]:
             f"augmentation; add 'noise' to augment (got {tuple(augment)})"
         )
     return tuple(sorted(set(augment)))
+
+
+def chosen(rng: np.random.Generator, augment: Sequence[str]) -> tuple[str, ...]:
+    """The options of ``augment`` one clip gets: each with probability PROB (OPTIONS order)."""
+    return tuple(o for o in OPTIONS if o in augment and rng.random() < PROB)
 
 
 # ----------------------------------------------------------------------------- speakers
@@ -327,9 +334,7 @@ def _narrowband_fir(up: int, down: int) -> np.ndarray:
 
 
 def bandwidth(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
-    """With probability 1/2, ``x`` as recorded at a rate of NARROW_RATES: [n] -> [n]."""
-    if rng.random() < 0.5:
-        return x.astype(np.float32)
+    """``x`` as recorded at a rate of NARROW_RATES (nothing above its Nyquist): [n] -> [n]."""
     rate = int(NARROW_RATES[rng.integers(len(NARROW_RATES))])
     g = np.gcd(SAMPLE_RATE, rate)
     up, down = rate // g, SAMPLE_RATE // g

@@ -38,14 +38,15 @@ utterance with an extra inter-word gap of 0-120 ms (eSpeak ``wordgap``), with
 Default sizes: train 3000, validation 500, test 500 utterances.
 
 Augmentation (``synth_commands(augment=..., noise_dir=...)``, off by default) of the training
-split only. Options of augment.py: ``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise`` (more
-noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel`` and ``bandwidth``. Training clip
-``i`` keeps every draw of the recipe above (class, voice, accent, rate, pitch, level, offset)
-and takes the augmentation's from its own generator (seed, split, i, augment.AUGMENT_STREAM), so
-an augmented corpus has the same labels and voices, split-disjoint as before, and the default
-corpus's validation and test clips: byte-identical when train_size is a multiple of BLOCK (as
-the default sizes are; otherwise a block mixes splits and eSpeak's call history, which babble
-and intonation change, moves their bytes slightly), so accuracies on them compare across recipes.
+split only. Options of augment.py: ``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise``
+(more noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel`` and
+``bandwidth``, each applied to a clip with probability 1/2. Training clip ``i`` keeps every draw
+of the recipe above (class, voice, accent, rate, pitch, level, offset) and takes the
+augmentation's from its own generator (seed, split, i, augment.AUGMENT_STREAM), so an augmented
+corpus has the same labels and voices, split-disjoint as before, and the default corpus's
+validation and test clips: byte-identical when train_size is a multiple of BLOCK (as the default
+sizes are; otherwise a block mixes splits and eSpeak's call history, which babble and
+intonation change, moves their bytes slightly), so accuracies on them compare across recipes.
 The options (sorted), augment.VERSION and a digest of the noise files enter the spec; with no
 options the spec, the cache key and every byte are those of the default corpus.
 
@@ -316,6 +317,7 @@ def _command_clip(
     if augment:  # drawn from a stream of its own: the base draws of clip i stay the same
         arng = np.random.default_rng([seed, split_id, i, augment_lib.AUGMENT_STREAM])
         bank = augment_lib.noise_bank(noise_dir) if noise_dir else None
+        augment = augment_lib.chosen(arng, augment)
     if cls == "_silence_":
         if "noise" in augment:
             clip = augment_lib.background(arng, n, bank=bank)
