@@ -69,7 +69,7 @@ def mel_matrix(
     return weights.T.astype(np.float32)
 
 
-def _frame_params(sample_rate, win_ms, hop_ms, n_fft):
+def frame_params(sample_rate, win_ms, hop_ms, n_fft):
     win = round(sample_rate * win_ms / 1000.0)
     hop = round(sample_rate * hop_ms / 1000.0)
     n_fft = int(2 ** np.ceil(np.log2(win))) if n_fft is None else int(n_fft)
@@ -91,6 +91,19 @@ def _mask(frame_lengths, T):
     return jnp.arange(T)[None, :] < frame_lengths[:, None]  # [B, T]
 
 
+def hann_window(win: int) -> np.ndarray:
+    """Periodic Hann window [win], float32."""
+    return (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
+
+
+def stft(audio, win: int, hop: int, n_fft: int):
+    """audio [..., S] -> complex [..., T, n_fft // 2 + 1], T = 1 + (S - win) // hop: Hann-windowed
+    frames of `win` samples every `hop`, zero-padded to `n_fft` (the caller checks S >= win)."""
+    T = 1 + (audio.shape[-1] - win) // hop
+    idx = np.arange(T)[:, None] * hop + np.arange(win)[None, :]
+    return jnp.fft.rfft(audio[..., idx] * hann_window(win), n=n_fft, axis=-1)
+
+
 def log_mel(
     audio,
     lengths,
@@ -105,16 +118,13 @@ def log_mel(
     htk: bool = False,
 ):
     """audio [B, S] float32, lengths [B] -> (log-mel [B, T, n_mels] float32, frame_lengths [B] int32)."""
-    win, hop, n_fft = _frame_params(sample_rate, win_ms, hop_ms, n_fft)
+    win, hop, n_fft = frame_params(sample_rate, win_ms, hop_ms, n_fft)
     audio = jnp.asarray(audio, jnp.float32)
     S = audio.shape[1]
     if S < win:
         raise ValueError(f"audio has {S} samples per row, fewer than one window ({win})")
     T = 1 + (S - win) // hop
-    idx = np.arange(T)[:, None] * hop + np.arange(win)[None, :]
-    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(win) / win)).astype(np.float32)
-    frames = audio[:, idx] * window  # [B, T, win]
-    spec = jnp.fft.rfft(frames, n=n_fft, axis=-1)
+    spec = stft(audio, win, hop, n_fft)  # [B, T, n_fft//2+1]
     power = spec.real**2 + spec.imag**2  # [B, T, n_fft//2+1]
     mel = power @ jnp.asarray(mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax, htk))
     feats = jnp.log(mel + LOG_EPS)

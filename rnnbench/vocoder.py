@@ -49,7 +49,7 @@ class Frames:
         """The framing `features.log_mel` uses for a config's `features` (win_ms, hop_ms,
         n_fft)."""
         f = dict(features_config)
-        win, hop, n_fft = features._frame_params(
+        win, hop, n_fft = features.frame_params(
             sample_rate, f.get("win_ms", 25.0), f.get("hop_ms", 10.0), f.get("n_fft")
         )
         return cls(win, hop, n_fft)
@@ -57,8 +57,7 @@ class Frames:
     @property
     def window(self) -> np.ndarray:
         """Periodic Hann window [win], float32 (the one `features.log_mel` uses)."""
-        n = np.arange(self.win)
-        return (0.5 - 0.5 * np.cos(2 * np.pi * n / self.win)).astype(np.float32)
+        return features.hann_window(self.win)
 
     def num_frames(self, samples: int) -> int:
         return 1 + (samples - self.win) // self.hop
@@ -76,8 +75,7 @@ def stft(audio, frames: Frames):
         raise ValueError(
             f"audio of {audio.shape[-1]} samples is shorter than one window ({frames.win})"
         )
-    idx = np.arange(t)[:, None] * frames.hop + np.arange(frames.win)[None, :]
-    return jnp.fft.rfft(audio[..., idx] * frames.window, n=frames.n_fft, axis=-1)
+    return features.stft(audio, frames.win, frames.hop, frames.n_fft)
 
 
 def istft(spec, frames: Frames):
