@@ -46,12 +46,22 @@ METRICS = {
         ("val_wer", "val WER (%)", 100.0),
         ("test_loss", "test loss", 1.0),
     ],
+    "intent": [
+        ("test_meaning_accuracy", "test exact meaning (%)", 100.0),
+        ("test_intent_accuracy", "test intent (%)", 100.0),
+        ("test_slot_accuracy", "test slots (%)", 100.0),
+        ("val_meaning_accuracy", "val exact meaning (%)", 100.0),
+        ("test_loss", "test loss", 1.0),
+    ],
 }
-PRIMARY = {"classify": "test_accuracy", "ctc": "test_cer"}
+PRIMARY = {"classify": "test_accuracy", "ctc": "test_cer", "intent": "test_meaning_accuracy"}
 CURVE_METRIC = {
     "classify": ("accuracy", "validation accuracy (%)", 100.0),
     "ctc": ("cer", "validation CER (%)", 100.0),
+    "intent": ("meaning_accuracy", "validation exact-meaning accuracy (%)", 100.0),
 }
+# objectives (final.json "objective") whose tables share another's columns
+TABLE_KIND = {"las": "ctc", "transducer": "ctc"}
 
 # Zhang et al. 2017, "Hello Edge: Keyword Spotting on Microcontrollers" (arXiv:1711.07128),
 # Speech Commands v1, 12 classes, small (S) models, test accuracy in %.
@@ -241,7 +251,12 @@ def stats(values: list[float]) -> dict:
 
 
 def detect_task(runs: list[Run]) -> str:
-    """'classify' or 'ctc': final.json's task, else its metric names, else config.model.kind."""
+    """The table kind ('classify', 'ctc' or 'intent'): final.json's objective (recognisers all
+    report as 'ctc'), else its task, else its metric names, else config.model.kind."""
+    for r in runs:
+        objective = (r.final or {}).get("objective")
+        if objective in METRICS or objective in TABLE_KIND:
+            return TABLE_KIND.get(objective, objective)
     for r in runs:
         if r.final:
             if r.final.get("task") in METRICS:
@@ -251,8 +266,9 @@ def detect_task(runs: list[Run]) -> str:
             if "test_accuracy" in r.final:
                 return "classify"
     for r in runs:
-        if r.config and (r.config.get("model") or {}).get("kind") == "ctc":
-            return "ctc"
+        kind = (r.config.get("model") or {}).get("kind") if r.config else None
+        if kind in METRICS or kind in TABLE_KIND:
+            return TABLE_KIND.get(kind, kind)
     return "classify"
 
 

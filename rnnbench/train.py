@@ -40,6 +40,7 @@ from jax.sharding import PartitionSpec as P
 from rnnbench import (
     atomic,
     cells,
+    checkpoint_files,
     errors,
     features,
     input_pipeline,
@@ -498,6 +499,20 @@ def _cause(e: BaseException) -> str:
     return f"{type(inner).__name__}: {first[:200]}" if first else type(inner).__name__
 
 
+class _OrbaxTaskNoise(logging.Filter):
+    """Drops asyncio's "(Task|Future) exception was never retrieved" for orbax's reads/writes:
+    it is logged whenever such a task is garbage-collected, which may be after the failed save
+    or restore has been reported as one CheckpointError line (or recovered from)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        ours = "orbax" in msg or "TensorStore" in msg or "OCDBT" in msg
+        return not ("exception was never retrieved" in msg.split("\n", 1)[0] and ours)
+
+
+_ORBAX_TASK_NOISE = _OrbaxTaskNoise()
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
     """Mutes what orbax and tensorstore print from their threads while a save or restore fails
@@ -506,6 +521,9 @@ def _quiet_orbax():
     if errors.is_verbose():
         yield
         return
+    asyncio_logger = logging.getLogger("asyncio")
+    if _ORBAX_TASK_NOISE not in asyncio_logger.filters:  # stays: such tasks may die later
+        asyncio_logger.addFilter(_ORBAX_TASK_NOISE)
     absl_logger = logging.getLogger("absl")
     level, hook = absl_logger.level, sys.unraisablehook
     absl_logger.setLevel(logging.CRITICAL + 1)
@@ -533,6 +551,7 @@ def save_checkpoint(mngr: ocp.CheckpointManager, workdir: str, step: int, state)
         with _quiet_orbax():
             mngr.save(step, args=ocp.args.StandardSave(state))
             mngr.wait_until_finished()
+        checkpoint_files.write_manifest(os.path.join(_checkpoint_dir(workdir), str(step)))
     except Exception as e:  # tensorstore/orbax/OSError: all mean "not saved"
         _remove_tmp_checkpoints(workdir)
         good = [s for s in run_log.checkpoint_steps(workdir) if s != step]
@@ -566,6 +585,10 @@ def restore_newest(workdir: str, config, template: State) -> tuple[int, State | 
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     failed = []
     for step in steps:
+        damage = checkpoint_files.damage(os.path.join(_checkpoint_dir(workdir), str(step)))
+        if damage:
+            failed.append((step, damage))
+            continue
         mngr = _checkpoint_manager(workdir, config)  # fresh: a failed restore can spoil one
         try:
             with _quiet_orbax():

@@ -37,7 +37,7 @@ def make_run(
     (done) or error.txt (failed)."""
     d = os.path.join(sweep_dir, name)
     model = {
-        "kind": "ctc" if task == "ctc" else "classifier",
+        "kind": {"ctc": "ctc", "intent": "intent"}.get(task, "classifier"),
         "cell": "lstm",
         "hidden": 128,
         "layers": 1,
@@ -51,7 +51,7 @@ def make_run(
             node = node.setdefault(p, {})
         node[leaf] = v
     _write(os.path.join(d, "config.json"), config)
-    metric = "cer" if task == "ctc" else "accuracy"
+    metric = {"ctc": "cer", "intent": "meaning_accuracy"}.get(task, "accuracy")
     with open(os.path.join(d, "metrics.jsonl"), "w") as f:
         for i, v in enumerate(curve):
             step = 250 * (i + 1)
@@ -251,6 +251,42 @@ def test_ctc_metrics(tmp_path):
     assert "| gru | 2/2 | 15.00 ± 7.07 | 40.00 ± 14.14 |" in md
     with pytest.raises(ValueError, match="keyword-spotting"):
         report.make_report(sweep_dir, out, reference="hello_edge")
+
+
+def test_intent_runs_get_meaning_columns_by_their_objective(tmp_path):
+    """An SLU sweep's table ranks by exact-meaning accuracy, chosen by final.json's objective,
+    and LAS / transducer runs are tabulated with the recognition columns."""
+    sweep_dir = str(tmp_path / "slu")
+    runs = []
+    for seed, (meaning, intent) in enumerate([(0.90, 0.98), (0.94, 1.0)]):
+        name = f"cell=gru,seed={seed}"
+        ov = {"model.cell": "gru", "seed": seed}
+        final = {
+            "objective": "intent",
+            "task": "phrases",
+            "test_meaning_accuracy": meaning,
+            "test_intent_accuracy": intent,
+            "test_slot_accuracy": 0.97,
+            "val_meaning_accuracy": meaning,
+            "test_loss": 0.3,
+        }
+        make_run(sweep_dir, name, ov, task="intent", curve=(0.5, meaning), final=final)
+        runs.append({"name": name, "overrides": ov, "state": "done", "workdir": name})
+    _write(
+        os.path.join(sweep_dir, "sweep.json"),
+        {"config": "experiments/configs/slu.py", "sweep": "direct", "runs": runs},
+    )
+    out = str(tmp_path / "slu_direct")
+    rep = report.make_report(sweep_dir, out)
+    assert rep["task"] == "intent" and rep["primary_metric"] == "test_meaning_accuracy"
+    assert rep["rows"][0]["metrics"]["test_meaning_accuracy"]["mean"] == pytest.approx(0.92)
+    md = open(out + ".md").read()
+    assert "| cell | n | test exact meaning (%) | test intent (%) | test slots (%) |" in md
+    assert "| gru | 2/2 | 92.00 ± 2.83 | 99.00 ± 1.41 | 97.00 ± 0.00 |" in md
+    for objective in ("las", "transducer"):
+        r = grid_lib.Run(name="x", overrides={}, workdir="x", state="done")
+        r.final = {"objective": objective, "test_cer": 0.1}
+        assert report.detect_task([r]) == "ctc"
 
 
 def test_hello_edge_reference(tmp_path):
