@@ -77,21 +77,6 @@ class Forward:
 # ----------------------------------------------------------------------------- runs
 
 
-def finished_runs(sweep_dir: str) -> list[str]:
-    """Workdirs of the runs of `sweep_dir` that wrote final.json, in sweep.json's order."""
-    path = os.path.join(sweep_dir, "sweep.json")
-    try:
-        with open(path) as f:
-            runs = json.load(f)["runs"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ValueError(
-            f"--sweep_dir={sweep_dir}: cannot read its sweep.json ({e}); expected "
-            "a directory made by `python -m experiments.sweep`"
-        ) from None
-    dirs = [os.path.join(sweep_dir, r["name"]) for r in runs]
-    return [d for d in dirs if os.path.exists(os.path.join(d, "final.json"))]
-
-
 def _without_seed(config) -> dict:
     d = config.to_dict()
     for k in ("seed", "wandb"):
@@ -640,8 +625,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     if bool(_WORKDIRS.value) == bool(_SWEEP_DIR.value):
         raise app.UsageError("give exactly one of --workdirs and --sweep_dir")
+    from rnnbench import grid
+
     try:
-        workdirs = _WORKDIRS.value or finished_runs(_SWEEP_DIR.value)
+        workdirs = _WORKDIRS.value or grid.finished_runs(_SWEEP_DIR.value)
         if _SPEED_ONLY.value:
             for w in workdirs:
                 r = time_decoding(w, _SPLIT.value)

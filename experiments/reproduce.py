@@ -50,8 +50,9 @@ class Entry:
     needs_env: str | None = None  # environment variable the config reads (data location)
     note: str | None = None  # how the table was made, where the fields above do not say
     table: str = "report"  # what makes the table from the runs: "report" (a sweep
-    # table, rnnbench/report.py) or "decoders" (a CTC decoder
-    # comparison, experiments/decoders.py)
+    # table, rnnbench/report.py), "decoders" (a CTC decoder comparison,
+    # experiments/decoders.py) or "slu_pipeline" (each recogniser scored as an SLU pipeline by
+    # experiments/slu_pipeline.py, then the report)
     table_args: tuple[str, ...] = ()  # flags of experiments.decoders (table="decoders")
     decode_speed: bool = False  # time each run's decoding before the report (a
     # `decode utt/s` column; experiments.decoders --speed_only)
@@ -212,6 +213,21 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
+    # understanding (issue 14): direct (audio -> meaning) and pipeline (recogniser -> text
+    # parser), the config's 3,000 steps
+    "slu_direct_gru_seed0": Entry(
+        "experiments/configs/slu.py",
+        "direct_gru_seed0",
+        parallel=1,
+        smoke_overrides=SMOKE_PHRASES,
+    ),
+    "slu_pipeline_gru_seed0": Entry(
+        "experiments/configs/slu.py",
+        "recognisers_gru_seed0",
+        parallel=1,
+        smoke_overrides=SMOKE_PHRASES,
+        table="slu_pipeline",
+    ),
 }
 SMOKE_OVERRIDES = (
     "num_steps=6",
@@ -309,6 +325,8 @@ def table_commands(
             ]
         ]
     cmds = []
+    if entry.table == "slu_pipeline":
+        cmds.append(["python", "-m", "experiments.slu_pipeline", f"--sweep_dir={sweep_dir}"])
     if entry.decode_speed:
         cmds.append(
             ["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}", "--speed_only"]

@@ -18,13 +18,19 @@ from __future__ import annotations
 
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def define_flags() -> None:
     """The command line (defined only when run as a program, so that importing this module, e.g.
     from the tests, does not clash with other entry points' flags)."""
     flags.DEFINE_string("workdir", None, "A recogniser's training run directory.")
+    flags.DEFINE_string(
+        "sweep_dir",
+        None,
+        "A sweep of recognisers (sweep.json): each finished run is scored, into its own "
+        "<run>/slu_pipeline_<split>.json, instead of --workdir (then --out must be unset).",
+    )
     flags.DEFINE_enum("split", "test", ["validation", "test"], "Split to score.")
     flags.DEFINE_string("out", None, "JSON path (default <workdir>/slu_pipeline_<split>.json).")
     flags.DEFINE_integer("parser_steps", 600, "Training steps of the text parser.")
@@ -112,31 +118,51 @@ def run_pipeline(
     return out
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def score_and_write(workdir: str, out: str | None = None) -> dict:
+    """run_pipeline on `workdir` with the command line's settings, written (atomically) to
+    `out` (default <workdir>/slu_pipeline_<split>.json); prints one summary line."""
     from rnnbench import atomic
 
-    if not flags.FLAGS.workdir:
-        raise app.UsageError("--workdir is required")
+    split = flags.FLAGS.split
     result = run_pipeline(
-        flags.FLAGS.workdir,
-        flags.FLAGS.split,
+        workdir,
+        split,
         parser_steps=flags.FLAGS.parser_steps,
         batch_size=flags.FLAGS.batch_size,
     )
-    path = flags.FLAGS.out or os.path.join(
-        flags.FLAGS.workdir, f"slu_pipeline_{flags.FLAGS.split}.json"
-    )
+    path = out or os.path.join(workdir, f"slu_pipeline_{split}.json")
     atomic.write_json(path, result, indent=1)
-    p = PREFIX[flags.FLAGS.split]
+    p = PREFIX[split]
     print(
-        f"{result['dataset']} ({result['split_kind']}) {flags.FLAGS.split}: exact meaning "
+        f"{result['dataset']} ({result['split_kind']}) {split}: exact meaning "
         f"{result[f'{p}_meaning_accuracy']:.4f} (parser on reference transcripts "
         f"{result[f'{p}_reference_meaning_accuracy']:.4f}), intent "
         f"{result[f'{p}_intent_accuracy']:.4f}, CER {result[f'{p}_cer']:.4f}; "
-        f"per-utterance results in {path}"
+        f"per-utterance results in {path}",
+        flush=True,
     )
+    return result
+
+
+def main(argv):
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdir, sweep_dir = flags.FLAGS.workdir, flags.FLAGS.sweep_dir
+    if bool(workdir) == bool(sweep_dir):
+        raise app.UsageError("give exactly one of --workdir and --sweep_dir")
+    if sweep_dir and flags.FLAGS.out:
+        raise app.UsageError("--out names one file; with --sweep_dir each run gets its own")
+    if workdir:
+        score_and_write(workdir, flags.FLAGS.out)
+        return
+    from rnnbench import grid
+
+    runs = grid.finished_runs(sweep_dir)
+    if not runs:
+        raise ValueError(f"--sweep_dir={sweep_dir}: no run has finished (no final.json)")
+    for run in runs:
+        score_and_write(run)
 
 
 if __name__ == "__main__":

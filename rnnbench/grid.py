@@ -211,3 +211,18 @@ class Sweep:
                 default=str,
             )
         )
+
+
+def finished_runs(sweep_dir: str) -> list[str]:
+    """Workdirs of the runs of `sweep_dir` that wrote final.json, in sweep.json's order."""
+    path = os.path.join(sweep_dir, "sweep.json")
+    try:
+        with open(path) as f:
+            runs = json.load(f)["runs"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(
+            f"--sweep_dir={sweep_dir}: cannot read its sweep.json ({e}); expected "
+            "a directory made by `python -m experiments.sweep`"
+        ) from None
+    dirs = [os.path.join(sweep_dir, r["name"]) for r in runs]
+    return [d for d in dirs if os.path.exists(os.path.join(d, "final.json"))]

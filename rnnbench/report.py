@@ -53,12 +53,27 @@ METRICS = {
         ("val_meaning_accuracy", "val exact meaning (%)", 100.0),
         ("test_loss", "test loss", 1.0),
     ],
+    # recognisers scored as SLU pipelines (their PIPELINE_FILE, experiments/slu_pipeline.py)
+    "intent_pipeline": [
+        ("test_meaning_accuracy", "test exact meaning (%)", 100.0),
+        ("test_intent_accuracy", "test intent (%)", 100.0),
+        ("test_slot_accuracy", "test slots (%)", 100.0),
+        ("test_reference_meaning_accuracy", "parser on reference transcripts (%)", 100.0),
+        ("test_cer", "test CER (%)", 100.0),
+        ("test_wer", "test WER (%)", 100.0),
+    ],
 }
-PRIMARY = {"classify": "test_accuracy", "ctc": "test_cer", "intent": "test_meaning_accuracy"}
+PRIMARY = {
+    "classify": "test_accuracy",
+    "ctc": "test_cer",
+    "intent": "test_meaning_accuracy",
+    "intent_pipeline": "test_meaning_accuracy",
+}
 CURVE_METRIC = {
     "classify": ("accuracy", "validation accuracy (%)", 100.0),
     "ctc": ("cer", "validation CER (%)", 100.0),
     "intent": ("meaning_accuracy", "validation exact-meaning accuracy (%)", 100.0),
+    "intent_pipeline": ("cer", "the recogniser's validation CER (%)", 100.0),
 }
 # objectives (final.json "objective") whose tables share another's columns
 TABLE_KIND = {"las": "ctc", "transducer": "ctc"}
@@ -76,6 +91,10 @@ DATASET_DESCRIPTIONS = {
     "speech_commands": "Speech Commands (real recordings; check version and protocol)",
 }
 
+
+# written into a recogniser's workdir by `python -m experiments.slu_pipeline`: its transcripts
+# parsed into meanings on the test split; a sweep of such runs is tabulated as "intent_pipeline"
+PIPELINE_FILE = "slu_pipeline_test.json"
 
 # written into a run's workdir by `python -m experiments.decoders --speed_only`: the run's own
 # final-evaluation decoding timed on the test split ({"utterances_per_s", ...})
@@ -142,6 +161,18 @@ def _load_run(sweep_dir: str, name: str, workdir: str, overrides: dict, state: s
         run.state = state
     elif state == "failed":
         run.state, run.error = "failed", "marked failed in sweep.json (no error.txt)"
+    pipeline = os.path.join(path, PIPELINE_FILE)
+    if run.state == "done" and os.path.exists(pipeline):
+        try:
+            scores = _read_json(pipeline)
+        except ValueError as e:
+            run.state, run.error = "failed", f"unreadable {PIPELINE_FILE} ({e})"
+        else:
+            run.final = {
+                **run.final,
+                **{k: v for k, v in scores.items() if k.startswith("test_")},
+                "objective": "intent_pipeline",
+            }
     return run
 
 

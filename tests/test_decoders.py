@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments import decoders
-from rnnbench import char_lm, inference
+from rnnbench import char_lm, grid, inference
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def test_bad_input_is_named(tmp_path, ctc_run):
     with pytest.raises(ValueError, match="--beam must be >= 1"):
         decoders.compare([ctc_run[0]], beam=0, dataset=ctc_run[1], progress=False)
     with pytest.raises(ValueError, match="cannot read its sweep.json"):
-        decoders.finished_runs(str(tmp_path))
+        grid.finished_runs(str(tmp_path))
     with pytest.raises(ValueError, match="not a decoder comparison"):
         (tmp_path / "x.json").write_text('{"rows": []}')
         decoders.render(str(tmp_path / "x.json"))

@@ -513,6 +513,8 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "ctc_decoders_fsdd",
         "asr_families_phrases",
         "asr_families_fsdd",
+        "slu_direct_gru_seed0",
+        "slu_pipeline_gru_seed0",
     }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
@@ -552,7 +554,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RNNBENCH_FSDD_DIR", str(tmp_path))  # the FSDD configs read it
     for name, entry in reproduce.SWEEPS.items():
         grid = reproduce.smoke_grid(reproduce.load_grid(entry))
-        seeds = {0} if entry.sweep == "decoders_seed0" else {0, 1}
+        seeds = {0} if entry.sweep.endswith("seed0") else {0, 1}
         assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
         assert {d["seed"] for d in grid} == seeds, name
     families = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases"])
@@ -604,6 +606,16 @@ def _table_lines(path):
         return [line for line in f.read().splitlines() if line.startswith("| ")]
 
 
+def _entry_steps(entry) -> int:
+    """The steps an entry's runs train: its num_steps override, else its config's."""
+    from rnnbench import sweep as sweep_lib
+
+    given = dict(o.split("=", 1) for o in entry.overrides)
+    if "num_steps" in given:
+        return int(given["num_steps"])
+    return int(sweep_lib.load_config_module(entry.config)[3].num_steps)
+
+
 def test_reproduce_entries_carry_what_their_tables_used():
     """Each entry's overrides and runner settings are what its committed table's JSON records:
     the sweep's --override values, and one vmapped program per configuration exactly when the
@@ -627,8 +639,7 @@ def test_reproduce_entries_carry_what_their_tables_used():
         entry = reproduce.SWEEPS[name]
         rep = _committed(name)
         if entry.table == "decoders":  # experiments.decoders on the sweep's runs, as listed
-            steps = int(dict(o.split("=") for o in entry.overrides)["num_steps"])
-            assert {p["steps"] for p in rep["run_provenance"]} == {steps}, name
+            assert {p["steps"] for p in rep["run_provenance"]} == {_entry_steps(entry)}, name
             assert {p["models_in_program"] for p in rep["run_provenance"]} == (
                 {3} if entry.vmap_seeds else {1}
             ), name
@@ -649,7 +660,7 @@ def test_reproduce_entries_carry_what_their_tables_used():
         assert [f"{k}={v}" for k, v in common.items()] == list(entry.overrides), name
         assert rep["reference"] == entry.reference, name
         steps = {s for row in rep["rows"] for s in row["steps"]}
-        assert steps == {int(dict(o.split("=") for o in entry.overrides)["num_steps"])}, name
+        assert steps == {_entry_steps(entry)}, name
 
 
 def test_dry_run_prints_the_exact_commands(capsys):

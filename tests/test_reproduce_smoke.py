@@ -122,3 +122,33 @@ def test_reproduce_smoke_decoders(tmp_path):
     assert md[4:7] == ["```", command, "```"]
     assert any(line.startswith("python -m experiments.decoders --workdirs=") for line in md)
     assert sum(line.startswith("| ") for line in md) == 4
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_slu_pipeline(tmp_path):
+    """The SLU pipeline table end to end: 2 tiny recognisers trained by the sweep runner, each
+    scored by experiments.slu_pipeline, then the report, whose columns are the pipeline's."""
+    name = "slu_pipeline_gru_seed0"
+    env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
+    r = subprocess.run(
+        [sys.executable, "-m", "experiments.reproduce", name, "--smoke", f"--workdir={tmp_path}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
+    assert rep["task"] == "intent_pipeline" and rep["primary_metric"] == "test_meaning_accuracy"
+    expected = reproduce.smoke_grid(reproduce.load_grid(reproduce.SWEEPS[name]))
+    sweep_dir = tmp_path / "smoke" / name
+    for row, run_name in zip(rep["rows"], grid.run_names(expected), strict=True):
+        scored = json.loads((sweep_dir / run_name / "slu_pipeline_test.json").read_text())
+        assert scored["recogniser_kind"] == "ctc" and scored["split"] == "test"
+        for key in ("test_meaning_accuracy", "test_reference_meaning_accuracy", "test_cer"):
+            assert row["metrics"][key]["mean"] == pytest.approx(scored[key]), key
+    md = (tmp_path / "smoke" / "results" / f"{name}.md").read_text()
+    assert f"python -m experiments.slu_pipeline --sweep_dir={sweep_dir}" in md
+    assert "| parser on reference transcripts (%) |" in md

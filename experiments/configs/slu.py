@@ -53,13 +53,20 @@ def sweeps():
     """Named grids: `python -m experiments.sweep --config=experiments/configs/slu.py:bigru2_attn
     --sweep=direct --workdir=runs/slu_direct` (rnnbench/sweep.py); `recognisers` trains the CTC
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
-    --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each."""
+    --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each; the
+    `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each)."""
     from rnnbench.grid import product, sweep
 
     grid = product(
         sweep("model.cell", CELLS), sweep("data.options.split", SPLITS), sweep("seed", [0, 1, 2])
     )
+    gru_seed0 = product(
+        sweep("model.cell", ["gru"]), sweep("data.options.split", SPLITS), sweep("seed", [0])
+    )
     return {
         "direct": grid,
         "recognisers": product({"model.kind": "ctc"}, grid),
+        # the first slice of both: BiGRU (this file's default encoder), both splits, seed 0
+        "direct_gru_seed0": gru_seed0,
+        "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
