@@ -229,6 +229,23 @@ SWEEPS = {
         table="slu_pipeline",
     ),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+    """A table that its own program trains for and writes (not a sweep + report): reproduce
+    runs `python -m MODULE --workdir=<workdir>/NAME --out=<out_dir>/NAME`, and `--render_only`
+    passes on to it."""
+
+    module: str  # e.g. experiments.transfer
+    needs_env: str | None = None  # environment variable the program reads (data location)
+    note: str | None = None
+
+
+PROGRAMS = {
+    # synthetic to real (issue 17): synth_commands corpus variants scored on real FSDD digits
+    "transfer": Program("experiments.transfer", needs_env="RNNBENCH_FSDD_DIR"),
+}
 SMOKE_OVERRIDES = (
     "num_steps=6",
     "eval_every=3",
@@ -241,7 +258,7 @@ SMOKE_OVERRIDES = (
 SMOKE_SEEDS = (0, 1)
 SMOKE_CONFIGS = 2  # configurations kept from the sweep's grid (each with SMOKE_SEEDS)
 
-_NAME_HELP = ", ".join(SWEEPS)
+_NAME_HELP = ", ".join([*SWEEPS, *PROGRAMS])
 _SMOKE = flags.DEFINE_bool(
     "smoke",
     False,
@@ -358,9 +375,20 @@ def display(cmd: list[str]) -> str:
     return shlex.join(["python" if cmd[0] == sys.executable else cmd[0], *cmd[1:]])
 
 
+def program_command(name: str, *, workdir: str = "runs", out_dir: str = "results") -> list[str]:
+    """The command of a PROGRAMS entry: its module with --workdir and --out."""
+    return [
+        "python",
+        "-m",
+        PROGRAMS[name].module,
+        f"--workdir={os.path.join(workdir, name)}",
+        f"--out={os.path.join(out_dir, name)}",
+    ]
+
+
 def reproduce_command(name: str, *flags_: str) -> str:
     """`python -m experiments.reproduce NAME [flags]`, with the data variable it needs."""
-    entry = SWEEPS[name]
+    entry = SWEEPS.get(name) or PROGRAMS[name]
     env = f"{entry.needs_env}=/path/to/free-spoken-digit-dataset " if entry.needs_env else ""
     return env + shlex.join(["python", "-m", "experiments.reproduce", name, *flags_])
 
@@ -507,11 +535,31 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
     return problems
 
 
-def _check_name(name: str) -> Entry | None:
-    if name not in SWEEPS:
+def _check_name(name: str) -> Entry | Program | None:
+    if name not in SWEEPS and name not in PROGRAMS:
         print(f"error: unknown sweep {name!r}; known: {_NAME_HELP}", file=sys.stderr)
         return None
-    return SWEEPS[name]
+    return SWEEPS.get(name) or PROGRAMS[name]
+
+
+def _program(name: str, *, action: str, workdir: str, out_dir: str | None, step_runner=None) -> int:
+    """dry_run / render_only / reproduce of a PROGRAMS entry."""
+    entry = PROGRAMS[name]
+    cmd = program_command(name, workdir=workdir, out_dir=out_dir or "results")
+    if action == "dry_run":
+        print(f"# {reproduce_command(name)}: {entry.module} trains and writes its own table")
+        print(display(cmd))
+        return 0
+    if action == "render_only":
+        cmd = [*cmd[:3], cmd[4], "--render_only"]
+    elif entry.needs_env and not os.environ.get(entry.needs_env):
+        print(
+            f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "
+            f"directory (see {entry.module})",
+            file=sys.stderr,
+        )
+        return 2
+    return (step_runner or run_step)(cmd)
 
 
 def dry_run(
@@ -527,6 +575,8 @@ def dry_run(
     entry = _check_name(name)
     if entry is None:
         return 2
+    if isinstance(entry, Program):
+        return _program(name, action="dry_run", workdir=workdir, out_dir=out_dir)
     from rnnbench.sweep import SweepError
 
     try:
@@ -552,6 +602,8 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
     entry = _check_name(name)
     if entry is None:
         return 2
+    if isinstance(entry, Program):
+        return _program(name, action="render_only", workdir="runs", out_dir=out_dir)
     out_dir = out_dir or "results"
     path = os.path.join(out_dir, name + ".json")
     if entry.table == "decoders":
@@ -599,6 +651,13 @@ def reproduce(
     entry = _check_name(name)
     if entry is None:
         return 2
+    if isinstance(entry, Program):
+        if smoke:
+            print(f"error: {name} has no --smoke (its own tests run it small)", file=sys.stderr)
+            return 2
+        return _program(
+            name, action="run", workdir=workdir, out_dir=out_dir, step_runner=step_runner
+        )
     if entry.needs_env and not os.environ.get(entry.needs_env):
         print(
             f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "

@@ -373,6 +373,11 @@ def render(result: dict) -> str:
         ),
         "",
         "```",
+        *(
+            [REPRODUCE, "```", "", "which runs:", "", "```"]
+            if result["command"] == DEFAULT_COMMAND
+            else []
+        ),
         result["command"],
         "```",
         "",
@@ -503,9 +508,14 @@ def goals(result: dict) -> list[str]:
     return out
 
 
+DEFAULT_COMMAND = "RNNBENCH_FSDD_DIR=/path/to/fsdd python -m experiments.transfer"
+# the table made with every default flag is experiments.reproduce's entry `transfer`
+REPRODUCE = "RNNBENCH_FSDD_DIR=/path/to/fsdd python -m experiments.reproduce transfer"
+
+
 def _command(values: dict, defaults: dict) -> str:
     """The command line that makes this table: the flags that differ from their defaults."""
-    parts = ["RNNBENCH_FSDD_DIR=/path/to/fsdd python -m experiments.transfer"]
+    parts = [DEFAULT_COMMAND]
     parts += [
         f"--{k}={shlex.quote(str(v))}"
         for k, v in values.items()

@@ -887,3 +887,40 @@ def test_decoder_comparison_entries_name_their_runs(capsys):
         "--workdirs=runs/ctc_decoders_seed0/seed=0 "
         "--out=results/ctc_decoders_seed0 --beam=10"
     )
+
+
+def test_program_entries_run_their_own_program(capsys, monkeypatch):
+    """`reproduce transfer` runs experiments.transfer with the entry's workdir and out; its
+    --dry_run prints that command, --render_only passes on, and a missing data variable or
+    --smoke is refused before anything runs."""
+    from experiments import reproduce, transfer
+
+    assert "transfer" in reproduce.PROGRAMS and "transfer" not in reproduce.SWEEPS
+    assert reproduce.dry_run("transfer") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == "python -m experiments.transfer --workdir=runs/transfer --out=results/transfer"
+    ran = []
+    monkeypatch.setattr(reproduce, "run_step", lambda cmd: ran.append(cmd) or 0)
+    assert reproduce.render_only("transfer") == 0
+    assert ran[-1] == [
+        "python",
+        "-m",
+        "experiments.transfer",
+        "--out=results/transfer",
+        "--render_only",
+    ]
+    monkeypatch.delenv("RNNBENCH_FSDD_DIR", raising=False)
+    assert reproduce.reproduce("transfer", step_runner=ran.append) == 2
+    assert "RNNBENCH_FSDD_DIR" in capsys.readouterr().err
+    monkeypatch.setenv("RNNBENCH_FSDD_DIR", "/data/fsdd")
+    assert reproduce.reproduce("transfer", smoke=True) == 2
+    assert "has no --smoke" in capsys.readouterr().err
+    ran.clear()
+    reproduce.reproduce("transfer", workdir="w", step_runner=lambda c: ran.append(c) or 0)
+    assert ran == [reproduce.program_command("transfer", workdir="w")]
+    # the committed table made with every default flag names the reproduce entry first
+    with open(os.path.join(ROOT, "results", "transfer.json")) as f:
+        committed = json.load(f)
+    assert committed["command"] == transfer.DEFAULT_COMMAND
+    md = transfer.render(committed)
+    assert md.index(transfer.REPRODUCE) < md.index(transfer.DEFAULT_COMMAND + "\n")
