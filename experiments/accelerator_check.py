@@ -46,7 +46,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from rnnbench import atomic
+from rnnbench import atomic, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARTS = ("tests", "main_job", "bench_step", "bench_seeds", "bench_scan")
@@ -113,18 +113,7 @@ MAIN_JOB = (
     "--wandb=disabled",
     "--quiet",
 )
-QUICK_TRAIN = (
-    "num_steps=6",
-    "eval_every=3",
-    "checkpoint_every=3",
-    "log_every=3",
-    "batch_size=16",
-    "model.hidden=8",
-    "optimizer.warmup_steps=2",
-    "data.options.train_size=48",
-    "data.options.validation_size=16",
-    "data.options.test_size=16",
-)
+QUICK_TRAIN = grid.TINY_RUN + grid.TINY_DATA  # --quick: the main job as a tiny run
 SEEDS_N = (8, 32)
 SCAN = (
     "--T=1000,4000,16000",

@@ -61,11 +61,7 @@ class Entry:
 
 STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
 STEPS_1000 = ("checkpoint_every=250", "eval_every=250", "num_steps=1000")
-SMOKE_SYNTH = (
-    "data.options.train_size=48",
-    "data.options.validation_size=16",
-    "data.options.test_size=16",
-)
+SMOKE_DATA = grid.TINY_DATA  # synth_commands, synth_digits, synth_phrases
 INFERRED_PARALLEL = (
     "The sweep runner did not record --parallel then; 2 is inferred from the "
     "runs' wall times against the sweep's duration (it moves only the speed "
@@ -81,11 +77,6 @@ DECODERS = (
     "--insertion_bonuses=0.0,1.0",
 )
 SMOKE_DECODERS = ("--beam=2", "--lm_orders=2", "--lm_weights=0.5", "--insertion_bonuses=0.0")
-SMOKE_PHRASES = (
-    "data.options.train_size=48",
-    "data.options.validation_size=16",
-    "data.options.test_size=16",
-)
 SWEEPS = {
     "kws_cells": Entry(
         "experiments/configs/kws.py:lstm",
@@ -94,7 +85,7 @@ SWEEPS = {
         vmap_seeds=True,
         parallel=2,
         reference="hello_edge",
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         note=INFERRED_PARALLEL,
     ),
     "kws_fsdd": Entry(
@@ -126,7 +117,7 @@ SWEEPS = {
         STEPS_600,
         vmap_seeds=True,
         parallel=2,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         note=INFERRED_PARALLEL,
     ),
     "kws_regularisers": Entry(
@@ -135,7 +126,7 @@ SWEEPS = {
         STEPS_600,
         vmap_seeds=False,
         parallel=2,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         note=INFERRED_PARALLEL,
     ),
     "kws_depth": Entry(
@@ -144,7 +135,7 @@ SWEEPS = {
         STEPS_600,
         vmap_seeds=False,
         parallel=2,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         note=INFERRED_PARALLEL,
     ),
     "ctc_cells": Entry(
@@ -153,7 +144,7 @@ SWEEPS = {
         STEPS_1000,
         vmap_seeds=True,
         parallel=2,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         note=INFERRED_PARALLEL,
     ),
     "ctc_fsdd_cells": Entry(
@@ -162,7 +153,7 @@ SWEEPS = {
         STEPS_1000,
         vmap_seeds=False,
         parallel=2,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         needs_env="RNNBENCH_FSDD_DIR",
         note=INFERRED_PARALLEL,
     ),
@@ -172,7 +163,7 @@ SWEEPS = {
         "decoders",
         STEPS_1000,
         parallel=1,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         table="decoders",
         table_args=DECODERS,
         smoke_table_args=SMOKE_DECODERS,
@@ -182,7 +173,7 @@ SWEEPS = {
         "decoders_seed0",
         STEPS_1000,
         parallel=1,
-        smoke_overrides=SMOKE_SYNTH,
+        smoke_overrides=SMOKE_DATA,
         table="decoders",
         table_args=DECODERS,
         smoke_table_args=SMOKE_DECODERS,
@@ -202,7 +193,7 @@ SWEEPS = {
         "families",
         STEPS_1000,
         parallel=2,
-        smoke_overrides=SMOKE_PHRASES,
+        smoke_overrides=SMOKE_DATA,
         decode_speed=True,
     ),
     "asr_families_fsdd": Entry(
@@ -219,13 +210,13 @@ SWEEPS = {
         "experiments/configs/slu.py",
         "direct_gru_seed0",
         parallel=1,
-        smoke_overrides=SMOKE_PHRASES,
+        smoke_overrides=SMOKE_DATA,
     ),
     "slu_pipeline_gru_seed0": Entry(
         "experiments/configs/slu.py",
         "recognisers_gru_seed0",
         parallel=1,
-        smoke_overrides=SMOKE_PHRASES,
+        smoke_overrides=SMOKE_DATA,
         table="slu_pipeline",
     ),
 }
@@ -246,15 +237,7 @@ PROGRAMS = {
     # synthetic to real (issue 17): synth_commands corpus variants scored on real FSDD digits
     "transfer": Program("experiments.transfer", needs_env="RNNBENCH_FSDD_DIR"),
 }
-SMOKE_OVERRIDES = (
-    "num_steps=6",
-    "eval_every=3",
-    "checkpoint_every=3",
-    "log_every=3",
-    "batch_size=16",
-    "model.hidden=8",
-    "optimizer.warmup_steps=2",
-)
+SMOKE_OVERRIDES = grid.TINY_RUN
 SMOKE_SEEDS = (0, 1)
 SMOKE_CONFIGS = 2  # configurations kept from the sweep's grid (each with SMOKE_SEEDS)
 

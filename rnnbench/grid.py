@@ -226,3 +226,22 @@ def finished_runs(sweep_dir: str) -> list[str]:
         ) from None
     dirs = [os.path.join(sweep_dir, r["name"]) for r in runs]
     return [d for d in dirs if os.path.exists(os.path.join(d, "final.json"))]
+
+
+# Overrides that make any run tiny: a few steps of a small model (TINY_RUN) on a few clips of a
+# synthesised corpus (TINY_DATA). The smoke runs of experiments.reproduce and
+# experiments.accelerator_check --quick.
+TINY_RUN = (
+    "num_steps=6",
+    "eval_every=3",
+    "checkpoint_every=3",
+    "log_every=3",
+    "batch_size=16",
+    "model.hidden=8",
+    "optimizer.warmup_steps=2",
+)
+TINY_DATA = (
+    "data.options.train_size=48",
+    "data.options.validation_size=16",
+    "data.options.test_size=16",
+)
