@@ -269,6 +269,15 @@ def _check_features(f, sa) -> None:
                 "an integer >= 0",
                 sa[field],
             )
+    if sa and "mel_warp" in sa:
+        _need(
+            isinstance(sa.mel_warp, (int, float))
+            and not isinstance(sa.mel_warp, bool)
+            and 0.0 <= sa.mel_warp < 1.0,
+            "spec_augment.mel_warp",
+            "a number in [0, 1) (the largest relative frequency warp, e.g. 0.1)",
+            sa.mel_warp,
+        )
 
 
 def compute_features(config, batch: Batch, key: jax.Array | None):

@@ -192,6 +192,7 @@ CONFIG_CASES = [  # (field, bad value, words the message must contain)
     ("buckets", (16000, -1), ["config.buckets", "-1"]),
     ("precision", "fp8", ["config.precision", "'fp8'"]),
     ("spec_augment.time_mask_width", -1, ["config.spec_augment.time_mask_width", "-1"]),
+    ("spec_augment.mel_warp", 1.5, ["config.spec_augment.mel_warp", "[0, 1)", "1.5"]),
     ("dataset", "timit", ["config.dataset", "'timit'"]),
 ]
 
