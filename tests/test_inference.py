@@ -18,8 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_restored_run_scores_like_the_final_evaluation(ctc_run):
     workdir, ds, final = ctc_run
+    with open(os.path.join(workdir, "classes.json")) as f:  # written by train: no dataset needed
+        assert json.load(f) == {"task": ds.task, "classes": list(ds.classes)}
     run = inference.load_run(workdir)
-    assert run.step == 30
+    assert run.step == 30 and run.classes == list(ds.classes)
     metrics, records = inference.score(run, ds, "test")
     assert metrics["cer"] == pytest.approx(final["test_cer"])
     assert metrics["wer"] == pytest.approx(final["test_wer"])
