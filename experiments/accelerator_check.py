@@ -99,12 +99,18 @@ TIMEOUT_S = {
     "bench_seeds": 100,
     "bench_scan": 240,
 }
-TEST_FILES = ("tests/test_interop_parity.py", "tests/test_fused.py", "tests/test_linear_rnn.py")
+TEST_FILES = (
+    "tests/test_interop_parity.py",
+    "tests/test_fused.py",
+    "tests/test_linear_rnn.py",
+    "tests/test_pallas_rnn.py",  # on a GPU: the compiled kernels against fused.py
+)
 # --quick: one test of each file
 QUICK_TESTS = {
     "tests/test_interop_parity.py": "parity_relu_rnn",
     "tests/test_fused.py": "functions_directly_match_cell_steps",
     "tests/test_linear_rnn.py": "mingru_and_minlstm_match_float64",
+    "tests/test_pallas_rnn.py": "bad_shapes_name_the_function_and_shapes",
 }
 MAIN_JOB = (
     "-m",
@@ -308,6 +314,8 @@ def _bench_step_args(ctx) -> tuple[list[str], str | None]:
         ]
     else:
         shapes = [s for s in ("S1", "S3", "G1") if s in bench_step.SHAPES]
+        if ctx.device.get("platform") == "gpu" and "rnnbench_pallas" in bench_step.MAKERS:
+            fws.insert(1, "rnnbench_pallas")  # the Pallas kernels, timed beside the scan
         args = [
             f"--shapes={','.join(shapes)}",
             "--cells=lstm,gru",
@@ -335,7 +343,7 @@ def part_bench_step(ctx, timeout):
     for r in (report or {}).get("results", []):
         row = {"shape": r["shape"], "cell": r["cell"]}
         row.update({f"{fw}_ms": round(v["median_ms"], 2) for fw, v in r["frameworks"].items()})
-        for k in ("ratio_rnnbench_torch", "ratio_rnnbench_flax"):
+        for k in ("ratio_rnnbench_torch", "ratio_rnnbench_flax", "ratio_pallas_scan"):
             if k in r:
                 row[k] = round(r[k], 3)
         rows.append(row)

@@ -41,6 +41,7 @@ same process and gets the same allocator setting.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import statistics
@@ -97,14 +98,17 @@ def make_rnnbench(
     lr: float = 1e-3,
     use_lengths: bool = False,
     unroll: int | str = "auto",
+    recurrence: str = "scan",
 ):
-    """Returns step() -> None that runs one train step and blocks until it is done."""
+    """Returns step() -> None that runs one train step and blocks until it is done.
+    `recurrence`: fused.IMPLEMENTATION while the step is traced ("pallas": rnnbench/pallas_rnn.py
+    for the LSTM and GRU)."""
     import jax
     import jax.numpy as jnp
     import optax
     from flax import nnx
 
-    from rnnbench import layers
+    from rnnbench import fused, layers
 
     class Model(nnx.Module):
         def __init__(self, rngs):
@@ -145,7 +149,11 @@ def make_rnnbench(
     state = {"p": params, "o": opt_state}
 
     def step():
-        state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd, ld)
+        chosen, fused.IMPLEMENTATION = fused.IMPLEMENTATION, recurrence  # read when traced
+        try:
+            state["p"], state["o"], loss = train_step(state["p"], state["o"], xd, yd, ld)
+        finally:
+            fused.IMPLEMENTATION = chosen
         loss.block_until_ready()
         return loss
 
@@ -235,7 +243,13 @@ def make_flax(shape: dict, cell: str, x, y, *, lr: float = 1e-3):
     return step
 
 
-MAKERS = {"rnnbench": make_rnnbench, "torch": make_torch, "flax": make_flax}
+MAKERS = {
+    "rnnbench": make_rnnbench,
+    "torch": make_torch,
+    "flax": make_flax,
+    # opt-in, not in the default --frameworks: the LSTM/GRU time loop as one Pallas kernel
+    "rnnbench_pallas": functools.partial(make_rnnbench, recurrence="pallas"),
+}
 
 
 # ----------------------------------------------------------------------------- peak
@@ -379,7 +393,7 @@ def run(
         for cell in cells:
             steps, compile_s = {}, {}
             for fw in frameworks:
-                kw = {"use_lengths": use_lengths} if fw == "rnnbench" else {}
+                kw = {"use_lengths": use_lengths} if fw.startswith("rnnbench") else {}
                 t0 = time.perf_counter()
                 steps[fw] = MAKERS[fw](shape, cell, x, y, **kw)
                 for _ in range(warmup):
@@ -421,6 +435,11 @@ def run(
                 row["ratio_rnnbench_flax"] = (
                     row["frameworks"]["rnnbench"]["median_ms"]
                     / row["frameworks"]["flax"]["median_ms"]
+                )
+            if "rnnbench" in frameworks and "rnnbench_pallas" in frameworks:
+                row["ratio_pallas_scan"] = (
+                    row["frameworks"]["rnnbench_pallas"]["median_ms"]
+                    / row["frameworks"]["rnnbench"]["median_ms"]
                 )
             results.append(row)
             parts = [
@@ -466,7 +485,7 @@ def settings() -> dict:
 
 
 def markdown_table(report: dict) -> str:
-    fws = [fw for fw in FRAMEWORKS if fw in report["results"][0]["frameworks"]]
+    fws = [fw for fw in MAKERS if fw in report["results"][0]["frameworks"]]
     head = (
         "| shape | cell | "
         + " | ".join(f"{fw} ms" for fw in fws)

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -48,6 +50,11 @@ ENABLED = True
 # it. The GRU joined once the input projection became a 2-D matmul: its train step is then 0.86-0.95x
 # the generic scan's (results/perf.md).
 KINDS = {"lstm", "gru", "rnn"}
+# How the fused LSTM and GRU recurrences run (read at trace time): "scan" (lax.scan, this module)
+# or "pallas" (rnnbench/pallas_rnn.py: the whole time loop in one kernel per pass; opt-in, its
+# speed unmeasured until timed on a GPU). Default from $RNNBENCH_RECURRENCE.
+IMPLEMENTATION = os.environ.get("RNNBENCH_RECURRENCE", "scan")
+IMPLEMENTATIONS = ("scan", "pallas")
 
 
 @contextlib.contextmanager
@@ -331,12 +338,20 @@ def recurrence_for(cell):
     """
     if not ENABLED or getattr(cell, "dtype", None) is not None:
         return None
+    if IMPLEMENTATION not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"RNNBENCH_RECURRENCE (fused.IMPLEMENTATION) is {IMPLEMENTATION!r}; expected one of "
+            f"{', '.join(IMPLEMENTATIONS)}"
+        )
+    impl = sys.modules[__name__]
+    if IMPLEMENTATION == "pallas":
+        from rnnbench import pallas_rnn as impl  # lazy: pallas_rnn imports this module
     kind = type(cell)
     precision = cell.precision
     if kind is cells_lib.LSTM and "lstm" in KINDS:
 
         def f(carry, xp, valid, unroll):
-            ys, carry = lstm_recurrence(
+            ys, carry = impl.lstm_recurrence(
                 cell.w_hh[...], xp, carry[0], carry[1], valid, unroll=unroll, precision=precision
             )
             return carry, ys
@@ -350,7 +365,7 @@ def recurrence_for(cell):
                 if cell.b_hh is not None
                 else jnp.zeros((3 * cell.hidden_size,), cell.param_dtype)
             )
-            ys, h = gru_recurrence(
+            ys, h = impl.gru_recurrence(
                 cell.w_hh[...], b_hh, xp, carry, valid, unroll=unroll, precision=precision
             )
             return h, ys
