@@ -909,10 +909,11 @@ def train_and_evaluate_many(
             claims.enter_context(run_log.claim(workdirs[i], configs[i]))
             for name, text in program.objective.artifacts().items():  # e.g. the decoding LM
                 atomic.write_text(os.path.join(workdirs[i], name), text)
-            atomic.write_json(  # inference needs no dataset for the label names
-                os.path.join(workdirs[i], "classes.json"),
-                {"task": program.dataset.task, "classes": list(program.dataset.classes)},
-            )
+            if hasattr(program.dataset, "classes"):  # not the generated memory tasks
+                atomic.write_json(  # inference needs no dataset for the label names
+                    os.path.join(workdirs[i], "classes.json"),
+                    {"task": program.dataset.task, "classes": list(program.dataset.classes)},
+                )
         runs = init_or_restore(
             program, [configs[i] for i in todo], [workdirs[i] for i in todo], fresh
         )
