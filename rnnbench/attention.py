@@ -27,7 +27,8 @@ class AttentionPooling(nnx.Module):
     """Weighted average of the states with learned, masked softmax weights.
 
     score_t = v . tanh(W h_t + b);  a = softmax(score over valid t);  out = sum_t a_t h_t.
-    A sequence of length 0 pools to zeros.
+    A sequence of length 0 pools to zeros. With `queries` = K > 1 there are K score vectors v_k
+    (sharing W, b), each giving its own average: one per output head, e.g. per slot.
     """
 
     def __init__(
@@ -35,24 +36,36 @@ class AttentionPooling(nnx.Module):
         features: int,
         hidden: int | None = None,
         *,
+        queries: int = 1,
         precision: str = precision_lib.DEFAULT,
         rngs: nnx.Rngs,
     ):
         hidden = hidden or features
+        self.queries = int(queries)
         self.precision = precision_lib.check(precision)
         lax_precision = precision_lib.lax_precision(precision)
         self.proj = nnx.Linear(features, hidden, precision=lax_precision, rngs=rngs)
-        self.score = nnx.Linear(hidden, 1, use_bias=False, precision=lax_precision, rngs=rngs)
+        self.score = nnx.Linear(
+            hidden, self.queries, use_bias=False, precision=lax_precision, rngs=rngs
+        )
 
     def __call__(self, h: Array, lengths: Array) -> tuple[Array, Array]:
-        """h [batch, time, D], lengths [batch] -> (pooled [batch, D], weights [batch, time])."""
+        """h [batch, time, D], lengths [batch] -> (pooled [batch, D], weights [batch, time]);
+        with K > 1 queries, pooled [batch, K, D] and weights [batch, K, time]."""
         mask = valid_mask(lengths, h.shape[1])
-        scores = self.score(jnp.tanh(self.proj(h)))[..., 0]
+        scores = self.score(jnp.tanh(self.proj(h)))  # [B, T, K]
+        one = self.queries == 1  # [B, T] and "bt,btd->bd": the single-query program as it was
+        scores, mask = (
+            (scores[..., 0], mask) if one else (jnp.swapaxes(scores, 1, 2), mask[:, None])
+        )
         scores = jnp.where(mask, scores, -jnp.inf)
         weights = jax.nn.softmax(scores, axis=-1, where=mask)
         weights = jnp.where(mask, weights, 0.0)
         pooled = jnp.einsum(
-            "bt,btd->bd", weights, h, precision=precision_lib.lax_precision(self.precision)
+            "bt,btd->bd" if one else "bkt,btd->bkd",
+            weights,
+            h,
+            precision=precision_lib.lax_precision(self.precision),
         )
         return pooled, weights
 

@@ -3,6 +3,9 @@
   IntentModel  features [batch, time, F] -> front-end -> encoder -> (self-attention) -> pooling
                -> intent logits [batch, I] and slot logits [batch, S, V]
 
+Pooling `head_attention` gives each head its own attention query over the states (pooled
+[batch, 1 + S, D]); the others give all heads one pooled vector [batch, D].
+
 One linear head for the intent and one per slot name of the meaning schema
 (rnnbench.data.meanings: slot value id 0 = "none"), all reading the same pooled state
 (`MeaningHeads`). The slot heads' logits come as one array, each slot's padded to V = the
@@ -21,6 +24,9 @@ from rnnbench import attention, models
 from rnnbench.data import meanings
 
 Array = jax.Array
+# models.POOLINGS, and "head_attention": one attention query per head (the intent and each
+# slot read their own weighted average of the states)
+POOLINGS = (*models.POOLINGS, "head_attention")
 PAD_LOGIT = -1e9  # finite: a one-hot cross-entropy over it stays finite (0 * -inf would be NaN)
 
 
@@ -80,13 +86,16 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
                 f"has {len(codec.intents)} intents"
             )
         pooling = cfg.get("pooling", "last")
-        if pooling not in models.POOLINGS:
-            raise ValueError(
-                f"unknown model.pooling {pooling!r}; expected one of {models.POOLINGS}"
-            )
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown model.pooling {pooling!r}; expected one of {POOLINGS}")
         self.pooling = pooling
         d = self.encoder.out_features
-        self.pool = attention.AttentionPooling(d, rngs=rngs) if pooling == "attention" else None
+        queries = 1 + len(codec.slot_sizes) if pooling == "head_attention" else 1
+        self.pool = (
+            attention.AttentionPooling(d, queries=queries, rngs=rngs)
+            if pooling in ("attention", "head_attention")
+            else None
+        )
         self.heads = MeaningHeads(d, num_classes, codec.slot_sizes, rngs=rngs)
 
     def __call__(self, x: Array, lengths: Array, *, key: Array | None = None):

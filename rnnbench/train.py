@@ -48,6 +48,7 @@ from rnnbench import (
     objectives,
     provenance,
     run_log,
+    slu,
     tasks,
 )
 from rnnbench import data as data_lib
@@ -145,8 +146,9 @@ def _check_model(m) -> None:
         raise ConfigError(f"unknown config.model.kind {m.kind!r}; known: {sorted(models.MODELS)}")
     if m.cell not in cells.CELLS:
         raise ConfigError(f"unknown config.model.cell {m.cell!r}; known: {sorted(cells.CELLS)}")
-    if m.get("pooling", "last") not in models.POOLINGS:
-        raise ConfigError(f"unknown config.model.pooling {m.pooling!r}; known: {models.POOLINGS}")
+    poolings = slu.POOLINGS if m.get("kind") == "intent" else models.POOLINGS
+    if m.get("pooling", "last") not in poolings:
+        raise ConfigError(f"unknown config.model.pooling {m.pooling!r}; known: {poolings}")
     for field in ("hidden", "layers"):
         if _is_int(m[field]) and m[field] <= 0:
             raise ConfigError(f"config.model.{field} must be positive, got {m[field]}")

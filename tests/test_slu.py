@@ -67,7 +67,10 @@ def test_codec_rejects_meanings_outside_the_schema(bad, match):
 # ----------------------------------------------------------------------------- model and metrics
 
 
-@pytest.mark.parametrize("pooling, bidirectional", [("last", True), ("attention", False)])
+@pytest.mark.parametrize(
+    "pooling, bidirectional",
+    [("last", True), ("attention", False), ("head_attention", True)],
+)
 def test_intent_model_outputs(pooling, bidirectional):
     cfg = toy.small_config(pooling=pooling, bidirectional=bidirectional).model.to_dict()
     cfg["kind"] = "intent"
@@ -85,6 +88,28 @@ def test_intent_model_outputs(pooling, bidirectional):
     assert aux["states"].shape[0] == 3
     with pytest.raises(ValueError, match="num_classes=7 but the meaning schema has 10 intents"):
         slu.IntentModel(cfg, 16, 7, rngs=nnx.Rngs(0))
+
+
+def test_head_attention_gives_each_head_its_own_query():
+    """AttentionPooling with K queries: pooled [B, K, D], query k the same average as a
+    one-query pooling whose score vector is column k; padded steps get weight 0."""
+    from rnnbench import attention
+
+    h = jax.random.normal(jax.random.key(0), (2, 7, 6))
+    lengths = jnp.array([7, 3])
+    multi = attention.AttentionPooling(6, queries=4, rngs=nnx.Rngs(0))
+    pooled, weights = multi(h, lengths)
+    assert pooled.shape == (2, 4, 6) and weights.shape == (2, 4, 7)
+    assert np.all(np.asarray(weights[1, :, 3:]) == 0.0)
+    np.testing.assert_allclose(np.asarray(weights.sum(-1)), 1.0, rtol=1e-6)
+    for k in range(4):
+        one = attention.AttentionPooling(6, rngs=nnx.Rngs(1))
+        one.proj = multi.proj
+        one.score.kernel[...] = multi.score.kernel[...][:, k : k + 1]
+        p1, w1 = one(h, lengths)
+        np.testing.assert_allclose(np.asarray(p1), np.asarray(pooled[:, k]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(np.asarray(w1), np.asarray(weights[:, k]), rtol=1e-5)
+    assert not np.allclose(np.asarray(pooled[:, 0]), np.asarray(pooled[:, 1]))
 
 
 def _logits_for(rows):

@@ -12,7 +12,8 @@ Input: synth_phrases (rnnbench/data/phrases.py), 3,000 train / 400 validation / 
 spoken commands of 1-6 s from a 10-intent grammar, voices disjoint across splits; with
 `split=phrasings` no test transcript is ever said in training. 40 log-mel features every 10 ms,
 SpecAugment in training. Model: a stride-2 conv front-end, a 2-layer bidirectional RNN of 128
-per direction, attention pooling, one linear head for the intent and one per slot name (18).
+per direction, attention pooling (`--config.model.pooling=head_attention`: one attention query
+per head), one linear head for the intent and one per slot name (18).
 Metric: exact-meaning accuracy (intent and every slot right), also intent and per-slot accuracy.
 Optimizer: Adam 2e-3, 100 warmup steps, cosine decay, clip 1, batch 32, 3,000 steps.
 Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bilstm2_attn,
@@ -54,8 +55,9 @@ def sweeps():
     --sweep=direct --workdir=runs/slu_direct` (rnnbench/sweep.py); `recognisers` trains the CTC
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
     --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each; the
-    `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each)."""
-    from rnnbench.grid import product, sweep
+    `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each; the direct one adds
+    `head_attention` pooling on the voices split)."""
+    from rnnbench.grid import chain, product, sweep
 
     grid = product(
         sweep("model.cell", CELLS), sweep("data.options.split", SPLITS), sweep("seed", [0, 1, 2])
@@ -67,6 +69,11 @@ def sweeps():
         "direct": grid,
         "recognisers": product({"model.kind": "ctc"}, grid),
         # the first slice of both: BiGRU (this file's default encoder), both splits, seed 0
-        "direct_gru_seed0": gru_seed0,
+        # (+ the direct BiGRU with one attention query per head instead of one for all)
+        "direct_gru_seed0": chain(
+            gru_seed0,
+            {"model.pooling": "head_attention", "model.cell": "gru"}
+            | {"data.options.split": "voices", "seed": 0},
+        ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
