@@ -1022,7 +1022,7 @@ def _unretrieved_task_failure(filename: str) -> None:
     gc.collect()
 
 
-def test_orbax_task_failures_collected_after_a_checkpoint_error_are_not_printed(caplog):
+def test_checkpoint_orbax_task_failures_collected_later_are_not_printed(caplog):
     """A failed orbax read/write can leave a task whose exception asyncio logs (with a traceback)
     when it is collected, after the one-line CheckpointError; those records are dropped, while
     the same failure from any other code is still logged."""
