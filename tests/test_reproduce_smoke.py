@@ -16,9 +16,8 @@ from rnnbench import grid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["kws_cells", "ctc_cells"])
-def test_reproduce_smoke(tmp_path, name):
+def _smoke(name, tmp_path, *flags) -> subprocess.CompletedProcess:
+    """`python -m experiments.reproduce NAME --smoke` under tmp_path; asserts it exits 0."""
     env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
     r = subprocess.run(
         [
@@ -28,7 +27,7 @@ def test_reproduce_smoke(tmp_path, name):
             name,
             "--smoke",
             f"--workdir={tmp_path}",
-            "--parallel=2",
+            *flags,
         ],
         cwd=ROOT,
         env=env,
@@ -38,6 +37,13 @@ def test_reproduce_smoke(tmp_path, name):
         check=False,
     )
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    return r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kws_cells", "ctc_cells"])
+def test_reproduce_smoke(tmp_path, name):
+    _smoke(name, tmp_path, "--parallel=2")
     entry = reproduce.SWEEPS[name]
     expected = reproduce.smoke_grid(reproduce.load_grid(entry))  # 2 configurations x seeds 0, 1
     sweep_dir = tmp_path / "smoke" / name
@@ -96,17 +102,7 @@ def test_reproduce_smoke_decoders(tmp_path):
     """The decoder comparison end to end: 2 tiny CTC runs trained by the sweep runner, then
     experiments.decoders on them; the table's greedy row is the runs' own final evaluation."""
     name = "ctc_decoders"
-    env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
-    r = subprocess.run(
-        [sys.executable, "-m", "experiments.reproduce", name, "--smoke", f"--workdir={tmp_path}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    r = _smoke(name, tmp_path)
     assert "smoke check passed: 3 decoder rows from 2 runs" in r.stdout
     rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
     finals = []
@@ -129,17 +125,7 @@ def test_reproduce_smoke_slu_pipeline(tmp_path):
     """The SLU pipeline table end to end: 2 tiny recognisers trained by the sweep runner, each
     scored by experiments.slu_pipeline, then the report, whose columns are the pipeline's."""
     name = "slu_pipeline_gru_seed0"
-    env = dict(os.environ, RNNBENCH_CACHE=str(tmp_path / "cache"), WANDB_MODE="disabled")
-    r = subprocess.run(
-        [sys.executable, "-m", "experiments.reproduce", name, "--smoke", f"--workdir={tmp_path}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
-    )
-    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    _smoke(name, tmp_path)
     rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
     assert rep["task"] == "intent_pipeline" and rep["primary_metric"] == "test_meaning_accuracy"
     expected = reproduce.smoke_grid(reproduce.load_grid(reproduce.SWEEPS[name]))
