@@ -57,7 +57,7 @@ def sweeps():
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
     --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each; the
     `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each; the direct one adds
-    `head_attention` pooling on the voices split)."""
+    `head_attention` pooling on both splits)."""
     from rnnbench.grid import chain, product, sweep
 
     grid = product(
@@ -73,8 +73,11 @@ def sweeps():
         # (+ the direct BiGRU with one attention query per head instead of one for all)
         "direct_gru_seed0": chain(
             gru_seed0,
-            {"model.pooling": "head_attention", "model.cell": "gru"}
-            | {"data.options.split": "voices", "seed": 0},
+            product(
+                {"model.pooling": "head_attention", "model.cell": "gru"},
+                sweep("data.options.split", SPLITS),
+                {"seed": 0},
+            ),
         ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
