@@ -26,9 +26,11 @@ needs power-of-2 tiles (H and the batch block) and dots with dimensions >= 16.
 interpret mode otherwise (CPU: slow, for tests). Computation is float32; `precision` is the
 policy of every matmul (`rnnbench.precision`). `unroll` is the `fori_loop` unroll factor.
 
-Opt-in only: `fused.recurrence_for` does not choose these. Their speed is unmeasured until they
-run on a GPU next to the fused scan, with the step benchmark (`python -m experiments.bench_step
---shapes=G1 --cells=lstm,gru --frameworks=rnnbench` once dispatch can select them). On GPU each
+Opt-in only: `fused.recurrence_for` chooses these for the LSTM and GRU when
+`fused.IMPLEMENTATION == "pallas"` (default from `$RNNBENCH_RECURRENCE`). Their speed is
+unmeasured until they run on a GPU next to the fused scan, with the step benchmark
+(`python -m experiments.bench_step --shapes=S3,G1 --cells=lstm,gru
+--frameworks=rnnbench,rnnbench_pallas`, which accelerator_check runs on a GPU). On GPU each
 program keeps W_hh in registers, so large H (4 H x H floats per LSTM program) may spill.
 """
 
