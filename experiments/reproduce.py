@@ -358,15 +358,15 @@ def display(cmd: list[str]) -> str:
     return shlex.join(["python" if cmd[0] == sys.executable else cmd[0], *cmd[1:]])
 
 
-def program_command(name: str, *, workdir: str = "runs", out_dir: str = "results") -> list[str]:
-    """The command of a PROGRAMS entry: its module with --workdir and --out."""
-    return [
-        "python",
-        "-m",
-        PROGRAMS[name].module,
-        f"--workdir={os.path.join(workdir, name)}",
-        f"--out={os.path.join(out_dir, name)}",
-    ]
+def program_command(
+    name: str, *, workdir: str | None = "runs", out_dir: str = "results"
+) -> list[str]:
+    """The command of a PROGRAMS entry: its module with --workdir (left out for None, as when
+    re-rendering) and --out."""
+    cmd = ["python", "-m", PROGRAMS[name].module]
+    if workdir is not None:
+        cmd.append(f"--workdir={os.path.join(workdir, name)}")
+    return [*cmd, f"--out={os.path.join(out_dir, name)}"]
 
 
 def reproduce_command(name: str, *flags_: str) -> str:
@@ -528,13 +528,14 @@ def _check_name(name: str) -> Entry | Program | None:
 def _program(name: str, *, action: str, workdir: str, out_dir: str | None, step_runner=None) -> int:
     """dry_run / render_only / reproduce of a PROGRAMS entry."""
     entry = PROGRAMS[name]
-    cmd = program_command(name, workdir=workdir, out_dir=out_dir or "results")
+    render = action == "render_only"
+    cmd = program_command(name, workdir=None if render else workdir, out_dir=out_dir or "results")
     if action == "dry_run":
         print(f"# {reproduce_command(name)}: {entry.module} trains and writes its own table")
         print(display(cmd))
         return 0
-    if action == "render_only":
-        cmd = [*cmd[:3], cmd[4], "--render_only"]
+    if render:
+        cmd.append("--render_only")
     elif entry.needs_env and not os.environ.get(entry.needs_env):
         print(
             f"error: {name} reads its data from ${entry.needs_env}; set it to the dataset "
