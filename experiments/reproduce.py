@@ -51,16 +51,20 @@ class Entry:
     note: str | None = None  # how the table was made, where the fields above do not say
     table: str = "report"  # what makes the table from the runs: "report" (a sweep
     # table, rnnbench/report.py), "decoders" (a CTC decoder comparison,
-    # experiments/decoders.py) or "slu_pipeline" (each recogniser scored as an SLU pipeline by
-    # experiments/slu_pipeline.py, then the report)
+    # experiments/decoders.py), "slu_pipeline" (each recogniser scored as an SLU pipeline by
+    # experiments/slu_pipeline.py, then the report) or "tts" (each TTS run scored by
+    # experiments/tts_bench.py)
     table_args: tuple[str, ...] = ()  # flags of experiments.decoders (table="decoders")
     decode_speed: bool = False  # time each run's decoding before the report (a
     # `decode utt/s` column; experiments.decoders --speed_only)
     smoke_table_args: tuple[str, ...] = ()  # table_args replaced under --smoke
+    judge: tuple[str, str] | None = None  # (entry, run name): the recogniser of another entry's
+    # sweep that scores intelligibility (table="tts"; left out under --smoke)
 
 
 STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
 STEPS_1000 = ("checkpoint_every=250", "eval_every=250", "num_steps=1000")
+STEPS_2000 = ("checkpoint_every=500", "eval_every=500", "num_steps=2000")
 SMOKE_DATA = grid.TINY_DATA  # synth_commands, synth_digits, synth_phrases
 INFERRED_PARALLEL = (
     "The sweep runner did not record --parallel then; 2 is inferred from the "
@@ -204,6 +208,27 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
+    # synthesis (issue 15): decoder cells of the small Tacotron 2 on one eSpeak voice, judged
+    # by the BiGRU CTC recogniser of slu_pipeline_gru_seed0 (trained on other voices)
+    "tts_decoder_cells": Entry(
+        "experiments/configs/tts.py",
+        "decoder_cells",
+        STEPS_2000,
+        parallel=1,
+        smoke_overrides=SMOKE_DATA
+        + (
+            "model.embed=16",
+            "model.conv_channels=16",
+            "model.decoder_hidden=16",
+            "model.attention_dim=16",
+            "model.postnet_channels=16",
+            "synthesis.max_seconds=1.0",
+            "synthesis.griffin_lim_iters=4",
+        ),
+        table="tts",
+        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
+        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    ),
     # understanding (issue 14): direct (audio -> meaning) and pipeline (recogniser -> text
     # parser), the config's 3,000 steps
     "slu_direct_gru_seed0": Entry(
@@ -324,6 +349,19 @@ def table_commands(
                 *args,
             ]
         ]
+    if entry.table == "tts":
+        judge = [] if smoke or not entry.judge else [f"--asr_workdir={judge_dir(entry, sweep_dir)}"]
+        return [
+            [
+                "python",
+                "-m",
+                "experiments.tts_bench",
+                f"--sweep_dir={sweep_dir}",
+                *judge,
+                f"--out={out}",
+                *(entry.smoke_table_args if smoke and entry.smoke_table_args else entry.table_args),
+            ]
+        ]
     cmds = []
     if entry.table == "slu_pipeline":
         cmds.append(["python", "-m", "experiments.slu_pipeline", f"--sweep_dir={sweep_dir}"])
@@ -332,6 +370,11 @@ def table_commands(
             ["python", "-m", "experiments.decoders", f"--sweep_dir={sweep_dir}", "--speed_only"]
         )
     return cmds + [shlex.split(report_lib.report_command(sweep_dir, out, entry.reference))]
+
+
+def judge_dir(entry: Entry, sweep_dir: str) -> str:
+    """The judge run's directory: beside this entry's sweep, in its own entry's sweep."""
+    return os.path.join(os.path.dirname(sweep_dir), *entry.judge)
 
 
 def commands(
@@ -568,7 +611,10 @@ def dry_run(
     except SweepError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    table = {"decoders": "; the table: experiments.decoders on its runs"}.get(entry.table, "")
+    table = {
+        "decoders": "; the table: experiments.decoders on its runs",
+        "tts": "; the table: experiments.tts_bench on its runs",
+    }.get(entry.table, "")
     print(
         f"# {reproduce_command(name)}: {entry.config} sweep {entry.sweep!r}, {len(runs)} runs, "
         f"{'seeds vmapped' if entry.vmap_seeds else 'one process per run'}{table}"
@@ -590,11 +636,13 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
         return _program(name, action="render_only", workdir="runs", out_dir=out_dir)
     out_dir = out_dir or "results"
     path = os.path.join(out_dir, name + ".json")
-    if entry.table == "decoders":
-        from experiments import decoders
-
+    if entry.table in ("decoders", "tts"):
+        if entry.table == "decoders":
+            from experiments import decoders as program
+        else:
+            from experiments import tts_bench as program
         try:
-            rep = decoders.render(
+            rep = program.render(
                 path,
                 reproduce_command=reproduce_command(name),
                 commands=[display(c) for c in commands(name, out_dir=out_dir)],
@@ -649,6 +697,15 @@ def reproduce(
             file=sys.stderr,
         )
         return 2
+    if entry.judge and not smoke:
+        judge = judge_dir(entry, os.path.join(workdir, name))
+        if not os.path.exists(os.path.join(judge, "final.json")):
+            print(
+                f"error: {name} is judged by the recogniser {judge}, which has not finished; "
+                f"run `{reproduce_command(entry.judge[0])}` first",
+                file=sys.stderr,
+            )
+            return 2
     expected_runs = None
     runner = runner_settings(entry, parallel)
     if smoke:
@@ -703,9 +760,10 @@ def reproduce(
     if parallel and parallel != entry.parallel:
         args.append(f"--parallel={parallel}")
     shown = [display(c) for c in cmds]
-    if entry.table == "decoders":
+    if entry.table in ("decoders", "tts"):
         return (
-            _decoders_table(
+            _program_table(
+                entry.table,
                 cmds[-1],
                 out,
                 shown,
@@ -745,7 +803,29 @@ def reproduce(
     return rc
 
 
-def _decoders_table(
+def check_tts_table(rep: dict, runs: int) -> list[str]:
+    """Problems with a smoke TTS table: one row per run, each with finite teacher-forced and
+    free-running numbers, and the Markdown file holding them."""
+    import math
+
+    problems = []
+    if len(rep["runs"]) != runs:
+        problems.append(f"{len(rep['runs'])} TTS rows, expected {runs}")
+    for row in rep["runs"]:
+        for key in ("tf_mel_l1", "mcd_dtw_db"):
+            if not math.isfinite(row[key]):
+                problems.append(f"row {row['workdir']}: {key} is {row[key]}")
+    with open(rep["files"]["md"]) as f:
+        table = [line for line in f.read().splitlines() if line.startswith("| ")]
+    if len(table) != 1 + len(rep["runs"]):
+        problems.append(
+            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(rep['runs'])}"
+        )
+    return problems
+
+
+def _program_table(
+    kind: str,
     cmd: list[str],
     out: str,
     shown: list[str],
@@ -753,26 +833,31 @@ def _decoders_table(
     smoke_runs: int | None,
     step_runner,
 ) -> int:
-    """Runs the decoder comparison, then re-renders its header with the reproduce command and
-    every command it ran (the comparison's JSON is its only input)."""
-    from experiments import decoders
+    """Runs the program that makes the table (experiments.decoders or experiments.tts_bench),
+    then re-renders its header with the reproduce command and every command it ran (the
+    program's JSON is its only input)."""
+    if kind == "decoders":
+        from experiments import decoders as program
 
+        check = check_decoders_table
+    else:
+        from experiments import tts_bench as program
+
+        check = check_tts_table
     rc = step_runner(cmd)
     if rc:
         print(f"error: {display(cmd)} exited with code {rc}", file=sys.stderr)
         return rc
-    rep = decoders.render(out + ".json", commands=shown, reproduce_command=reproduce_cmd)
-    print(
-        f"{os.path.basename(out)}: {len(rep['rows'])} decoders on {len(rep['runs'])} runs -> "
-        f"{rep['files']['md']}"
-    )
+    rep = program.render(out + ".json", commands=shown, reproduce_command=reproduce_cmd)
+    rows = len(rep["rows"]) if kind == "decoders" else len(rep["runs"])
+    print(f"{os.path.basename(out)}: {rows} rows -> {rep['files']['md']}")
     if smoke_runs is not None:
-        problems = check_decoders_table(rep, smoke_runs)
+        problems = check(rep, smoke_runs)
         for p in problems:
             print(f"smoke check failed: {p}", file=sys.stderr)
         if problems:
             return 1
-        print(f"smoke check passed: {len(rep['rows'])} decoder rows from {smoke_runs} runs")
+        print(f"smoke check passed: {rows} rows from {smoke_runs} runs")
     return 0
 
 

@@ -35,7 +35,8 @@ class TrainedRun:
     params: Any
 
 
-def _config(workdir: str) -> ml_collections.ConfigDict:
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+    """The config.json of the run in `workdir` (ValueError if it is not a run directory)."""
     path = os.path.join(workdir, "config.json")
     try:
         with open(path) as f:
@@ -63,7 +64,7 @@ def _classes(workdir: str, config) -> tuple[str, list[str]]:
 
 def load_run(workdir: str) -> TrainedRun:
     """Restores the newest checkpoint of the run in `workdir` (ValueError if it has none)."""
-    config = _config(workdir)
+    config = read_config(workdir)
     task, classes = _classes(workdir, config)
     stub = data_lib.Dataset(config.get("dataset", "?"), task, classes, {})
     objective = objectives.find(config.model.get("kind", "classifier"), task)(config)

@@ -515,6 +515,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "asr_families_fsdd",
         "slu_direct_gru_seed0",
         "slu_pipeline_gru_seed0",
+        "tts_decoder_cells",
     }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
@@ -554,9 +555,28 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("RNNBENCH_FSDD_DIR", str(tmp_path))  # the FSDD configs read it
     for name, entry in reproduce.SWEEPS.items():
         grid = reproduce.smoke_grid(reproduce.load_grid(entry))
+        if entry.table == "tts":  # the decoder cells at the config's one seed
+            assert [d["model.decoder_cell"] for d in grid] == ["lstm", "gru"], name
+            continue
         seeds = {0} if entry.sweep.endswith("seed0") else {0, 1}
         assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
         assert {d["seed"] for d in grid} == seeds, name
+    # the TTS table is judged by a recogniser of another entry's sweep, which must exist first
+    *_, tts_cmd = reproduce.commands("tts_decoder_cells", workdir=str(tmp_path))
+    judge = os.path.join(
+        str(tmp_path), "slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"
+    )
+    assert tts_cmd[:3] == ["python", "-m", "experiments.tts_bench"]
+    assert f"--asr_workdir={judge}" in tts_cmd
+    assert f"--sweep_dir={tmp_path / 'tts_decoder_cells'}" in tts_cmd
+    ran = []
+    rc = reproduce.reproduce(
+        "tts_decoder_cells", workdir=str(tmp_path), sweep_runner=ran.append, step_runner=ran.append
+    )
+    assert rc == 2 and ran == []
+    err = capsys.readouterr().err
+    assert f"judged by the recogniser {judge}, which has not finished" in err
+    assert "python -m experiments.reproduce slu_pipeline_gru_seed0" in err
     families = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases"])
     assert len(families) == 36 and {d["model.cell"] for d in families} == {"lstm", "gru", "mingru"}
     assert {(d["model.kind"], d["model.ctc_weight"]) for d in families} == {
@@ -638,6 +658,14 @@ def test_reproduce_entries_carry_what_their_tables_used():
     for name in committed:
         entry = reproduce.SWEEPS[name]
         rep = _committed(name)
+        if entry.table == "tts":  # experiments.tts_bench on the sweep's finished runs
+            assert {r["steps"] for r in rep["runs"]} == {_entry_steps(entry)}, name
+            names = grid_lib.run_names(reproduce.load_grid(entry))
+            assert [r["workdir"] for r in rep["runs"]] == [
+                os.path.join("runs", name, n) for n in names
+            ], name
+            assert rep["commands"] == [reproduce.display(c) for c in reproduce.commands(name)]
+            continue
         if entry.table == "decoders":  # experiments.decoders on the sweep's runs, as listed
             assert {p["steps"] for p in rep["run_provenance"]} == {_entry_steps(entry)}, name
             assert {p["models_in_program"] for p in rep["run_provenance"]} == (

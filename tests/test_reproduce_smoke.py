@@ -103,7 +103,7 @@ def test_reproduce_smoke_decoders(tmp_path):
     experiments.decoders on them; the table's greedy row is the runs' own final evaluation."""
     name = "ctc_decoders"
     r = _smoke(name, tmp_path)
-    assert "smoke check passed: 3 decoder rows from 2 runs" in r.stdout
+    assert "smoke check passed: 3 rows from 2 runs" in r.stdout
     rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
     finals = []
     for run in rep["runs"]:
@@ -138,3 +138,30 @@ def test_reproduce_smoke_slu_pipeline(tmp_path):
     md = (tmp_path / "smoke" / "results" / f"{name}.md").read_text()
     assert f"python -m experiments.slu_pipeline --sweep_dir={sweep_dir}" in md
     assert "| parser on reference transcripts (%) |" in md
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_tts(tmp_path):
+    """The TTS table end to end: 2 tiny decoder cells trained by the sweep runner on one eSpeak
+    voice, then experiments.tts_bench on the sweep (no judge under --smoke), re-rendered with the
+    reproduce command."""
+    name = "tts_decoder_cells"
+    r = _smoke(name, tmp_path)
+    assert "smoke check passed: 2 rows from 2 runs" in r.stdout
+    rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
+    assert [row["decoder_cell"] for row in rep["runs"]] == ["lstm", "gru"]
+    assert rep["judge"] is None and rep["kind"] == "tts_bench"
+    for row in rep["runs"]:
+        final = json.loads(
+            (
+                tmp_path / "smoke" / name / os.path.basename(row["workdir"]) / "final.json"
+            ).read_text()
+        )
+        assert row["steps"] == final["steps"] == 6 and row["num_params"] == final["num_params"]
+        assert row["data_options"]["voice"] == "en-us+m2" and row["utterances_scored"] == 4
+        assert 0 < row["tf_mel_l1"] < float("inf") and 0 < row["mcd_dtw_db"] < float("inf")
+    md = (tmp_path / "smoke" / "results" / f"{name}.md").read_text().splitlines()
+    command = f"python -m experiments.reproduce {name} --smoke --workdir={tmp_path}"
+    assert md[4:7] == ["```", command, "```"]
+    assert any(line.startswith("python -m experiments.tts_bench --sweep_dir=") for line in md)
+    assert sum(line.startswith("| ") for line in md) == 3

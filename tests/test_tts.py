@@ -330,9 +330,57 @@ def test_bench_writes_json_markdown_and_pictures(tts_run, tmp_path):
         assert json.load(f)["runs"][0]["tf_mel_l1"] == pytest.approx(row["tf_mel_l1"])
     with open(f"{out}.md") as f:
         md = f.read()
-    assert "| " + os.path.basename(workdir) + " | lstm | " in md and "`test`" in md
-    with open(f"{out}_{os.path.basename(workdir)}_0.png", "rb") as f:
+    assert "| " + os.path.basename(workdir) + " | lstm | " in md
+    assert "```\ntest\n```" in md and "No --asr_workdir" in md
+    picture = f"{out}_{os.path.basename(workdir)}_0.png"
+    assert result["pictures"] == [picture] and f"]({os.path.basename(picture)})" in md
+    with open(picture, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    # re-rendered from the JSON alone with a reproduce command: same numbers, new header
+    again = tts_bench.render(f"{out}.json", commands=["step one"], reproduce_command="make it")
+    assert again["runs"][0]["tf_mel_l1"] == row["tf_mel_l1"]
+    with open(f"{out}.md") as f:
+        md2 = f.read()
+    assert "```\nmake it\n```" in md2 and "```\nstep one\n```" in md2
+    assert md2.split("Provenance:")[1] == md.split("Provenance:")[1]
+    with open(f"{out}.json") as f:
+        assert json.load(f)["reproduce_command"] == "make it"
+    with pytest.raises(ValueError, match="not a TTS table"):
+        (tmp_path / "other.json").write_text('{"kind": "ctc_decoders"}')
+        tts_bench.render(str(tmp_path / "other.json"))
+
+
+def test_judge_that_heard_the_tts_voice_is_refused(monkeypatch):
+    """Intelligibility is scored by a recogniser that never heard the TTS voice: the judge's
+    training speakers (voice variants) are checked against each TTS run's `voice` option."""
+    import ml_collections
+
+    from rnnbench import data as data_lib
+    from rnnbench import input_pipeline
+
+    train_split = data_lib.Split(
+        [np.zeros(4, np.int16)] * 3, None, ["a", "b", "c"], ["m1", "f3", "m1"]
+    )
+    monkeypatch.setattr(
+        input_pipeline,
+        "load_dataset",
+        lambda config: data_lib.Dataset("synth_phrases", "ctc", ["a"], {"train": train_split}),
+    )
+    judge_config = small_config("gru")
+    judge_config.model.kind = "ctc"
+    asr = inference.TrainedRun("runs/judge", judge_config, None, ["a"], 7, None, None)
+
+    def tts_run(voice):
+        return ml_collections.ConfigDict({"data": {"options": {"voice": voice}}})
+
+    rec = tts_bench.judge_record(asr, [tts_run("en-us+m2")])
+    assert rec["train_voices"] == 2 and rec["kind"] == "ctc" and rec["step"] == 7
+    with pytest.raises(ValueError, match=r"--asr_workdir=runs/judge.*variant 'f3'.*'en\+f3'"):
+        tts_bench.judge_record(asr, [tts_run("en-us+m2"), tts_run("en+f3")])
+    # runs on no fixed voice (e.g. in-memory data): nothing to check, nothing loaded
+    monkeypatch.setattr(input_pipeline, "load_dataset", None)
+    assert "train_voices" not in tts_bench.judge_record(asr, [tts_run(None)])
 
 
 @pytest.mark.slow
