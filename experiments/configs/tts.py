@@ -3,13 +3,10 @@
   python -m experiments.train --config=experiments/configs/tts.py:lstm --workdir=runs/tts_lstm
   python -m experiments.synthesize --workdir=runs/tts_lstm "set a timer for five minutes" \\
       --out=a.wav
-  # the judge: a recogniser trained on synth_phrases' training voices (VOICE is not one of them)
-  python -m experiments.train --config=experiments/configs/asr.py:ctc_bilstm_phrases \\
-      --workdir=runs/asr_phrases
-  python -m experiments.sweep --config=experiments/configs/tts.py --sweep=decoder_cells \\
-      --workdir=runs/tts_cells
-  python -m experiments.tts_bench --asr_workdir=runs/asr_phrases --out=results/tts/decoder_cells \\
-      --workdir=runs/tts_cells/decoder_cell=lstm,runs/tts_cells/decoder_cell=gru,...
+  # the decoder-cell table (results/tts_decoder_cells.md): the sweep below at 2,000 steps, then
+  # experiments.tts_bench, judged by the BiGRU CTC recogniser of slu_pipeline_gru_seed0
+  # (trained on synth_phrases' training voices; VOICE is not one of them)
+  python -m experiments.reproduce tts_decoder_cells --dry_run   # the exact commands
 
 `:variant` names the DECODER cell (lstm, gru, gru_cho, rnn, mingru, minlstm, lru: any registered
 cell, stepped autoregressively); the encoder is 3 convolutions + a BiLSTM of 128 per direction.
@@ -23,9 +20,8 @@ loss (rnnbench/objectives/tts.py). Audio comes back through Griffin-Lim with the
 
 Data: synth_phrases said by the single voice `VOICE` (a test voice of the seed-0 voice
 partition, so a recogniser trained on synth_phrases' training voices has never heard it), clean
-(no added noise), split="phrasings" (test sentences never said in training). The one-voice
-rendering needs the synth_phrases option `voice` (data.options below), which the loader must
-provide (rnnbench/data/phrases.py); until then this config stops with a ConfigError naming it.
+(no added noise), split="phrasings" (test sentences never said in training); the one-voice
+rendering is synth_phrases' `voice` option (rnnbench/data/phrases.py).
 
 Measured: no number is typed here; run experiments/tts_bench.py on a trained run (its JSON and
 Markdown say what was measured, on which machine, at which commit).
