@@ -2,6 +2,9 @@
 
   IntentModel  features [batch, time, F] -> front-end -> encoder -> (self-attention) -> pooling
                -> intent logits [batch, I] and slot logits [batch, S, V]
+               (+ with `model.ctc_weight` > 0, frame logits over the transcript alphabet and
+               the blank [batch, time', C + 1] in aux["ctc_logits"]: an auxiliary CTC loss
+               that teaches the encoder the words, as multi-task SLU models do)
 
 Pooling `head_attention` gives each head its own attention query over the states (pooled
 [batch, 1 + S, D]); the others give all heads one pooled vector [batch, D].
@@ -64,9 +67,11 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
     """Encoder + pooling ('last' | 'mean' | 'attention', as `models.Classifier`) + one head for
     the intent and one per slot.
 
-    `num_classes` is the number of intents (`codec.intents`, by default synth_phrases'
-    schema). Returns ({"intent": [batch, I], "slots": [batch, S, V]}, aux) with the models'
-    usual aux ({"states", "lengths"} and the optional reconstruction).
+    The intents and slots are the meaning schema's (`codec`, by default synth_phrases').
+    `num_classes` is the transcripts' alphabet size C (without the blank), read only by the
+    auxiliary CTC head (`cfg["ctc_weight"]` > 0). Returns ({"intent": [batch, I], "slots":
+    [batch, S, V]}, aux) with the models' usual aux ({"states", "lengths"} and the optional
+    reconstruction), plus "ctc_logits" [batch, time', C + 1] with the CTC head.
     """
 
     def __init__(
@@ -80,11 +85,6 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
     ):
         super().__init__(cfg, num_features, rngs=rngs)
         codec = codec or meanings.synth_phrases_codec()
-        if num_classes != len(codec.intents):
-            raise ValueError(
-                f"IntentModel: num_classes={num_classes} but the meaning schema "
-                f"has {len(codec.intents)} intents"
-            )
         pooling = cfg.get("pooling", "last")
         if pooling not in POOLINGS:
             raise ValueError(f"unknown model.pooling {pooling!r}; expected one of {POOLINGS}")
@@ -96,7 +96,10 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
             if pooling in ("attention", "head_attention")
             else None
         )
-        self.heads = MeaningHeads(d, num_classes, codec.slot_sizes, rngs=rngs)
+        self.heads = MeaningHeads(d, len(codec.intents), codec.slot_sizes, rngs=rngs)
+        self.ctc_head = (
+            nnx.Linear(d, num_classes + 1, rngs=rngs) if cfg.get("ctc_weight", 0.0) > 0 else None
+        )
 
     def __call__(self, x: Array, lengths: Array, *, key: Array | None = None):
         h, lengths_out = self.encoder(x, lengths, key=key)
@@ -106,5 +109,7 @@ class IntentModel(models._Model):  # shares the encoder and the autoencoder head
             pooled = models.mean_state(h, lengths_out)
         else:
             pooled, _ = self.pool(h, lengths_out)
-        outputs = self.heads(pooled)
-        return outputs, self._aux(x, h, lengths_out)
+        aux = self._aux(x, h, lengths_out)
+        if self.ctc_head is not None:
+            aux["ctc_logits"] = self.ctc_head(h)
+        return self.heads(pooled), aux

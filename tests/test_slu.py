@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -85,9 +86,13 @@ def test_intent_model_outputs(pooling, bidirectional):
     for s, size in enumerate(CODEC.slot_sizes):  # padding logits beyond each slot's values
         assert np.all(np.asarray(out["slots"][:, s, size:]) == slu.PAD_LOGIT)
         assert np.all(np.abs(np.asarray(out["slots"][:, s, :size])) < 100)
-    assert aux["states"].shape[0] == 3
-    with pytest.raises(ValueError, match="num_classes=7 but the meaning schema has 10 intents"):
-        slu.IntentModel(cfg, 16, 7, rngs=nnx.Rngs(0))
+    assert aux["states"].shape[0] == 3 and "ctc_logits" not in aux
+    # the auxiliary CTC head: frame logits over the num_classes characters and the blank
+    cfg["ctc_weight"] = 0.3
+    model = models.build(cfg, num_features=16, num_classes=7, rngs=nnx.Rngs(0))
+    out, aux = model(x, jnp.array([20, 11, 5]))
+    assert aux["ctc_logits"].shape == (*aux["states"].shape[:2], 8)
+    assert out["intent"].shape == (3, 10)  # the intents are the schema's, not num_classes
 
 
 def test_head_attention_gives_each_head_its_own_query():
@@ -180,6 +185,25 @@ def test_loss_is_intent_ce_plus_mean_ce_of_the_intents_slots():
         assert float(per[r]) == pytest.approx(float(-li[batch["intent"][r]] + slot_ce), rel=1e-5)
     assert CODEC.slot_mask[batch["intent"]].sum() == 2
 
+    # with model.ctc_weight w: (1 - w) * that + w * CTC of the transcript per label
+    c = intent_config()
+    c.model.ctc_weight = 0.25
+    logits = jax.random.normal(jax.random.key(3), (2, 9, 5))
+    labels, label_lengths = jnp.array([[1, 2, 2], [3, 0, 0]]), jnp.array([3, 1])
+    aux = {"ctc_logits": logits, "lengths": jnp.array([9, 6])}
+    joint, _ = Intent(c).per_example(
+        outputs, aux, dict(batch, labels=labels, label_lengths=label_lengths)
+    )
+    pad_t = (jnp.arange(9)[None] >= aux["lengths"][:, None]).astype(jnp.float32)
+    pad_l = (jnp.arange(3)[None] >= label_lengths[:, None]).astype(jnp.float32)
+    ctc = optax.ctc_loss(logits, pad_t, labels, pad_l) / label_lengths
+    np.testing.assert_allclose(joint, 0.75 * per + 0.25 * ctc, rtol=1e-5)
+    with pytest.raises(ValueError, match="no aux\\['ctc_logits'\\]"):
+        Intent(c).per_example(outputs, {}, dict(batch, labels=labels, label_lengths=label_lengths))
+    c.model.ctc_weight = 1.0
+    with pytest.raises(ValueError, match=r"ctc_weight must be in \[0, 1\) for the intent task"):
+        Intent(c)
+
 
 # ----------------------------------------------------------------------------- data checks
 
@@ -247,16 +271,19 @@ def test_check_names_the_utterance_without_a_meaning_or_outside_the_schema():
 # ----------------------------------------------------------------------------- training
 
 
-def test_training_through_the_real_loop_lowers_the_loss(tmp_path):
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.3])
+def test_training_through_the_real_loop_lowers_the_loss(tmp_path, ctc_weight):
     c = intent_config()
-    c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = 20, 20, 20, 1
+    steps = 20 if not ctc_weight else 40  # the tones say no letters: CTC competes for the encoder
+    c.num_steps, c.eval_every, c.checkpoint_every, c.log_every = steps, steps, steps, 1
     c.optimizer.learning_rate = 1e-2
+    c.model.ctc_weight = ctc_weight  # > 0: the auxiliary CTC loss on the transcripts too
     final = train.train_and_evaluate(
-        c, str(tmp_path), progress=False, dataset=tone_meaning_dataset()
+        c, str(tmp_path), progress=False, dataset=tone_meaning_dataset(seconds=(0.7, 0.8))
     )
     with open(os.path.join(tmp_path, "metrics.jsonl")) as f:
         losses = [r["loss"] for r in map(json.loads, f) if r["split"] == "train"]
-    assert len(losses) == 20
+    assert len(losses) == steps
     assert np.mean(losses[-4:]) < 0.5 * np.mean(losses[:4])
     assert final["objective"] == "intent" and final["primary_metric"] == "meaning_accuracy"
     assert final["test_examples"] == 24

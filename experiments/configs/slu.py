@@ -13,7 +13,9 @@ spoken commands of 1-6 s from a 10-intent grammar, voices disjoint across splits
 `split=phrasings` no test transcript is ever said in training. 40 log-mel features every 10 ms,
 SpecAugment in training. Model: a stride-2 conv front-end, a 2-layer bidirectional RNN of 128
 per direction, attention pooling (`--config.model.pooling=head_attention`: one attention query
-per head), one linear head for the intent and one per slot name (18).
+per head), one linear head for the intent and one per slot name (18);
+`--config.model.ctc_weight=0.3` adds an auxiliary CTC head on the encoder, trained on the
+transcripts (loss = 0.7 * meaning + 0.3 * CTC).
 Metric: exact-meaning accuracy (intent and every slot right), also intent and per-slot accuracy.
 Optimizer: Adam 2e-3, 100 warmup steps, cosine decay, clip 1, batch 32, 3,000 steps.
 Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bilstm2_attn,
@@ -41,6 +43,7 @@ def get_config(variant: str = "bigru2_attn"):
     c.model.hidden = 128
     c.model.frontend.channels = 64
     c.model.pooling = "attention"
+    c.model.ctc_weight = 0.0  # > 0: + an auxiliary CTC loss on the transcript (intent kind)
     c.spec_augment.enabled = True
     c.batch_size = 32
     c.num_steps = 3000
@@ -57,7 +60,7 @@ def sweeps():
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
     --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each; the
     `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each; the direct one adds
-    `head_attention` pooling on both splits)."""
+    `head_attention` pooling on both splits, without and with the auxiliary CTC loss)."""
     from rnnbench.grid import chain, product, sweep
 
     grid = product(
@@ -70,11 +73,17 @@ def sweeps():
         "direct": grid,
         "recognisers": product({"model.kind": "ctc"}, grid),
         # the first slice of both: BiGRU (this file's default encoder), both splits, seed 0
-        # (+ the direct BiGRU with one attention query per head instead of one for all)
+        # (+ the direct BiGRU with one attention query per head instead of one for all, and
+        # that with the auxiliary CTC loss)
         "direct_gru_seed0": chain(
             gru_seed0,
             product(
                 {"model.pooling": "head_attention", "model.cell": "gru"},
+                sweep("data.options.split", SPLITS),
+                {"seed": 0},
+            ),
+            product(
+                {"model.pooling": "head_attention", "model.ctc_weight": 0.3, "model.cell": "gru"},
                 sweep("data.options.split", SPLITS),
                 {"seed": 0},
             ),

@@ -1,7 +1,9 @@
 """Spoken language understanding, direct: the utterance's intent and every slot from its audio.
 
 loss = cross-entropy of the intent + the mean cross-entropy of the slot heads of the reference
-intent (value id 0 = none where the intent leaves the slot unsaid).
+intent (value id 0 = none where the intent leaves the slot unsaid); with
+`config.model.ctc_weight` = w > 0, (1 - w) * that + w * the CTC loss of the transcript per label
+(an auxiliary head on the encoder states; multi-task training as in Haghani et al. 2018).
 Metrics: `meaning_accuracy` (the primary one: the intent and each of that intent's slots
 right, i.e. the decoded meaning equals the reference), `intent_accuracy`, `slot_accuracy` (over
 the slots of the reference intent) and `slot_<name>_accuracy` per slot name.
@@ -9,8 +11,9 @@ the slots of the reference intent) and `slot_<name>_accuracy` per slot name.
 The dataset is a transcript corpus that also has meanings (task "ctc", `Split.meanings`, e.g.
 synth_phrases); `check` refuses one without them or with a meaning outside the schema.
 batch: intent [batch] int32, slots [batch, S] int32 (rnnbench.data.batching with
-`encode_meaning`). model: `slu.IntentModel` (config.model.kind = "intent") ->
-{"intent": [batch, I], "slots": [batch, S, V]}.
+`encode_meaning`), and the transcript's labels [batch, L] / label_lengths [batch]. model:
+`slu.IntentModel` (config.model.kind = "intent") -> {"intent": [batch, I], "slots":
+[batch, S, V]} (+ aux["ctc_logits"] [batch, time', C + 1] when ctc_weight > 0).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import optax
 from rnnbench.data import meanings
 from rnnbench.errors import DataError
 from rnnbench.objectives import Objective, register
+from rnnbench.objectives.ctc import check_ctc_lengths, ctc_per_label
 
 SPLITS = ("train", "validation", "test")
 
@@ -96,15 +100,24 @@ class Intent(Objective):
     def __init__(self, config=None, codec: meanings.MeaningCodec | None = None):
         super().__init__(config)
         self.codec = codec or meanings.synth_phrases_codec()
+        m = config.model if config is not None else {}
+        self.ctc_weight = float(m.get("ctc_weight", 0.0))
+        if not 0.0 <= self.ctc_weight < 1.0:
+            raise ValueError(
+                f"config.model.ctc_weight must be in [0, 1) for the intent task (the meaning "
+                f"loss needs a weight), got {self.ctc_weight}"
+            )
 
     def check(self, config, dataset):
         check_meanings(dataset, self.codec)
+        if self.ctc_weight > 0:
+            check_ctc_lengths(config, dataset)
 
     def num_classes(self, dataset):
-        return len(self.codec.intents)
+        return len(dataset.classes)  # the transcripts' alphabet: the auxiliary CTC head's
 
     def encoder(self, dataset):
-        return dataset.encode  # the batcher encodes a split's transcripts; unused here
+        return dataset.encode  # the transcripts' labels: the auxiliary CTC loss reads them
 
     def meaning_encoder(self, dataset):
         return self.codec.encode
@@ -117,6 +130,16 @@ class Intent(Objective):
                 "encode_meaning (rnnbench/data/batching.py)"
             )
         loss = meaning_loss(outputs, batch["intent"], batch["slots"], self.codec.slot_mask)
+        if self.ctc_weight > 0:
+            if "ctc_logits" not in aux:
+                raise ValueError(
+                    "config.model.ctc_weight > 0 but the model gave no aux['ctc_logits'] "
+                    "(slu.IntentModel makes them when its cfg has ctc_weight > 0)"
+                )
+            ctc = ctc_per_label(
+                aux["ctc_logits"], aux["lengths"], batch["labels"], batch["label_lengths"]
+            )
+            loss = (1.0 - self.ctc_weight) * loss + self.ctc_weight * ctc
         return loss, meaning_scores(outputs, batch, self.codec.slot_mask)
 
     def train_metrics(self, sums):
