@@ -271,7 +271,7 @@ def test_check_names_the_utterance_without_a_meaning_or_outside_the_schema():
 # ----------------------------------------------------------------------------- training
 
 
-@pytest.mark.parametrize("ctc_weight", [0.0, 0.3])
+@pytest.mark.parametrize("ctc_weight", [0.0, pytest.param(0.3, marks=pytest.mark.slow)])
 def test_training_through_the_real_loop_lowers_the_loss(tmp_path, ctc_weight):
     c = intent_config()
     steps = 20 if not ctc_weight else 40  # the tones say no letters: CTC competes for the encoder
