@@ -226,6 +226,7 @@ SWEEPS = {
             "synthesis.griffin_lim_iters=4",
         ),
         table="tts",
+        table_args=("--plots=2",),
         smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
         judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
     ),
