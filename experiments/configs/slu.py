@@ -60,7 +60,8 @@ def sweeps():
     recognisers of the pipeline, each then scored by `python -m experiments.slu_pipeline
     --workdir=runs/slu_recognisers/<run>`. Cells x split x 3 seeds = 36 runs each; the
     `*_gru_seed0` sweeps are their BiGRU seed-0 slice (2 runs each; the direct one adds
-    `head_attention` pooling on both splits, without and with the auxiliary CTC loss)."""
+    `head_attention` pooling on both splits, without and with the auxiliary CTC loss, and the
+    latter on 10,000 training utterances)."""
     from rnnbench.grid import chain, product, sweep
 
     grid = product(
@@ -87,6 +88,16 @@ def sweeps():
                 sweep("data.options.split", SPLITS),
                 {"seed": 0},
             ),
+            # ... and that on 10,000 training utterances instead of 3,000 (the same validation
+            # and test clips: each split is drawn from its own seed), unseen voices only
+            {
+                "model.pooling": "head_attention",
+                "model.ctc_weight": 0.3,
+                "data.options.train_size": 10000,
+                "model.cell": "gru",
+                "data.options.split": "voices",
+                "seed": 0,
+            },
         ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
