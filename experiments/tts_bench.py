@@ -244,6 +244,7 @@ def score_run(
         "num_params": final.get("num_params"),
         "steps": final.get("steps"),
         "train_time_s": final.get("train_time_s"),
+        "run_provenance": final.get("provenance"),  # the training run's commit, machine, load
         "tf_mel_l1": tf["mel_l1"],
         "tf_stop_accuracy": tf["stop_accuracy"],
         "tf_mel_mse": tf["mel_mse"],
@@ -381,6 +382,20 @@ def markdown(result: dict) -> str:
                 + (f" ({opts['train_size']} training utterances)" if opts.get("train_size") else "")
                 + "."
             ),
+            "",
+        ]
+    trained = [
+        f"{os.path.basename(os.path.normpath(r['workdir']))} at "
+        f"`{(p.get('git_commit') or 'unknown')[:7]}`{' (dirty)' if p.get('git_dirty') else ''}, "
+        f"{p.get('date', '?')}, load {p.get('load_avg_1m', '?')}"
+        for r in rows
+        if (p := r.get("run_provenance"))
+    ]
+    if trained:
+        lines += [
+            "Trained (commit, finish time and 1-minute load average of each run; a load above "
+            f"the {rows[0]['run_provenance'].get('cores', '?')} cores means it shared the "
+            "machine, which inflates its train s): " + "; ".join(trained) + ".",
             "",
         ]
     if judge:
