@@ -238,6 +238,12 @@ SWEEPS = {
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),
+    "slu_best_direct_gru_seeds12": Entry(
+        "experiments/configs/slu.py",
+        "best_direct_gru_seeds12",
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+    ),
     "slu_pipeline_gru_seed0": Entry(
         "experiments/configs/slu.py",
         "recognisers_gru_seed0",

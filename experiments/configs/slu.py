@@ -28,6 +28,15 @@ from experiments.configs import common
 
 CELLS = ("rnn", "lstm", "gru", "mingru", "minlstm", "lru")  # mingru/minlstm/lru: parallel scan
 SPLITS = ("voices", "phrasings")
+# the best direct model measured (results/slu_direct_gru_seed0.md): one attention query per
+# head, the auxiliary CTC loss, 10,000 training utterances; unseen voices
+BEST_DIRECT = {
+    "model.pooling": "head_attention",
+    "model.ctc_weight": 0.3,
+    "data.options.train_size": 10000,
+    "model.cell": "gru",
+    "data.options.split": "voices",
+}
 
 
 def get_config(variant: str = "bigru2_attn"):
@@ -90,14 +99,9 @@ def sweeps():
             ),
             # ... and that on 10,000 training utterances instead of 3,000 (the same validation
             # and test clips: each split is drawn from its own seed), unseen voices only
-            {
-                "model.pooling": "head_attention",
-                "model.ctc_weight": 0.3,
-                "data.options.train_size": 10000,
-                "model.cell": "gru",
-                "data.options.split": "voices",
-                "seed": 0,
-            },
+            dict(BEST_DIRECT, seed=0),
         ),
+        # the best direct BiGRU of direct_gru_seed0 at seeds 1 and 2 (its seed 0 is there)
+        "best_direct_gru_seeds12": product(BEST_DIRECT, sweep("seed", [1, 2])),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
