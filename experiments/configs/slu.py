@@ -20,8 +20,9 @@ Metric: exact-meaning accuracy (intent and every slot right), also intent and pe
 Optimizer: Adam 2e-3, 100 warmup steps, cosine decay, clip 1, batch 32, 3,000 steps.
 Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bilstm2_attn,
 lstm, mingru, ... The sweeps below compare every recurrent cell, directly and as a pipeline.
-Measured: results/slu_direct_gru_seed0.md and results/slu_pipeline_gru_seed0.md (BiGRU, seed 0,
-by `python -m experiments.reproduce <name>`); no number here is typed.
+Measured: results/slu_direct_gru_seed0.md and results/slu_pipeline_gru_seed0.md (BiGRU, seed 0),
+results/slu_best_direct_gru_seeds12.md (BEST_DIRECT at seeds 1 and 2), each made by
+`python -m experiments.reproduce <name>`; no number here is typed.
 """
 
 from experiments.configs import common
