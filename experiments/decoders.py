@@ -544,15 +544,11 @@ def render(
     json_path: str, *, commands: list[str] | None = None, reproduce_command: str | None = None
 ) -> dict:
     """<out>.md (and .json) again from <out>.json alone; every number as the JSON holds it."""
-    try:
-        with open(json_path) as f:
-            report = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"cannot read {json_path} ({e}); expected the .json that experiments.decoders wrote"
-        ) from None
-    if not isinstance(report, dict) or report.get("kind") != "ctc_decoders":
-        raise ValueError(f"{json_path} is not a decoder comparison written by experiments.decoders")
+    from rnnbench import report as report_lib
+
+    report = report_lib.read_table_json(
+        json_path, kind="ctc_decoders", program="experiments.decoders", what="a decoder comparison"
+    )
     return write(
         report, json_path[: -len(".json")], commands=commands, reproduce_command=reproduce_command
     )

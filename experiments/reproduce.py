@@ -512,13 +512,19 @@ def check_decoders_table(rep: dict, runs: int) -> list[str]:
             problems.append(
                 f"row {row['decoder']}: test CER from {row['test_cer']['n']} runs, expected {runs}"
             )
-    with open(rep["files"]["md"]) as f:
-        table = [line for line in f.read().splitlines() if line.startswith("| ")]
-    if len(table) != 1 + len(rep["rows"]):
-        problems.append(
-            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(rep['rows'])}"
-        )
-    return problems
+    return problems + table_rows_problems(rep["files"]["md"], len(rep["rows"]))
+
+
+def table_lines(md_path: str) -> list[str]:
+    """The Markdown table lines of a file (header and rows; each starts with "| ")."""
+    with open(md_path) as f:
+        return [line for line in f.read().splitlines() if line.startswith("| ")]
+
+
+def table_rows_problems(md_path: str, rows: int) -> list[str]:
+    """A problem when the Markdown file's table does not hold `rows` rows under its header."""
+    found = len(table_lines(md_path)) - 1
+    return [] if found == rows else [f"{md_path}: {found} table rows, expected {rows}"]
 
 
 def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) -> list[str]:
@@ -546,12 +552,8 @@ def check_table(rep: dict, sweep_dir: str, *, expected_runs: int | None = None) 
                 f"row {row['label']}: {rep['primary_metric']} from "
                 f"{row['metrics'][rep['primary_metric']]['n']} runs, expected {want}"
             )
-    with open(rep["files"]["md"]) as f:
-        table = [line for line in f.read().splitlines() if line.startswith("| ")]
-    if len(table) != 1 + len(groups):  # header + one line per configuration
-        problems.append(
-            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(groups)}"
-        )
+    table = table_lines(rep["files"]["md"])
+    problems += table_rows_problems(rep["files"]["md"], len(groups))  # one per configuration
     for n in set(groups.values()):
         if sum(f"| {n}/{n} |" in line for line in table) != sum(v == n for v in groups.values()):
             problems.append(f"{rep['files']['md']}: rows with n = {n}/{n} do not match sweep.json")
@@ -822,13 +824,7 @@ def check_tts_table(rep: dict, runs: int) -> list[str]:
         for key in ("tf_mel_l1", "mcd_dtw_db"):
             if not math.isfinite(row[key]):
                 problems.append(f"row {row['workdir']}: {key} is {row[key]}")
-    with open(rep["files"]["md"]) as f:
-        table = [line for line in f.read().splitlines() if line.startswith("| ")]
-    if len(table) != 1 + len(rep["runs"]):
-        problems.append(
-            f"{rep['files']['md']}: {len(table) - 1} table rows, expected {len(rep['runs'])}"
-        )
-    return problems
+    return problems + table_rows_problems(rep["files"]["md"], len(rep["runs"]))
 
 
 def _program_table(

@@ -541,15 +541,11 @@ def render(
     json_path: str, *, commands: list[str] | None = None, reproduce_command: str | None = None
 ) -> dict:
     """OUT.md (and .json) again from OUT.json alone; every number as the JSON holds it."""
-    try:
-        with open(json_path) as f:
-            result = json.load(f)
-    except (OSError, ValueError) as e:
-        raise ValueError(
-            f"cannot read {json_path} ({e}); expected the .json that experiments.tts_bench wrote"
-        ) from None
-    if not isinstance(result, dict) or result.get("kind") != "tts_bench":
-        raise ValueError(f"{json_path} is not a TTS table written by experiments.tts_bench")
+    from rnnbench import report as report_lib
+
+    result = report_lib.read_table_json(
+        json_path, kind="tts_bench", program="experiments.tts_bench", what="a TTS table"
+    )
     return write(
         result,
         json_path[: -len(".json")],

@@ -113,6 +113,21 @@ def _read_json(path: str) -> Any:
         return json.load(f)
 
 
+def read_table_json(json_path: str, *, kind: str, program: str, what: str) -> dict:
+    """The JSON object a table-writing program saved (its `kind` field = `kind`), for
+    re-rendering; ValueError naming the file and `program` when it is unreadable or another
+    kind (`what`: how the error names the expected table)."""
+    try:
+        table = _read_json(json_path)
+    except (OSError, ValueError) as e:
+        raise ValueError(
+            f"cannot read {json_path} ({e}); expected the .json that {program} wrote"
+        ) from None
+    if not isinstance(table, dict) or table.get("kind") != kind:
+        raise ValueError(f"{json_path} is not {what} written by {program}")
+    return table
+
+
 def read_events(path: str) -> list[dict]:
     """metrics.jsonl -> list of events; lines cut short (a killed run) are skipped."""
     if not os.path.exists(path):
