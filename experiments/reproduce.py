@@ -645,13 +645,9 @@ def render_only(name: str, *, out_dir: str | None = None) -> int:
         return _program(name, action="render_only", workdir="runs", out_dir=out_dir)
     out_dir = out_dir or "results"
     path = os.path.join(out_dir, name + ".json")
-    if entry.table in ("decoders", "tts"):
-        if entry.table == "decoders":
-            from experiments import decoders as program
-        else:
-            from experiments import tts_bench as program
+    if entry.table in TABLE_PROGRAMS:
         try:
-            rep = program.render(
+            rep = table_program(entry.table).render(
                 path,
                 reproduce_command=reproduce_command(name),
                 commands=[display(c) for c in commands(name, out_dir=out_dir)],
@@ -769,7 +765,7 @@ def reproduce(
     if parallel and parallel != entry.parallel:
         args.append(f"--parallel={parallel}")
     shown = [display(c) for c in cmds]
-    if entry.table in ("decoders", "tts"):
+    if entry.table in TABLE_PROGRAMS:
         return (
             _program_table(
                 entry.table,
@@ -812,6 +808,18 @@ def reproduce(
     return rc
 
 
+# tables that a program writes from the sweep's runs (its `render` re-renders them from their
+# JSON), by Entry.table
+TABLE_PROGRAMS = {"decoders": "experiments.decoders", "tts": "experiments.tts_bench"}
+
+
+def table_program(kind: str):
+    """The module that writes and re-renders an Entry.table = `kind` table."""
+    import importlib
+
+    return importlib.import_module(TABLE_PROGRAMS[kind])
+
+
 def check_tts_table(rep: dict, runs: int) -> list[str]:
     """Problems with a smoke TTS table: one row per run, each with finite teacher-forced and
     free-running numbers, and the Markdown file holding them."""
@@ -839,14 +847,8 @@ def _program_table(
     """Runs the program that makes the table (experiments.decoders or experiments.tts_bench),
     then re-renders its header with the reproduce command and every command it ran (the
     program's JSON is its only input)."""
-    if kind == "decoders":
-        from experiments import decoders as program
-
-        check = check_decoders_table
-    else:
-        from experiments import tts_bench as program
-
-        check = check_tts_table
+    program = table_program(kind)
+    check = {"decoders": check_decoders_table, "tts": check_tts_table}[kind]
     rc = step_runner(cmd)
     if rc:
         print(f"error: {display(cmd)} exited with code {rc}", file=sys.stderr)
