@@ -839,9 +839,15 @@ def _final(r) -> dict:
 METRICS = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 
 
-def _train_losses(workdir) -> list:
+def _train_losses(workdir, live: bool = False) -> list:
+    """(step, loss) of every train event. `live`: the file may be mid-write (a running or
+    killed run), so a last line without its newline is left out; otherwise every line must
+    parse."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        events = [json.loads(line) for line in f]
+        lines = f.readlines()
+    if live and lines and not lines[-1].endswith("\n"):
+        lines = lines[:-1]
+    events = [json.loads(line) for line in lines]
     return [(e["step"], e["loss"]) for e in events if e["split"] == "train"]
 
 
@@ -876,14 +882,14 @@ def test_kill_sigkill_at_10_random_steps_resumes_bitwise(tmp_path, reference_run
             while proc.poll() is None and time.time() < deadline:
                 # a resumed run rewrites metrics.jsonl (truncated to its checkpoint) at start
                 if os.path.exists(metrics) and os.stat(metrics).st_ino != old:
-                    steps = [s for s, _ in _train_losses(w)]
+                    steps = [s for s, _ in _train_losses(w, live=True)]
                     if steps and steps[-1] >= target:
                         break
                 time.sleep(0.02)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
-        killed_at.append(max([s for s, _ in _train_losses(w)] or [0]))
+        killed_at.append(max([s for s, _ in _train_losses(w, live=True)] or [0]))
         assert not os.path.exists(os.path.join(w, "final.json"))
     final = _final(toy(w, 24, 4))
     assert tmp_checkpoints(w) == [] and lock_is_free(w)
