@@ -244,6 +244,13 @@ SWEEPS = {
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),
+    "slu_best_direct_gru_20k": Entry(
+        "experiments/configs/slu.py",
+        "best_direct_gru_3seeds",
+        overrides=("data.options.train_size=20000", "num_steps=4000"),
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+    ),
     "slu_pipeline_gru_seed0": Entry(
         "experiments/configs/slu.py",
         "recognisers_gru_seed0",

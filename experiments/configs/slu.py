@@ -21,7 +21,8 @@ Optimizer: Adam 2e-3, 100 warmup steps, cosine decay, clip 1, batch 32, 3,000 st
 Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bilstm2_attn,
 lstm, mingru, ... The sweeps below compare every recurrent cell, directly and as a pipeline.
 Measured: results/slu_direct_gru_seed0.md and results/slu_pipeline_gru_seed0.md (BiGRU, seed 0),
-results/slu_best_direct_gru_seeds12.md (BEST_DIRECT at seeds 1 and 2), each made by
+results/slu_best_direct_gru_seeds12.md (BEST_DIRECT at seeds 1 and 2) and
+results/slu_best_direct_gru_20k.md (BEST_DIRECT on 20,000 utterances, 4,000 steps, 3 seeds), each made by
 `python -m experiments.reproduce <name>`; no number here is typed.
 """
 
@@ -104,5 +105,11 @@ def sweeps():
         ),
         # the best direct BiGRU of direct_gru_seed0 at seeds 1 and 2 (its seed 0 is there)
         "best_direct_gru_seeds12": product(BEST_DIRECT, sweep("seed", [1, 2])),
+        # BEST_DIRECT's model at three seeds, its corpus size left to --override (the entry
+        # slu_best_direct_gru_20k of experiments/reproduce.py: 20,000 utterances, 4,000 steps)
+        "best_direct_gru_3seeds": product(
+            {k: v for k, v in BEST_DIRECT.items() if k != "data.options.train_size"},
+            sweep("seed", [0, 1, 2]),
+        ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
