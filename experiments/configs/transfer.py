@@ -31,6 +31,7 @@ class Row:
     mel_warp: float = 0.0  # spec_augment.mel_warp (on device, training only)
     protocols: tuple[int, ...] = (35,)  # 35: FSDD digits (and SC words); 12: the main job's
     sc_noise: bool = False  # + Speech Commands' _background_noise_ (only with that data)
+    fmax: float | None = None  # features.fmax (Hz): the band the model hears, training and test
 
 
 ROWS = (
@@ -46,6 +47,8 @@ ROWS = (
     Row("all", ALL),
     Row("all+mel_warp", ALL, mel_warp=0.1, protocols=(35, 12)),
     Row("all+mel_warp+sc_noise", ALL, mel_warp=0.1, protocols=(35, 12), sc_noise=True),
+    Row("band4k", fmax=4000.0),
+    Row("band4k+all", ALL, fmax=4000.0),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's
@@ -70,6 +73,8 @@ def get_config(
     if row.sc_noise:
         c.data.options.noise_dir = noise_dir
     c.spec_augment.mel_warp = row.mel_warp
+    if row.fmax:
+        c.features.fmax = row.fmax
     c.num_steps = NUM_STEPS
     c.eval_every = 400
     c.checkpoint_every = 400
