@@ -354,6 +354,12 @@ def _fmt(entry: dict | None) -> str:
     return "—" if entry is None else f"{100 * entry['accuracy']:.2f}%"
 
 
+def _band(row: dict) -> str:
+    """The features' band: '—' for the full 0-8 kHz, else its upper edge."""
+    fmax = row.get("fmax")
+    return "—" if not fmax else f"0-{fmax / 1000:g} kHz"
+
+
 def _counts(entry: dict | None) -> str:
     return "" if entry is None else f" ({entry['correct']:,}/{entry['total']:,})"
 
@@ -391,7 +397,10 @@ def render(result: dict) -> str:
             "*augment* options (rnnbench/data/augment.py) change training clips only, each "
             "option a clip with probability 1/2; every row's validation and test clips are the "
             "default corpus's, so the synthetic column compares rows on the same clips. *mel "
-            "warp*: the on-device VTLP warp (rnnbench/features.py), training only."
+            "warp*: the on-device VTLP warp (rnnbench/features.py), training only. *band*: the "
+            "log-mel filterbank's range when it is not the full 0-8 kHz (`features.fmax`, in "
+            "training and in every test; FSDD is recorded at 8 kHz, so it holds nothing above "
+            "4 kHz)."
         ),
         f"- full-size version of a row: `{settings['full_size_command']}`",
         (
@@ -406,11 +415,12 @@ def render(result: dict) -> str:
         "## 35-word models (FSDD digits)",
         "",
         (
-            "| corpus | augment | mel warp | synthetic test (35 words) | FSDD test, 10 digits | "
-            "gap to FSDD-trained (points) | FSDD test, 35 words | FSDD all 3,000, 10 digits | "
-            "FSDD all, 35 words | Speech Commands test, 35 words | corpus s |"
+            "| corpus | augment | mel warp | band | synthetic test (35 words) | "
+            "FSDD test, 10 digits | gap to FSDD-trained (points) | FSDD test, 35 words | "
+            "FSDD all 3,000, 10 digits | FSDD all, 35 words | Speech Commands test, 35 words | "
+            "corpus s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = result["reference"]
     ref_acc = (ref.get("fsdd_test_digits") or {}).get("accuracy")
@@ -419,14 +429,14 @@ def render(result: dict) -> str:
         d = s.get("fsdd_test_digits")
         gap = "—" if d is None or ref_acc is None else f"{100 * (d['accuracy'] - ref_acc):+.2f}"
         lines.append(
-            f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | "
+            f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | {_band(r)} | "
             f"{_fmt(r['synthetic_test'])} | {_fmt(d)}{_counts(d)} | {gap} | "
             f"{_fmt(s.get('fsdd_test_35'))} | {_fmt(s.get('fsdd_all_digits'))} | "
             f"{_fmt(s.get('fsdd_all_35'))} | {_fmt(s.get('sc_test'))}{_counts(s.get('sc_test'))} | "
             f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |"
         )
     lines.append(
-        f"| **FSDD-trained reference** (real speech) | — | — | — | "
+        f"| **FSDD-trained reference** (real speech) | — | — | — | — | "
         f"{_fmt(ref.get('fsdd_test_digits'))}{_counts(ref.get('fsdd_test_digits'))} | "
         "0 | — | — | — | — | — |"
     )
@@ -435,15 +445,16 @@ def render(result: dict) -> str:
         "## 12-class models (the main job's protocol)",
         "",
         (
-            "| corpus | augment | mel warp | synthetic test (12 classes) | FSDD test as `_unknown_` | "
-            "FSDD all 3,000 as `_unknown_` | Speech Commands test, 12 classes | corpus s |"
+            "| corpus | augment | mel warp | band | synthetic test (12 classes) | "
+            "FSDD test as `_unknown_` | FSDD all 3,000 as `_unknown_` | "
+            "Speech Commands test, 12 classes | corpus s |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in result["rows"] if r["protocol"] == 12):
         s = r["scores"]
         lines.append(
-            f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | "
+            f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | {_band(r)} | "
             f"{_fmt(r['synthetic_test'])} | {_fmt(s.get('fsdd_test_unknown'))} | "
             f"{_fmt(s.get('fsdd_all_unknown'))} | {_fmt(s.get('sc_test'))}"
             f"{_counts(s.get('sc_test'))} | "
@@ -551,6 +562,7 @@ def measure(
                 "protocol": job.protocol,
                 "augment": job.row.augment + (" + SC background noise" if job.row.sc_noise else ""),
                 "mel_warp": job.row.mel_warp,
+                "fmax": job.row.fmax,
                 "workdir": job.workdir,
                 "synthetic_test": test,
                 "synthetic_validation": final.get("val_accuracy"),

@@ -76,6 +76,19 @@ def test_bandwidth_empties_the_band_above_the_recording_rate():
     assert rates == {4000, 6000}
 
 
+def test_trim_cuts_the_word_out_with_a_margin_of_its_own_noise():
+    """The word's samples survive whole; the margins are within TRIM_MARGIN_S and within x."""
+    x = np.arange(16000, dtype=np.float32)
+    lo, hi = (round(m * SAMPLE_RATE) for m in A.TRIM_MARGIN_S)
+    for seed in range(20):
+        y = A.trim(np.random.default_rng(seed), x, 5000, 9000)
+        before, after = 5000 - int(y[0]), int(y[-1]) + 1 - 9000
+        assert lo <= before <= hi and lo <= after <= hi
+        assert np.array_equal(y, x[5000 - before : 9000 + after])
+    edge = A.trim(np.random.default_rng(0), x, 0, 16000)  # a word filling the clip: all of it
+    assert np.array_equal(edge, x)
+
+
 def test_each_option_is_chosen_with_probability_prob():
     picks = [A.chosen(np.random.default_rng(s), ("rir", "speed")) for s in range(400)]
     assert all(set(p) <= {"rir", "speed"} for p in picks)
@@ -190,11 +203,12 @@ def test_each_option_changes_clips_deterministically(option, noise_dir):
         )
 
     for cls in ("yes", "_silence_"):
-        if cls == "_silence_" and option in ("intonation", "speed", "vtlp", "rir"):
+        if cls == "_silence_" and option in ("intonation", "speed", "vtlp", "rir", "trim"):
             assert np.array_equal(clip(cls, (option,)), clip(cls, ()))  # speech-only options
             continue
         a, b = clip(cls, (option,)), clip(cls, (option,))
-        assert a.dtype == np.int16 and a.shape == (SAMPLE_RATE,) and np.array_equal(a, b)
+        assert a.dtype == np.int16 and np.array_equal(a, b)
+        assert a.shape[0] < SAMPLE_RATE if option == "trim" else a.shape == (SAMPLE_RATE,)
         assert not np.array_equal(a, clip(cls, ()))
     assert np.array_equal(clip("no", ()), clip("no", ()))
     if option == "noise":  # recorded noise from noise_dir is part of the draw
@@ -362,6 +376,7 @@ def _fake_result():
             "protocol": 35,
             "augment": "rir,speed",
             "mel_warp": 0.1,
+            "fmax": 4000.0,
             "synthetic_test": pct(1000, 1200),
             "corpus_s": None,
             "scores": {
@@ -408,15 +423,15 @@ def test_table_renders_from_a_result_set():
     assert "python -m experiments.transfer --workdir=runs/t" in md
     assert "2026-01-01 00:00 UTC; commit abc" in md and "one seed (0) per row" in md
     lines = md.splitlines()
-    default35 = next(ln for ln in lines if ln.startswith("| default | — | — | 91.67%"))
+    default35 = next(ln for ln in lines if ln.startswith("| default | — | — | — | 91.67%"))
     assert "| 70.00% (210/300) | -27.00 | 50.00% | 66.67% | 50.00% | — | 61 |" in default35
-    all35 = next(ln for ln in lines if ln.startswith("| all | rir,speed | 0.1 |"))
+    all35 = next(ln for ln in lines if ln.startswith("| all | rir,speed | 0.1 | 0-4 kHz |"))
     assert "| 94.00% (282/300) | -3.00 |" in all35 and all35.endswith("| — |")
     assert any(
         ln.startswith("| **FSDD-trained reference** (real speech) |") and "97.00% (291/300)" in ln
         for ln in lines
     )
-    assert "| default | — | — | 95.00% | 90.00% | 90.00% | — | 50 |" in md
+    assert "| default | — | — | — | 95.00% | 90.00% | 90.00% | — | 50 |" in md
     assert "best row `all` is 3.00 points below it: **met**" in md
     assert "Speech Commands: **not measured**" in md
     assert "own evaluation, with other padding, gave 96.67% (290/300)" in md

@@ -49,6 +49,9 @@ ROWS = (
     Row("all+mel_warp+sc_noise", ALL, mel_warp=0.1, protocols=(35, 12), sc_noise=True),
     Row("band4k", fmax=4000.0),
     Row("band4k+all", ALL, fmax=4000.0),
+    Row("trim", "trim"),
+    Row("bandwidth+trim", "bandwidth,trim"),
+    Row("all+trim", ALL + ",trim"),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's

@@ -31,6 +31,9 @@ Options (``OPTIONS``), in the order a clip meets them:
 - ``bandwidth``: the clip was recorded at 8 or 12 kHz: resampled down and back to 16 kHz, so nothing is left above 4 or 6 kHz (a low-pass filter only attenuates, and
   per-channel feature normalisation undoes attenuation; an empty band is what such recordings,
   FSDD's 8 kHz ones among them, look like).
+- ``trim``: the clip is cut to the word plus TRIM_MARGIN_S of its own noise on each side, as
+  trimmed recordings (FSDD's) come, instead of the word at a random offset in 1 s; the clip is
+  then shorter than 1 s. Silence clips are left whole.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ import scipy.signal
 from rnnbench.data import SAMPLE_RATE
 
 VERSION = 3  # 1: every split, every clip; 2: training split only; 3: each option with PROB
-OPTIONS = ("intonation", "speed", "vtlp", "rir", "noise", "channel", "bandwidth")
+OPTIONS = ("intonation", "speed", "vtlp", "rir", "noise", "channel", "bandwidth", "trim")
 AUGMENT_STREAM = 0xA06  # the augmentation generator of clip i: default_rng([seed, split, i, it])
 PROB = 0.5  # each option of a corpus is applied to a training clip with this probability
 
@@ -63,6 +66,7 @@ HIGHPASS_HZ = (40.0, 300.0)
 EQ_GAIN_DB = 9.0
 LOWPASS_HZ = (3400.0, 7500.0)
 NARROW_RATES = (8000, 12000)  # the bandwidth option's recording rates
+TRIM_MARGIN_S = (0.0, 0.05)  # the trim option's margin before and after the word, seconds
 
 
 def check_options(augment, noise_dir=None) -> tuple[str, ...]:
@@ -341,3 +345,11 @@ def bandwidth(rng: np.random.Generator, x: np.ndarray) -> np.ndarray:
     low = scipy.signal.resample_poly(x, up, down, window=_narrowband_fir(up, down))
     back = scipy.signal.resample_poly(low, down, up, window=_narrowband_fir(down, up))
     return back[: x.shape[0]].astype(np.float32)
+
+
+def trim(rng: np.random.Generator, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """``x[start:stop]`` (the word) widened by a margin in TRIM_MARGIN_S on each side, within
+    ``x``: [n] -> [stop - start + margins]."""
+    lo, hi = (round(m * SAMPLE_RATE) for m in TRIM_MARGIN_S)
+    before, after = (int(rng.integers(lo, hi + 1)) for _ in range(2))
+    return x[max(0, start - before) : min(x.shape[0], stop + after)]

@@ -39,8 +39,9 @@ Default sizes: train 3000, validation 500, test 500 utterances.
 
 Augmentation (``synth_commands(augment=..., noise_dir=...)``, off by default) of the training
 split only. Options of augment.py: ``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise``
-(more noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel`` and
-``bandwidth``, each applied to a clip with probability 1/2. Training clip ``i`` keeps every draw
+(more noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel``,
+``bandwidth`` and ``trim`` (the word cut out with 0-50 ms of margin, shorter than 1 s), each
+applied to a clip with probability 1/2. Training clip ``i`` keeps every draw
 of the recipe above (class, voice, accent, rate, pitch, level, offset) and takes the
 augmentation's from its own generator (seed, split, i, augment.AUGMENT_STREAM), so an augmented
 corpus has the same labels and voices, split-disjoint as before, and the default corpus's
@@ -353,7 +354,10 @@ def _command_clip(
             return render_speech(es, r, words, voices[r.integers(len(voices))])
 
         clip = augment_lib.add_background(arng, clip, rms, speak=speak, bank=bank)
-    return to_int16(_recording(arng, clip, augment))
+    clip = _recording(arng, clip, augment)
+    if "trim" in augment:
+        clip = augment_lib.trim(arng, clip, off, off + speech.shape[0])
+    return to_int16(clip)
 
 
 def _recording(arng, clip: np.ndarray, augment) -> np.ndarray:
