@@ -50,7 +50,8 @@ ROWS = (
     Row("band4k", fmax=4000.0),
     Row("band4k+all", ALL, fmax=4000.0),
     Row("trim", "trim"),
-    Row("bandwidth+trim", "bandwidth,trim"),
+    Row("bandwidth+trim", "bandwidth,trim", protocols=(35, 12)),
+    Row("bandwidth+trim+mel_warp", "bandwidth,trim", mel_warp=0.1),
     Row("all+trim", ALL + ",trim"),
 )
 NUM_STEPS = 800
