@@ -517,6 +517,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "slu_pipeline_gru_seed0",
         "tts_decoder_cells",
         "slu_best_direct_gru_seeds12",
+        "slu_best_direct_gru_20k",
     }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
@@ -561,6 +562,9 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
             continue
         if entry.sweep.endswith("seeds12"):  # one configuration at seeds 1 and 2: smoke keeps 1
             assert [d["seed"] for d in grid] == [1], name
+            continue
+        if entry.sweep.endswith("3seeds"):  # one configuration at seeds 0-2: smoke keeps 0, 1
+            assert [d["seed"] for d in grid] == [0, 1], name
             continue
         seeds = {0} if entry.sweep.endswith("seed0") else {0, 1}
         assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
