@@ -251,6 +251,13 @@ SWEEPS = {
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),
+    "slu_best_direct_cells_seed0": Entry(
+        "experiments/configs/slu.py",
+        "best_direct_cells_seed0",
+        overrides=("data.options.train_size=20000", "num_steps=4000"),
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+    ),
     "slu_pipeline_gru_seed0": Entry(
         "experiments/configs/slu.py",
         "recognisers_gru_seed0",

@@ -518,6 +518,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "tts_decoder_cells",
         "slu_best_direct_gru_seeds12",
         "slu_best_direct_gru_20k",
+        "slu_best_direct_cells_seed0",
     }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry

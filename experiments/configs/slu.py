@@ -22,7 +22,8 @@ Variants (`:variant`) name the encoder as in configs/common.py: bigru2_attn, bil
 lstm, mingru, ... The sweeps below compare every recurrent cell, directly and as a pipeline.
 Measured: results/slu_direct_gru_seed0.md and results/slu_pipeline_gru_seed0.md (BiGRU, seed 0),
 results/slu_best_direct_gru_seeds12.md (BEST_DIRECT at seeds 1 and 2) and
-results/slu_best_direct_gru_20k.md (BEST_DIRECT on 20,000 utterances, 4,000 steps, 3 seeds), each made by
+results/slu_best_direct_gru_20k.md (BEST_DIRECT on 20,000 utterances, 4,000 steps, 3 seeds) and
+results/slu_best_direct_cells_seed0.md (the same with LSTM and minGRU encoders), each made by
 `python -m experiments.reproduce <name>`; no number here is typed.
 """
 
@@ -110,6 +111,17 @@ def sweeps():
         "best_direct_gru_3seeds": product(
             {k: v for k, v in BEST_DIRECT.items() if k != "data.options.train_size"},
             sweep("seed", [0, 1, 2]),
+        ),
+        # ... and its model with the other encoders: LSTM and minGRU (parallel scan), seed 0
+        # (entry slu_best_direct_cells_seed0: 20,000 utterances, 4,000 steps, as above)
+        "best_direct_cells_seed0": product(
+            {
+                k: v
+                for k, v in BEST_DIRECT.items()
+                if k not in ("data.options.train_size", "model.cell")
+            },
+            sweep("model.cell", ["lstm", "mingru"]),
+            {"seed": 0},
         ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
     }
