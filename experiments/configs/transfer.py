@@ -53,6 +53,7 @@ ROWS = (
     Row("trim", "trim"),
     Row("bandwidth+trim", "bandwidth,trim", protocols=(35, 12)),
     Row("bandwidth+trim+mel_warp", "bandwidth,trim", mel_warp=0.1),
+    Row("bandwidth+speed+trim", "bandwidth,speed,trim"),
     Row("all+trim", ALL + ",trim"),
 )
 NUM_STEPS = 800
