@@ -54,6 +54,8 @@ ROWS = (
     Row("bandwidth+trim", "bandwidth,trim", protocols=(35, 12)),
     Row("bandwidth+trim+mel_warp", "bandwidth,trim", mel_warp=0.1),
     Row("bandwidth+speed+trim", "bandwidth,speed,trim"),
+    Row("bandwidth+speed+noise+trim", "bandwidth,noise,speed,trim"),
+    Row("bandwidth+speed+intonation+trim", "bandwidth,intonation,speed,trim"),
     Row("all+trim", ALL + ",trim"),
 )
 NUM_STEPS = 800
