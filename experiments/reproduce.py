@@ -66,6 +66,8 @@ STEPS_600 = ("checkpoint_every=200", "eval_every=200", "num_steps=600")
 STEPS_1000 = ("checkpoint_every=250", "eval_every=250", "num_steps=1000")
 STEPS_2000 = ("checkpoint_every=500", "eval_every=500", "num_steps=2000")
 SMOKE_DATA = grid.TINY_DATA  # synth_commands, synth_digits, synth_phrases
+# the best direct SLU recipe's corpus size and steps (configs/slu.py sweeps *_3seeds, *_cells_*)
+SLU_20K = ("data.options.train_size=20000", "num_steps=4000")
 INFERRED_PARALLEL = (
     "The sweep runner did not record --parallel then; 2 is inferred from the "
     "runs' wall times against the sweep's duration (it moves only the speed "
@@ -247,14 +249,14 @@ SWEEPS = {
     "slu_best_direct_gru_20k": Entry(
         "experiments/configs/slu.py",
         "best_direct_gru_3seeds",
-        overrides=("data.options.train_size=20000", "num_steps=4000"),
+        overrides=SLU_20K,
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),
     "slu_best_direct_cells_seed0": Entry(
         "experiments/configs/slu.py",
         "best_direct_cells_seed0",
-        overrides=("data.options.train_size=20000", "num_steps=4000"),
+        overrides=SLU_20K,
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),

@@ -43,6 +43,11 @@ BEST_DIRECT = {
 }
 
 
+def _without(overrides: dict, *keys: str) -> dict:
+    """`overrides` minus `keys`, in its order (run names follow the order of the keys)."""
+    return {k: v for k, v in overrides.items() if k not in keys}
+
+
 def get_config(variant: str = "bigru2_attn"):
     c = common.base_config()
     c.dataset = "synth_phrases"
@@ -110,17 +115,13 @@ def sweeps():
         # BEST_DIRECT's model at three seeds, its corpus size left to --override (the entry
         # slu_best_direct_gru_20k of experiments/reproduce.py: 20,000 utterances, 4,000 steps)
         "best_direct_gru_3seeds": product(
-            {k: v for k, v in BEST_DIRECT.items() if k != "data.options.train_size"},
+            _without(BEST_DIRECT, "data.options.train_size"),
             sweep("seed", [0, 1, 2]),
         ),
         # ... and its model with the other encoders: minGRU (parallel scan) and LSTM, seed 0
         # (entry slu_best_direct_cells_seed0: 20,000 utterances, 4,000 steps, as above)
         "best_direct_cells_seed0": product(
-            {
-                k: v
-                for k, v in BEST_DIRECT.items()
-                if k not in ("data.options.train_size", "model.cell")
-            },
+            _without(BEST_DIRECT, "data.options.train_size", "model.cell"),
             sweep("model.cell", ["mingru", "lstm"]),
             {"seed": 0},
         ),
