@@ -260,6 +260,21 @@ SWEEPS = {
         parallel=1,
         smoke_overrides=SMOKE_DATA,
     ),
+    "slu_best_direct_gru_phrasings_20k": Entry(
+        "experiments/configs/slu.py",
+        "best_direct_gru_phrasings_3seeds",
+        overrides=SLU_20K,
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+    ),
+    "slu_pipeline_gru_20k_seed0": Entry(
+        "experiments/configs/slu.py",
+        "recogniser_gru_voices_seed0",
+        overrides=SLU_20K,
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+        table="slu_pipeline",
+    ),
     "slu_pipeline_gru_seed0": Entry(
         "experiments/configs/slu.py",
         "recognisers_gru_seed0",

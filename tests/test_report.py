@@ -519,6 +519,8 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "slu_best_direct_gru_seeds12",
         "slu_best_direct_gru_20k",
         "slu_best_direct_cells_seed0",
+        "slu_best_direct_gru_phrasings_20k",
+        "slu_pipeline_gru_20k_seed0",
     }
     for entry in reproduce.SWEEPS.values():
         assert os.path.exists(os.path.join(ROOT, entry.config.split(":")[0])), entry
@@ -566,6 +568,9 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
             continue
         if entry.sweep.endswith("3seeds"):  # one configuration at seeds 0-2: smoke keeps 0, 1
             assert [d["seed"] for d in grid] == [0, 1], name
+            continue
+        if len(reproduce.load_grid(entry)) == 1:  # one run: smoke keeps it
+            assert [d["seed"] for d in grid] == [0], name
             continue
         seeds = {0} if entry.sweep.endswith("seed0") else {0, 1}
         assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name

@@ -125,5 +125,17 @@ def sweeps():
             sweep("model.cell", ["mingru", "lstm"]),
             {"seed": 0},
         ),
+        # ... and its model on the unseen-phrasings split (entry
+        # slu_best_direct_gru_phrasings_20k: 20,000 utterances, 4,000 steps): how much of the
+        # unseen-voices figure is memorised phrasing
+        "best_direct_gru_phrasings_3seeds": product(
+            _without(BEST_DIRECT, "data.options.train_size") | {"data.options.split": "phrasings"},
+            sweep("seed", [0, 1, 2]),
+        ),
         "recognisers_gru_seed0": product({"model.kind": "ctc"}, gru_seed0),
+        # the pipeline's BiGRU recogniser on unseen voices alone (entry
+        # slu_pipeline_gru_20k_seed0: on the best direct recipe's 20,000 utterances, 4,000 steps)
+        "recogniser_gru_voices_seed0": product(
+            {"model.kind": "ctc", "model.cell": "gru", "data.options.split": "voices"}, {"seed": 0}
+        ),
     }
