@@ -3,13 +3,14 @@ augment option), the FSDD / Speech Commands label mappings and the table of expe
 Corpora are tiny; caches live under tmp_path."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from experiments import transfer
-from rnnbench.data import DIGIT_WORDS, SAMPLE_RATE, synth
+from rnnbench.data import DIGIT_WORDS, SAMPLE_RATE, flite, synth
 from rnnbench.data import augment as A
 
 SIZES = {"train_size": 24, "validation_size": 12, "test_size": 12}
@@ -202,8 +203,11 @@ def test_each_option_changes_clips_deterministically(option, noise_dir):
             _FakeESpeak(), 4, 0, i, cls, synth.CLASSES_12, "m1", augment, voices, nd
         )
 
+    if option == "flite" and shutil.which("flite") is None:
+        pytest.skip("the flite program is absent (apt install flite)")
     for cls in ("yes", "_silence_"):
-        if cls == "_silence_" and option in ("intonation", "speed", "vtlp", "rir", "trim"):
+        speech_only = ("flite", "intonation", "speed", "vtlp", "rir", "trim")
+        if cls == "_silence_" and option in speech_only:
             assert np.array_equal(clip(cls, (option,)), clip(cls, ()))  # speech-only options
             continue
         a, b = clip(cls, (option,)), clip(cls, (option,))
@@ -213,6 +217,45 @@ def test_each_option_changes_clips_deterministically(option, noise_dir):
     assert np.array_equal(clip("no", ()), clip("no", ()))
     if option == "noise":  # recorded noise from noise_dir is part of the draw
         assert np.array_equal(clip("no", ("noise",), noise_dir), clip("no", ("noise",), noise_dir))
+
+
+needs_flite = pytest.mark.skipif(
+    shutil.which("flite") is None, reason="the flite program is absent (apt install flite)"
+)
+
+
+@needs_flite
+def test_flite_speaks_deterministically_at_16khz_and_stretches():
+    for voice in flite.VOICES:
+        a = flite.synth("seven", voice)
+        assert a.dtype == np.float32 and 0.3 * SAMPLE_RATE < a.shape[0] < 2 * SAMPLE_RATE
+        assert np.array_equal(a, flite.synth("seven", voice)) and np.abs(a).max() > 0.05
+    slow = flite.synth("seven", "slt", 1.3).shape[0]
+    assert slow > 1.2 * flite.synth("seven", "slt", 1.0).shape[0]
+    assert "flite" in flite.version()
+    with pytest.raises(ValueError, match="flite voice must be one of"):
+        flite.synth("seven", "m3")
+
+
+def test_flite_missing_program_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(flite.shutil, "which", lambda name: None)
+    with pytest.raises(flite.FliteError, match="'flite' augment option needs the flite program"):
+        flite.synth("seven", "slt")
+
+
+@needs_flite
+def test_flite_clips_name_their_voice_and_leave_the_other_splits_alone(tmp_path, monkeypatch):
+    monkeypatch.setattr(synth, "BLOCK", SIZES["train_size"])  # eSpeak's history: as at full size
+    opts = dict(protocol=12, seed=3, cache_dir=tmp_path, **SIZES)
+    base = synth.synth_commands(**opts)
+    ds = synth.synth_commands(augment="flite", **opts)
+    train, base_train = ds.splits["train"], base.splits["train"]
+    spoken = [i for i, k in enumerate(train.speakers) if k.startswith("flite-")]
+    assert spoken and {train.speakers[i][6:] for i in spoken} <= set(flite.VOICES)
+    assert all(synth.CLASSES_12[train.labels[i]] != "_silence_" for i in spoken)
+    kept = [i for i in range(len(train.speakers)) if i not in spoken]
+    assert [train.speakers[i] for i in kept] == [base_train.speakers[i] for i in kept]
+    assert all(_bytes(ds)[s] == _bytes(base)[s] for s in ("validation", "test"))
 
 
 @pytest.mark.slow

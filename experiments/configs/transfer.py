@@ -9,7 +9,8 @@ Each row of `ROWS` is one corpus recipe: `augment` lists options of rnnbench/dat
 (entering the corpus spec and cache key), `mel_warp` turns on the on-device VTLP warp of
 rnnbench/features.py, `sc_noise` adds Speech Commands' `_background_noise_` recordings to the
 noise (a row that runs only when the table is given --speech_commands_dir), `fmax` limits the
-log-mel filterbank (training and test) to the band an 8 kHz recording like FSDD's can hold. The comparison uses short runs: a 1-layer GRU of 128 (`:gru`; the best
+log-mel filterbank (training and test) to the band an 8 kHz recording like FSDD's can hold.
+The `flite` rows need CMU Flite's program (apt install flite; rnnbench/data/flite.py). The comparison uses short runs: a 1-layer GRU of 128 (`:gru`; the best
 cell at short budgets in results/kws_cells.md), 800 steps, seed 0, the default corpus sizes
 (12,000 / 1,200 / 1,200 clips). The full-size version of a row is the main job's command with
 the row's options, e.g. `python -m experiments.train --config=experiments/configs/kws.py:lstm
@@ -57,6 +58,9 @@ ROWS = (
     Row("bandwidth+speed+noise+trim", "bandwidth,noise,speed,trim"),
     Row("bandwidth+speed+intonation+trim", "bandwidth,intonation,speed,trim"),
     Row("all+trim", ALL + ",trim"),
+    # Flite's voices (built from recordings of real people) speak half the training words
+    Row("flite", "flite"),
+    Row("bandwidth+speed+trim+flite", "bandwidth,flite,speed,trim", protocols=(35, 12)),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's

@@ -10,6 +10,10 @@ take float32 [n] audio at 16 kHz and return float32.
 
 Options (``OPTIONS``), in the order a clip meets them:
 
+- ``flite``: the word is spoken by a voice of CMU Flite (rnnbench/data/flite.py: voices built
+  from recordings of four real people) with a duration stretch in [0.8, 1.3], instead of the
+  clip's eSpeak voice; needs the ``flite`` program. Training split only, like every option,
+  so validation and test stay eSpeak's unseen voices; the clip's speaker is ``flite-<voice>``.
 - ``intonation``: the word is spoken as a statement, question, exclamation or list item
   ("yes." / "yes?" / "yes!" / "yes,"), which changes eSpeak's pitch contour.
 - ``speed``: speed perturbation (Ko et al., 2015): resampled by a factor in [0.85, 1.15], which
@@ -50,7 +54,7 @@ import scipy.signal
 from rnnbench.data import SAMPLE_RATE
 
 VERSION = 3  # 1: every split, every clip; 2: training split only; 3: each option with PROB
-OPTIONS = ("intonation", "speed", "vtlp", "rir", "noise", "channel", "bandwidth", "trim")
+OPTIONS = ("flite", "intonation", "speed", "vtlp", "rir", "noise", "channel", "bandwidth", "trim")
 AUGMENT_STREAM = 0xA06  # the augmentation generator of clip i: default_rng([seed, split, i, it])
 PROB = 0.5  # each option of a corpus is applied to a training clip with this probability
 

@@ -89,6 +89,7 @@ import numpy as np
 from rnnbench import atomic
 from rnnbench.data import CTC_ALPHABET, DIGIT_WORDS, SAMPLE_RATE, Dataset, Split
 from rnnbench.data import augment as augment_lib
+from rnnbench.data import flite as flite_lib
 from rnnbench.data.audio import default_cache_dir, resample, to_int16
 from rnnbench.data.augment import colored_noise
 from rnnbench.data.espeak import ESpeak
@@ -198,14 +199,24 @@ def render_speech(
             **extra,
         )
         x = resample(x.astype(np.float32) / 32768.0, es.sample_rate, SAMPLE_RATE)
-        peak = float(np.abs(x).max()) if x.size else 0.0
-        if peak <= 0:
-            raise RuntimeError(f"eSpeak produced silence for {text!r} with voice {variant!r}")
-        idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
-        x = x[idx[0] : idx[-1] + 1]
+        x, peak = trimmed(x, f"eSpeak with voice {variant!r}", text)
         if max_seconds is None or x.shape[0] <= max_seconds * SAMPLE_RATE or rate >= 450:
             break
         rate = min(450, int(rate * 1.2))
+    return at_random_level(rng, x, peak)
+
+
+def trimmed(x: np.ndarray, source: str, text: str) -> tuple[np.ndarray, float]:
+    """``x`` without its leading and trailing samples under 2% of its peak, and that peak."""
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak <= 0:
+        raise RuntimeError(f"{source} produced silence for {text!r}")
+    idx = np.nonzero(np.abs(x) > 0.02 * peak)[0]
+    return x[idx[0] : idx[-1] + 1], peak
+
+
+def at_random_level(rng: np.random.Generator, x: np.ndarray, peak: float) -> np.ndarray:
+    """``x`` scaled to a peak 1-14 dB below full scale (uniform in dB)."""
     return x * (10 ** (rng.uniform(-14, -1) / 20) / peak)
 
 
@@ -309,16 +320,25 @@ def check_sizes(train_size, validation_size, test_size) -> dict[str, int]:
 # ----------------------------------------------------------------------------- corpora
 
 
+def _augment_draws(seed, split_id, i, augment) -> tuple:
+    """Clip i's augmentation generator, the options it gets and, with ``flite`` among them,
+    the Flite (voice, duration stretch) that speaks it instead of its eSpeak voice (else None).
+
+    Drawn from a stream of its own: the base draws of clip i stay the same."""
+    arng = np.random.default_rng([seed, split_id, i, augment_lib.AUGMENT_STREAM])
+    augment = augment_lib.chosen(arng, augment)
+    return arng, augment, flite_lib.draw(arng) if "flite" in augment else None
+
+
 def _command_clip(
     es, seed, split_id, i, cls, classes, variant, augment=(), voices=(), noise_dir=None
 ) -> np.ndarray:
     rng = np.random.default_rng([seed, split_id, i])
     n = SAMPLE_RATE
-    arng = bank = None
-    if augment:  # drawn from a stream of its own: the base draws of clip i stay the same
-        arng = np.random.default_rng([seed, split_id, i, augment_lib.AUGMENT_STREAM])
+    arng = bank = flite_source = None
+    if augment:
+        arng, augment, flite_source = _augment_draws(seed, split_id, i, augment)
         bank = augment_lib.noise_bank(noise_dir) if noise_dir else None
-        augment = augment_lib.chosen(arng, augment)
     if cls == "_silence_":
         if "noise" in augment:
             clip = augment_lib.background(arng, n, bank=bank)
@@ -332,7 +352,11 @@ def _command_clip(
     else:
         word = cls
     text = augment_lib.intonation(arng, word) if "intonation" in augment else word
-    speech = render_speech(es, rng, text, variant)
+    if flite_source:  # a voice built from a real person's recordings
+        speech, peak = trimmed(flite_lib.synth(text, *flite_source), f"flite {flite_source}", text)
+        speech = at_random_level(arng, speech, peak)
+    else:
+        speech = render_speech(es, rng, text, variant)
     for name, fn in (
         ("speed", augment_lib.speed),
         ("vtlp", augment_lib.vtlp),
@@ -418,6 +442,8 @@ def synth_commands(
             augment_version=augment_lib.VERSION,
             noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None,
         )
+        if "flite" in augment:
+            spec.update(flite=flite_lib.version())
 
     def build() -> dict[str, Split]:
         voices = voice_partition(ESpeak().variants, seed)
@@ -426,6 +452,12 @@ def synth_commands(
             lrng = np.random.default_rng([seed, split_id, 104729])
             labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
             plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
+        if "flite" in augment:  # the training clips that Flite speaks name its voice
+            labels, speakers = plan["train"]
+            for i in range(sizes["train"]):
+                source = _augment_draws(seed, 0, i, augment)[2]
+                if source and classes[labels[i]] != "_silence_":
+                    speakers[i] = f"flite-{source[0]}"
         extra = {
             s: (augment, tuple(voices[s]), noise_dir) if augment and s == "train" else ()
             for s in SPLITS
