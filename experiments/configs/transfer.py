@@ -61,6 +61,9 @@ ROWS = (
     # Flite's voices (built from recordings of real people) speak half the training words
     Row("flite", "flite"),
     Row("bandwidth+speed+trim+flite", "bandwidth,flite,speed,trim", protocols=(35, 12)),
+    Row("bandwidth+trim+flite", "bandwidth,flite,trim"),
+    Row("bandwidth+speed+vtlp+trim+flite", "bandwidth,flite,speed,trim,vtlp"),
+    Row("all+trim+flite", ALL + ",trim,flite"),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's
