@@ -96,6 +96,12 @@ def test_each_option_is_chosen_with_probability_prob():
     assert all(list(p) == sorted(p, key=A.OPTIONS.index) for p in picks)
     share = np.mean([["rir" in p, "speed" in p] for p in picks], axis=0)
     assert np.all(np.abs(share - A.PROB) < 0.08) and () in picks and ("speed", "rir") in picks
+    # an option's own probability: always, or a fifth of the clips; the others' draws unchanged
+    always = [A.chosen(np.random.default_rng(s), ("rir", "speed:1")) for s in range(400)]
+    assert all("speed" in p for p in always)
+    assert [("rir" in p) for p in always] == [("rir" in p) for p in picks]
+    rare = [A.chosen(np.random.default_rng(s), ("speed:0.2",)) for s in range(400)]
+    assert abs(np.mean([p == ("speed",) for p in rare]) - 0.2) < 0.06
 
 
 def test_room_impulse_response_decays_and_keeps_the_peak():
@@ -139,6 +145,13 @@ def test_check_options_canonical_and_errors(tmp_path):
     assert A.check_options(()) == A.check_options("") == A.check_options(None) == ()
     with pytest.raises(ValueError, match="unknown augment option.*'reverb'"):
         A.check_options("reverb")
+    assert A.check_options("speed:0.5,flite:1, rir:0.25") == ("flite:1", "rir:0.25", "speed")
+    assert A.probabilities(("flite:1", "speed")) == {"flite": 1.0, "speed": A.PROB}
+    for bad in ("speed:0", "speed:1.5", "speed:fast", "speed:"):
+        with pytest.raises(ValueError, match=f"'{bad}'.*a number in \\(0, 1\\]"):
+            A.check_options(bad)
+    with pytest.raises(ValueError, match="'speed' given twice"):
+        A.check_options("speed:1,speed:0.3")
     with pytest.raises(ValueError, match="noise_dir.*add 'noise'"):
         A.check_options("rir", noise_dir=str(tmp_path))
     with pytest.raises(ValueError, match="holds no .wav"):

@@ -64,6 +64,9 @@ ROWS = (
     Row("bandwidth+trim+flite", "bandwidth,flite,trim"),
     Row("bandwidth+speed+vtlp+trim+flite", "bandwidth,flite,speed,trim,vtlp"),
     Row("all+trim+flite", ALL + ",trim,flite"),
+    # ... Flite speaks every training word (eSpeak only the babble noise, if any)
+    Row("flite:1", "flite:1"),
+    Row("bandwidth+speed+trim+flite:1", "bandwidth,flite:1,speed,trim"),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's

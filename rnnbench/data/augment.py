@@ -4,8 +4,9 @@
 renders, each drawn from a generator of its own per clip, so a corpus stays a pure function of
 its spec (the option names and ``VERSION`` enter the spec and the cache key), the speaker
 partition is untouched and validation and test clips are the default corpus's.
-Each option is applied to a training clip with probability PROB = 1/2, independently
-(``chosen``), so training sees clean and augmented variants of every condition. All functions
+Each option is applied to a training clip with probability PROB = 1/2 (or its own, written
+``name:p``), independently (``chosen``), so training sees clean and augmented variants of every
+condition. All functions
 take float32 [n] audio at 16 kHz and return float32.
 
 Options (``OPTIONS``), in the order a clip meets them:
@@ -76,8 +77,10 @@ TRIM_MARGIN_S = (0.0, 0.05)  # the trim option's margin before and after the wor
 def check_options(augment, noise_dir=None) -> tuple[str, ...]:
     """Canonical options: a sorted tuple of known names from a sequence or "a,b" string.
 
-    Order does not matter (a clip meets the options in the fixed order above). ValueError
-    names an unknown option, or a ``noise_dir`` given without the ``noise`` option.
+    An option is ``name`` (applied with probability PROB) or ``name:p`` (with probability p in
+    (0, 1]; ``flite:1``: every training word); ``name:0.5`` is written ``name``. Order does not
+    matter (a clip meets the options in the fixed order above). ValueError names an unknown
+    option, a bad or repeated one, or a ``noise_dir`` given without the ``noise`` option.
     """
     if augment is None:
         augment = ()
@@ -88,22 +91,43 @@ def check_options(augment, noise_dir=None) -> tuple[str, ...]:
             f"synth_commands: augment must be a list of option names or a "
             f"comma-separated string, got {augment!r}"
         )
-    unknown = sorted(set(augment) - set(OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"synth_commands: unknown augment option(s) {unknown}; known: {', '.join(OPTIONS)}"
-        )
-    if noise_dir is not None and "noise" not in augment:
+    probs: dict[str, float] = {}
+    for a in augment:
+        name, sep, p = (x.strip() for x in a.partition(":"))
+        if name not in OPTIONS:
+            raise ValueError(
+                f"synth_commands: unknown augment option {name!r} (in {a!r}); "
+                f"known: {', '.join(OPTIONS)}"
+            )
+        try:
+            prob = float(p) if sep else PROB
+        except ValueError:
+            prob = float("nan")
+        if not 0 < prob <= 1:
+            raise ValueError(
+                f"synth_commands: augment option {a!r}: the probability after ':' must be a "
+                "number in (0, 1]"
+            )
+        if probs.get(name, prob) != prob:
+            raise ValueError(f"synth_commands: augment option {name!r} given twice: {augment!r}")
+        probs[name] = prob
+    if noise_dir is not None and "noise" not in probs:
         raise ValueError(
             f"synth_commands: noise_dir={noise_dir!r} is used by the 'noise' "
             f"augmentation; add 'noise' to augment (got {tuple(augment)})"
         )
-    return tuple(sorted(set(augment)))
+    return tuple(n if p == PROB else f"{n}:{p:g}" for n, p in sorted(probs.items()))
+
+
+def probabilities(augment: Sequence[str]) -> dict[str, float]:
+    """``{option name: probability}`` of canonical options (``check_options``)."""
+    return {n: float(p) if p else PROB for n, _, p in (a.partition(":") for a in augment)}
 
 
 def chosen(rng: np.random.Generator, augment: Sequence[str]) -> tuple[str, ...]:
-    """The options of ``augment`` one clip gets: each with probability PROB (OPTIONS order)."""
-    return tuple(o for o in OPTIONS if o in augment and rng.random() < PROB)
+    """The options of ``augment`` one clip gets, each with its probability (OPTIONS order)."""
+    probs = probabilities(augment)
+    return tuple(o for o in OPTIONS if o in probs and rng.random() < probs[o])
 
 
 # ----------------------------------------------------------------------------- speakers

@@ -442,7 +442,7 @@ def synth_commands(
             augment_version=augment_lib.VERSION,
             noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None,
         )
-        if "flite" in augment:
+        if "flite" in augment_lib.probabilities(augment):
             spec.update(flite=flite_lib.version())
 
     def build() -> dict[str, Split]:
@@ -452,7 +452,7 @@ def synth_commands(
             lrng = np.random.default_rng([seed, split_id, 104729])
             labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
             plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
-        if "flite" in augment:  # the training clips that Flite speaks name its voice
+        if "flite" in augment_lib.probabilities(augment):  # its clips name its voice
             labels, speakers = plan["train"]
             for i in range(sizes["train"]):
                 source = _augment_draws(seed, 0, i, augment)[2]
