@@ -360,6 +360,11 @@ def _band(row: dict) -> str:
     return "—" if not fmax else f"0-{fmax / 1000:g} kHz"
 
 
+def _steps(row: dict, settings: dict) -> str:
+    """The row's training steps (a result made before rows had their own: the table's)."""
+    return f"{row.get('num_steps') or settings['num_steps']:,}"
+
+
 def _counts(entry: dict | None) -> str:
     return "" if entry is None else f" ({entry['correct']:,}/{entry['total']:,})"
 
@@ -390,12 +395,13 @@ def render(result: dict) -> str:
         f"- made: {result['provenance_line']}",
         (
             f"- runs: `{settings['variant']}` encoder of experiments/configs/kws.py (conv front-end, "
-            f"1 layer of {settings['hidden']}), {settings['num_steps']:,} steps, batch "
+            f"1 layer of {settings['hidden']}), {settings['num_steps']:,} steps (a row's own in "
+            "its *steps* column), batch "
             f"{settings['batch_size']}, **one seed ({settings['seed']}) per row**: short runs for a "
             "comparison, not the main job. Corpus: synth_commands "
             f"{settings['sizes']} train / validation / test clips; test voices unseen. "
             "*augment* options (rnnbench/data/augment.py) change training clips only, each "
-            "option a clip with probability 1/2; every row's validation and test clips are the "
+            "option a clip with probability 1/2 (`name:p`: p); every row's validation and test clips are the "
             "default corpus's, so the synthetic column compares rows on the same clips. *mel "
             "warp*: the on-device VTLP warp (rnnbench/features.py), training only. *band*: the "
             "log-mel filterbank's range when it is not the full 0-8 kHz (`features.fmax`, in "
@@ -415,12 +421,12 @@ def render(result: dict) -> str:
         "## 35-word models (FSDD digits)",
         "",
         (
-            "| corpus | augment | mel warp | band | synthetic test (35 words) | "
+            "| corpus | augment | mel warp | band | steps | synthetic test (35 words) | "
             "FSDD test, 10 digits | gap to FSDD-trained (points) | FSDD test, 35 words | "
             "FSDD all 3,000, 10 digits | FSDD all, 35 words | Speech Commands test, 35 words | "
             "corpus s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     ref = result["reference"]
     ref_acc = (ref.get("fsdd_test_digits") or {}).get("accuracy")
@@ -430,13 +436,13 @@ def render(result: dict) -> str:
         gap = "—" if d is None or ref_acc is None else f"{100 * (d['accuracy'] - ref_acc):+.2f}"
         lines.append(
             f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | {_band(r)} | "
-            f"{_fmt(r['synthetic_test'])} | {_fmt(d)}{_counts(d)} | {gap} | "
+            f"{_steps(r, settings)} | {_fmt(r['synthetic_test'])} | {_fmt(d)}{_counts(d)} | {gap} | "
             f"{_fmt(s.get('fsdd_test_35'))} | {_fmt(s.get('fsdd_all_digits'))} | "
             f"{_fmt(s.get('fsdd_all_35'))} | {_fmt(s.get('sc_test'))}{_counts(s.get('sc_test'))} | "
             f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |"
         )
     lines.append(
-        f"| **FSDD-trained reference** (real speech) | — | — | — | — | "
+        f"| **FSDD-trained reference** (real speech) | — | — | — | {settings['num_steps']:,} | — | "
         f"{_fmt(ref.get('fsdd_test_digits'))}{_counts(ref.get('fsdd_test_digits'))} | "
         "0 | — | — | — | — | — |"
     )
@@ -445,17 +451,18 @@ def render(result: dict) -> str:
         "## 12-class models (the main job's protocol)",
         "",
         (
-            "| corpus | augment | mel warp | band | synthetic test (12 classes) | "
+            "| corpus | augment | mel warp | band | steps | synthetic test (12 classes) | "
             "FSDD test as `_unknown_` | FSDD all 3,000 as `_unknown_` | "
             "Speech Commands test, 12 classes | corpus s |"
         ),
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in result["rows"] if r["protocol"] == 12):
         s = r["scores"]
         lines.append(
             f"| {r['name']} | {r['augment'] or '—'} | {r['mel_warp'] or '—'} | {_band(r)} | "
-            f"{_fmt(r['synthetic_test'])} | {_fmt(s.get('fsdd_test_unknown'))} | "
+            f"{_steps(r, settings)} | {_fmt(r['synthetic_test'])} | "
+            f"{_fmt(s.get('fsdd_test_unknown'))} | "
             f"{_fmt(s.get('fsdd_all_unknown'))} | {_fmt(s.get('sc_test'))}"
             f"{_counts(s.get('sc_test'))} | "
             f"{'—' if r['corpus_s'] is None else round(r['corpus_s'])} |"
@@ -563,6 +570,7 @@ def measure(
                 "augment": job.row.augment + (" + SC background noise" if job.row.sc_noise else ""),
                 "mel_warp": job.row.mel_warp,
                 "fmax": job.row.fmax,
+                "num_steps": job.config.num_steps,
                 "workdir": job.workdir,
                 "synthetic_test": test,
                 "synthetic_validation": final.get("val_accuracy"),

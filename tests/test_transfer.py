@@ -433,6 +433,7 @@ def _fake_result():
             "augment": "rir,speed",
             "mel_warp": 0.1,
             "fmax": 4000.0,
+            "num_steps": 2400,  # its own; the others: the table's (settings)
             "synthetic_test": pct(1000, 1200),
             "corpus_s": None,
             "scores": {
@@ -479,15 +480,15 @@ def test_table_renders_from_a_result_set():
     assert "python -m experiments.transfer --workdir=runs/t" in md
     assert "2026-01-01 00:00 UTC; commit abc" in md and "one seed (0) per row" in md
     lines = md.splitlines()
-    default35 = next(ln for ln in lines if ln.startswith("| default | — | — | — | 91.67%"))
+    default35 = next(ln for ln in lines if ln.startswith("| default | — | — | — | 800 | 91.67%"))
     assert "| 70.00% (210/300) | -27.00 | 50.00% | 66.67% | 50.00% | — | 61 |" in default35
-    all35 = next(ln for ln in lines if ln.startswith("| all | rir,speed | 0.1 | 0-4 kHz |"))
+    all35 = next(ln for ln in lines if ln.startswith("| all | rir,speed | 0.1 | 0-4 kHz | 2,400 |"))
     assert "| 94.00% (282/300) | -3.00 |" in all35 and all35.endswith("| — |")
     assert any(
         ln.startswith("| **FSDD-trained reference** (real speech) |") and "97.00% (291/300)" in ln
         for ln in lines
     )
-    assert "| default | — | — | — | 95.00% | 90.00% | 90.00% | — | 50 |" in md
+    assert "| default | — | — | — | 800 | 95.00% | 90.00% | 90.00% | — | 50 |" in md
     assert "best row `all` is 3.00 points below it: **met**" in md
     assert "Speech Commands: **not measured**" in md
     assert "own evaluation, with other padding, gave 96.67% (290/300)" in md
