@@ -38,17 +38,20 @@ utterance with an extra inter-word gap of 0-120 ms (eSpeak ``wordgap``), with
 Default sizes: train 3000, validation 500, test 500 utterances.
 
 Augmentation (``synth_commands(augment=..., noise_dir=...)``, off by default) of the training
-split only. Options of augment.py: ``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise``
-(more noise kinds, 0-30 dB; with ``noise_dir``, real recordings too), ``channel``,
-``bandwidth`` and ``trim`` (the word cut out with 0-50 ms of margin, shorter than 1 s), each
-applied to a clip with probability 1/2. Training clip ``i`` keeps every draw
-of the recipe above (class, voice, accent, rate, pitch, level, offset) and takes the
-augmentation's from its own generator (seed, split, i, augment.AUGMENT_STREAM), so an augmented
+split only. Options of augment.py: ``flite`` (a CMU Flite voice speaks the word: flite.py),
+``intonation``, ``speed``, ``vtlp``, ``rir``, ``noise`` (more noise kinds, 0-30 dB; with
+``noise_dir``, real recordings too), ``channel``, ``bandwidth`` and ``trim`` (the word cut out
+with 0-50 ms of margin, shorter than 1 s), each applied to a clip with probability 1/2 (or the
+p of ``name:p``). Training clip ``i`` keeps every draw of the recipe above (class, voice,
+accent, rate, pitch, level, offset) and takes the augmentation's from its own generator (seed,
+split, i, augment.AUGMENT_STREAM); a clip that Flite speaks keeps its class, names its Flite
+voice as its speaker (``flite-slt``), and its level, offset and noise draws differ. So an augmented
 corpus has the same labels and voices, split-disjoint as before, and the default corpus's
 validation and test clips: byte-identical when train_size is a multiple of BLOCK (as the default
 sizes are; otherwise a block mixes splits and eSpeak's call history, which babble and
 intonation change, moves their bytes slightly), so accuracies on them compare across recipes.
-The options (sorted), augment.VERSION and a digest of the noise files enter the spec; with no
+The options (sorted), augment.VERSION, a digest of the noise files and Flite's version (with
+``flite``) enter the spec; with no
 options the spec, the cache key and every byte are those of the default corpus.
 
 ``synth_phrases`` (CTC, with a meaning per utterance) is built from the same pieces
