@@ -71,6 +71,7 @@ ROWS = (
     # the best recipe trained longer: does the harder corpus need more than 800 steps?
     Row("bandwidth+speed+trim+flite, 2400 steps", "bandwidth,flite,speed,trim", num_steps=2400),
     Row("bandwidth+speed+trim, 2400 steps", "bandwidth,speed,trim", num_steps=2400),  # its control
+    Row("bandwidth+speed+trim+flite, 6000 steps", "bandwidth,flite,speed,trim", num_steps=6000),
 )
 NUM_STEPS = 800
 SIZES = {"train_size": 12000, "validation_size": 1200, "test_size": 1200}  # kws.py's
