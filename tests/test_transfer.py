@@ -252,7 +252,7 @@ def test_flite_speaks_deterministically_at_16khz_and_stretches():
 
 def test_flite_missing_program_says_how_to_install(monkeypatch):
     monkeypatch.setattr(flite.shutil, "which", lambda name: None)
-    with pytest.raises(flite.FliteError, match="'flite' augment option needs the flite program"):
+    with pytest.raises(flite.FliteMissing, match="'flite' augment option needs the flite program"):
         flite.synth("seven", "slt")
 
 

@@ -20,6 +20,7 @@ import wave
 
 import numpy as np
 
+from rnnbench import errors
 from rnnbench.data import SAMPLE_RATE
 from rnnbench.data.audio import resample
 
@@ -28,14 +29,18 @@ STRETCH_RANGE = (0.8, 1.3)  # duration_stretch: > 1 speaks slower
 
 
 class FliteError(RuntimeError):
-    """The flite program is missing or failed."""
+    """The flite program failed."""
+
+
+class FliteMissing(errors.ConfigError):
+    """The ``flite`` augment option was asked for where the flite program is not installed."""
 
 
 def program() -> str:
-    """Path of the ``flite`` program; FliteError saying how to install it when absent."""
+    """Path of the ``flite`` program; FliteMissing saying how to install it when absent."""
     path = shutil.which("flite")
     if path is None:
-        raise FliteError(
+        raise FliteMissing(
             "the 'flite' augment option needs the flite program (CMU Flite), not found on "
             "PATH; install it (Debian/Ubuntu: apt install flite) or leave 'flite' out of "
             "data.options.augment"
