@@ -45,14 +45,14 @@ with 0-50 ms of margin, shorter than 1 s), each applied to a clip with probabili
 p of ``name:p``). Training clip ``i`` keeps every draw of the recipe above (class, voice,
 accent, rate, pitch, level, offset) and takes the augmentation's from its own generator (seed,
 split, i, augment.AUGMENT_STREAM); a clip that Flite speaks keeps its class, names its Flite
-voice as its speaker (``flite-slt``), and its level, offset and noise draws differ. So an augmented
-corpus has the same labels and voices, split-disjoint as before, and the default corpus's
-validation and test clips: byte-identical when train_size is a multiple of BLOCK (as the default
-sizes are; otherwise a block mixes splits and eSpeak's call history, which babble and
-intonation change, moves their bytes slightly), so accuracies on them compare across recipes.
-The options (sorted), augment.VERSION, a digest of the noise files and Flite's version (with
-``flite``) enter the spec; with no
-options the spec, the cache key and every byte are those of the default corpus.
+voice as its speaker (``flite-slt``), and its level, offset and noise draws differ. So an
+augmented corpus has the same labels and voices, split-disjoint as before, and the default
+corpus's validation and test clips: byte-identical when train_size is a multiple of BLOCK (as
+the default sizes are; otherwise a block mixes splits and eSpeak's call history, which babble,
+intonation and Flite change, moves their bytes slightly), so accuracies on them compare across
+recipes. The options (sorted), augment.VERSION, a digest of the noise files and, with
+``flite``, Flite's version enter the spec; with no options the spec, the cache key and every
+byte are those of the default corpus.
 
 ``synth_phrases`` (CTC, with a meaning per utterance) is built from the same pieces
 (voice partition, rendering, noise, workers, cache); its grammar lives in phrases.py.
