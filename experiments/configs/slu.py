@@ -23,7 +23,9 @@ lstm, mingru, ... The sweeps below compare every recurrent cell, directly and as
 Measured: results/slu_direct_gru_seed0.md and results/slu_pipeline_gru_seed0.md (BiGRU, seed 0),
 results/slu_best_direct_gru_seeds12.md (BEST_DIRECT at seeds 1 and 2) and
 results/slu_best_direct_gru_20k.md (BEST_DIRECT on 20,000 utterances, 4,000 steps, 3 seeds) and
-results/slu_best_direct_cells_seed0.md (the same with LSTM and minGRU encoders), each made by
+results/slu_best_direct_cells_seed0.md (the same with LSTM and minGRU encoders),
+results/slu_best_direct_gru_phrasings_20k.md (BEST_DIRECT on unseen phrasings at that budget, 3
+seeds) and results/slu_pipeline_gru_20k_seed0.md (the pipeline at that budget), each made by
 `python -m experiments.reproduce <name>`; no number here is typed.
 """
 
