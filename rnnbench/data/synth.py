@@ -431,6 +431,7 @@ def synth_commands(
     sizes = check_sizes(train_size, validation_size, test_size)
     augment = augment_lib.check_options(augment, noise_dir)
     classes = CLASSES_12 if protocol == 12 else list(WORDS_35)
+    uses_flite = "flite" in augment_lib.probabilities(augment)
     spec = dict(
         name="synth_commands",
         recipe=RECIPE_VERSION,
@@ -445,7 +446,7 @@ def synth_commands(
             augment_version=augment_lib.VERSION,
             noise_files=augment_lib.noise_digest(noise_dir) if noise_dir else None,
         )
-        if "flite" in augment_lib.probabilities(augment):
+        if uses_flite:
             spec.update(flite=flite_lib.version())
 
     def build() -> dict[str, Split]:
@@ -455,7 +456,7 @@ def synth_commands(
             lrng = np.random.default_rng([seed, split_id, 104729])
             labels = lrng.permutation(np.arange(sizes[s]) % len(classes)).astype(np.int32)
             plan[s] = (labels, draw_speakers(lrng, voices[s], sizes[s]))
-        if "flite" in augment_lib.probabilities(augment):  # its clips name its voice
+        if uses_flite:  # the training clips that Flite speaks name its voice
             labels, speakers = plan["train"]
             for i in range(sizes["train"]):
                 source = _augment_draws(seed, 0, i, augment)[2]
