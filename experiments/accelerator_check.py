@@ -14,9 +14,11 @@ crash or a hang in one is recorded and the others still run:
               tests/test_interop_parity.py (torch), tests/test_fused.py (hand-written VJPs),
               tests/test_linear_rnn.py (parallel == sequential); one pytest per file, at once
   main_job    README command 1: experiments.train --config=experiments/configs/kws.py:lstm
-  bench_step  the train step against torch (on CUDA when torch sees a GPU) and flax.linen
   bench_seeds N = 8 and 32 seeds in one vmapped program against one after another
   bench_scan  parallel vs sequential scans at T = 1,000, 4,000, 16,000 (B 64, H 256) and its plot
+  bench_step  the LSTM/GRU train step at S1, S3, G1 against torch (on CUDA when torch sees a
+              GPU) and, on CPU, flax.linen; on a GPU also the faster-recurrence candidates
+              (unroll auto / 1, the Pallas kernels) and the TF32 mode (`bench_step_runs`)
 
 Writes, under --out_dir (default results/accelerator), for the device's name in lower case
 (e.g. `nvidia-h200`; `-quick` appended with --quick):
@@ -33,7 +35,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
-import inspect
 import json
 import os
 import re
@@ -49,7 +50,7 @@ import xml.etree.ElementTree as ET
 from rnnbench import atomic, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("tests", "main_job", "bench_step", "bench_seeds", "bench_scan")
+PARTS = ("tests", "main_job", "bench_seeds", "bench_scan", "bench_step")
 # pip name -> module, for every package a part imports (pyproject dependencies, test extras)
 PACKAGES = {
     "jax": "jax",
@@ -93,11 +94,11 @@ NEEDS = {  # without these a part cannot run at all (torch is optional where not
 }
 TIMEOUT_S = {
     "device": 120,
-    "tests": 240,
+    "tests": 180,
     "main_job": 150,
-    "bench_step": 150,
-    "bench_seeds": 100,
-    "bench_scan": 240,
+    "bench_seeds": 130,
+    "bench_scan": 200,
+    "bench_step": 300,  # its runs one after another (bench_step_runs)
 }
 TEST_FILES = (
     "tests/test_interop_parity.py",
@@ -295,92 +296,123 @@ def part_main_job(ctx, timeout):
     return runs, summary
 
 
-def _bench_step_args(ctx) -> tuple[list[str], str | None]:
-    """(flags for experiments.bench_step, the device torch runs on). Torch on CUDA and the
-    precision policy where bench_step offers them (`make_torch(..., device=)`,
-    `make_rnnbench(..., precision=)`), else torch on CPU and bench_step's default policy."""
-    from experiments import bench_step
+def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
+    """[(name, flags for experiments.bench_step, the most seconds it may take)], in order.
 
+    main        the LSTM and GRU train step at S1, S3 and G1 against torch (on CUDA when torch
+                sees a GPU, TF32 off at the exact policy: like for like) and, on CPU, flax.linen
+    candidates  on a GPU: the faster-recurrence candidates side by side at S3, where the scan
+                lost most to cuDNN: unroll "auto" (rnnbench), unroll 1, the Pallas kernels
+    tf32        on a GPU at the exact policy: S3 and G1 again with TF32 matmuls in both rnnbench
+                and torch (the fast mode)
+    """
     torch_ok = "torch" not in ctx.missing
-    torch_device = None
-    fws = ["rnnbench", "torch", "flax"] if torch_ok else ["rnnbench", "flax"]
-    if ctx.quick:
-        args = [
-            "--shapes=S1",
-            "--cells=lstm",
-            f"--frameworks={','.join(fws[:2])}",
-            "--repeats=2",
-            "--warmup=1",
-        ]
-    else:
-        shapes = [s for s in ("S1", "S3", "G1") if s in bench_step.SHAPES]
-        if ctx.device.get("platform") == "gpu" and "rnnbench_pallas" in bench_step.MAKERS:
-            fws.insert(1, "rnnbench_pallas")  # the Pallas kernels, timed beside the scan
-        args = [
-            f"--shapes={','.join(shapes)}",
-            "--cells=lstm,gru",
-            f"--frameworks={','.join(fws)}",
-            "--repeats=10",
-            "--warmup=2",
-        ]
+    torch_device = "cuda" if ctx.device.get("torch_cuda") else "cpu"
+    gpu = ctx.device.get("platform") == "gpu"
+    common = ["--cells=lstm,gru", "--repeats=10", "--warmup=2"]
     if torch_ok:
-        torch_device = "cpu"
-        if "device" in inspect.signature(bench_step.make_torch).parameters:
-            torch_device = "cuda" if ctx.device.get("torch_cuda") else "cpu"
-            args.append(f"--torch_device={torch_device}")
-    if "precision" in inspect.signature(bench_step.make_rnnbench).parameters:
-        args.append(f"--precision={ctx.precision}")
-    return args, torch_device
+        common.append(f"--torch_device={torch_device}")
+    if ctx.quick:
+        fws = "rnnbench,torch" if torch_ok else "rnnbench,flax"
+        return [
+            (
+                "main",
+                ["--shapes=S1", "--cells=lstm", f"--frameworks={fws}", "--repeats=2", "--warmup=1"]
+                + [f"--precision={ctx.precision}"],
+                TIMEOUT_S["bench_step"],
+            )
+        ]
+    main = ["rnnbench"] + (["torch"] if torch_ok else []) + ([] if gpu else ["flax"])
+    runs = [
+        (
+            "main",
+            ["--shapes=S1,S3,G1", f"--frameworks={','.join(main)}", f"--precision={ctx.precision}"],
+            150,
+        )
+    ]
+    if gpu:
+        candidates = "rnnbench,rnnbench_unroll1,rnnbench_pallas"
+        runs.append(("candidates", ["--shapes=S3", f"--frameworks={candidates}"], 75))
+        if ctx.precision == "float32":
+            runs.append(
+                (
+                    "tf32",
+                    ["--shapes=S3,G1", f"--frameworks={','.join(main)}", "--precision=tf32"],
+                    75,
+                )
+            )
+    return [(name, common + flags, t) for name, flags, t in runs]
 
 
 def part_bench_step(ctx, timeout):
-    out = os.path.join(ctx.raw, "bench_step.json")
-    args, torch_device = _bench_step_args(ctx)
-    argv = _python("-m", "experiments.bench_step", *args, f"--out={out}")
-    runs = run_commands([(argv, os.path.join(ctx.raw, "bench_step.log"))], timeout)
-    report = _read_json(out) if runs[0]["status"] == "ok" else None
-    rows = []
-    for r in (report or {}).get("results", []):
-        row = {"shape": r["shape"], "cell": r["cell"]}
-        row.update({f"{fw}_ms": round(v["median_ms"], 2) for fw, v in r["frameworks"].items()})
-        for k in ("ratio_rnnbench_torch", "ratio_rnnbench_flax", "ratio_pallas_scan"):
-            if k in r:
-                row[k] = round(r[k], 3)
-        rows.append(row)
-    return runs, {"rows": rows, "torch_device": torch_device}
+    runs, rows, errors = [], [], []
+    deadline = time.monotonic() + timeout
+    for name, flags, limit in bench_step_runs(ctx):  # one after another: each is a timing
+        out = os.path.join(ctx.raw, f"bench_step_{name}.json")
+        argv = _python("-m", "experiments.bench_step", *flags, f"--out={out}")
+        left = min(limit, deadline - time.monotonic())
+        if left < 5:
+            runs.append(_not_started(argv))
+            continue
+        runs += run_commands([(argv, out.replace(".json", ".log"))], left)
+        report = _read_json(out) or {}  # rows are written as they finish: a timeout keeps them
+        for r in report.get("results", []):
+            row = {"run": name, "shape": r["shape"], "cell": r["cell"]}
+            row.update({f"{fw}_ms": round(v["median_ms"], 2) for fw, v in r["frameworks"].items()})
+            for k in ("ratio_rnnbench_torch", "ratio_rnnbench_flax", "ratio_pallas_scan"):
+                if k in r:
+                    row[k] = round(r[k], 3)
+            rows.append(row)
+            errors += [
+                f"{name} {r['shape']} {r['cell']} {fw}: {e}"
+                for fw, e in r.get("errors", {}).items()
+            ]
+    torch_device = None
+    if "torch" not in ctx.missing:
+        torch_device = "cuda" if ctx.device.get("torch_cuda") else "cpu"
+    return runs, {"rows": rows, "torch_device": torch_device, "errors": errors}
+
+
+def _not_started(argv) -> dict:
+    return {
+        "command": shlex.join(argv),
+        "status": "timeout",
+        "returncode": None,
+        "seconds": 0.0,
+        "log": None,
+        "log_tail": "not started: no time left",
+    }
 
 
 def part_bench_seeds(ctx, timeout):
     runs, rows = [], []
     deadline = time.monotonic() + timeout
-    for n in (2,) if ctx.quick else SEEDS_N:  # one after another: each is a timing
-        out = os.path.join(ctx.raw, f"bench_seeds_n{n}.json")
+    # N = 8 and 32 (2 with --quick); on a GPU also where N = 8 loses: without the conv
+    # front-end, and the LSTM recurrence alone (bench_seeds --frontend / --part)
+    todo = [(n, "", []) for n in ((2,) if ctx.quick else SEEDS_N)]
+    if ctx.device.get("platform") == "gpu" and not ctx.quick:
+        todo += [(8, "_nofrontend", ["--frontend=0"]), (8, "_recurrence", ["--part=recurrence"])]
+    for n, tag, flags in todo:  # one after another: each is a timing
+        out = os.path.join(ctx.raw, f"bench_seeds_n{n}{tag}.json")
         argv = _python(
             "-m",
             "experiments.bench_seeds",
             f"--models={n}",
             f"--hidden={8 if ctx.quick else 64}",
             f"--repeats={1 if ctx.quick else 5}",
+            *flags,
             f"--out={out}",
         )
         left = deadline - time.monotonic()
         if left < 1:
-            runs.append(
-                {
-                    "command": shlex.join(argv),
-                    "status": "timeout",
-                    "returncode": None,
-                    "seconds": 0.0,
-                    "log": None,
-                    "log_tail": "not started: no time left",
-                }
-            )
+            runs.append(_not_started(argv))
             continue
         runs += run_commands([(argv, out.replace(".json", ".log"))], left)
         if runs[-1]["status"] == "ok":
             for r in (_read_json(out) or {}).get("results", []):
                 rows.append(
-                    {
+                    {"run": tag.lstrip("_") or "step"}
+                    | {
                         k: round(r[k], 3) if isinstance(r[k], float) else r[k]
                         for k in (
                             "models",
@@ -552,6 +584,9 @@ def markdown(report: dict) -> str:
             lines += [f"torch on {summary(name)['torch_device']}.", ""]
         lines += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
         lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+        if name == "bench_step" and summary(name).get("errors"):
+            lines += ["", "Failed (left out of their rows):", ""]
+            lines += [f"- {e}" for e in summary(name)["errors"]]
         if name == "bench_scan" and summary(name).get("partial"):
             lines += ["", "Partial: bench_scan stopped before its last length."]
         if name == "bench_scan" and summary(name).get("plot"):
@@ -592,8 +627,11 @@ def run_part(name: str, ctx, timeout: float) -> dict:
             else f"{os.path.basename(f)}: no report"
             for f, c in summary.items()
         )
-    elif name == "bench_step" and status == "ok" and summary.get("torch_device"):
-        entry["note"] = f"torch on {summary['torch_device']}"
+    elif name == "bench_step" and status == "ok":
+        notes = [f"torch on {summary['torch_device']}"] if summary.get("torch_device") else []
+        if summary.get("errors"):
+            notes.append(f"{len(summary['errors'])} framework(s) failed, listed below")
+        entry["note"] = "; ".join(notes)
     return entry
 
 

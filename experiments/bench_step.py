@@ -249,6 +249,8 @@ MAKERS = {
     "flax": make_flax,
     # opt-in, not in the default --frameworks: the LSTM/GRU time loop as one Pallas kernel
     "rnnbench_pallas": functools.partial(make_rnnbench, recurrence="pallas"),
+    # the scan without unrolling (what unroll="auto" picks on CPU), to measure that choice
+    "rnnbench_unroll1": functools.partial(make_rnnbench, unroll=1),
 }
 
 
@@ -378,32 +380,49 @@ def run(
     steps_per_repeat: int,
     use_lengths: bool,
     log=print,
+    on_row=None,
 ) -> dict:
-    import torch
+    """Times every (shape, cell) with every framework; returns the report. A framework whose
+    setup or warm-up raises is left out of that row and its error kept in `row["errors"]` (a
+    kernel that does not compile on this backend must not cost the other measurements).
+    `on_row(report)` is called with the report so far after each row."""
+    try:
+        import torch
 
-    torch.set_num_threads(2)
+        torch.set_num_threads(2)
+    except ImportError:  # only the torch framework needs it
+        pass
     record = provenance.record(settings())
     log(f"# {provenance.one_line(record)}")
     peak = matmul_peak_gflops()
     log(f"# matmul peak (jitted 2048^3 f32, best of 10): {peak:.1f} GFLOP/s")
     results = []
+    report = {"provenance": record, "peak_gflops": peak, "repeats": repeats}
+    report.update(steps_per_repeat=steps_per_repeat, results=results)
     for sname in shapes:
         shape = SHAPES[sname]
         x, y = make_data(shape)
         for cell in cells:
-            steps, compile_s = {}, {}
+            steps, compile_s, errors = {}, {}, {}
             for fw in frameworks:
                 kw = {"use_lengths": use_lengths} if fw.startswith("rnnbench") else {}
                 t0 = time.perf_counter()
-                steps[fw] = MAKERS[fw](shape, cell, x, y, **kw)
-                for _ in range(warmup):
-                    steps[fw]()
+                try:
+                    steps[fw] = MAKERS[fw](shape, cell, x, y, **kw)
+                    for _ in range(warmup):
+                        steps[fw]()
+                except Exception as e:  # noqa: BLE001 - recorded, and the row goes on
+                    steps.pop(fw, None)
+                    errors[fw] = f"{type(e).__name__}: {e}"[:500]
+                    log(f"{sname} {cell} {fw}: FAILED {errors[fw][:200]}")
+                    continue
                 compile_s[fw] = time.perf_counter() - t0
-            times = {fw: [] for fw in frameworks}
-            cpu = {fw: [] for fw in frameworks}
-            faults = {fw: 0 for fw in frameworks}
+            timed = [fw for fw in frameworks if fw in steps]
+            times = {fw: [] for fw in timed}
+            cpu = {fw: [] for fw in timed}
+            faults = {fw: 0 for fw in timed}
             for _ in range(repeats):
-                for fw in frameworks:  # interleaved
+                for fw in timed:  # interleaved
                     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     t0, c0 = time.perf_counter(), time.process_time()
                     for _ in range(steps_per_repeat):
@@ -413,7 +432,9 @@ def run(
                     faults[fw] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
             flops = step_flops(shape, cell)
             row = {"shape": sname, "cell": cell, "gflop_per_step": flops / 1e9, "frameworks": {}}
-            for fw in frameworks:
+            if errors:
+                row["errors"] = errors
+            for fw in timed:
                 med = statistics.median(times[fw])
                 gfs = flops / (med / 1e3) / 1e9
                 row["frameworks"][fw] = {
@@ -426,17 +447,17 @@ def run(
                     "setup_s": compile_s[fw],
                     "faults_per_step": faults[fw] / (repeats * steps_per_repeat),
                 }
-            if "rnnbench" in frameworks and "torch" in frameworks:
+            if "rnnbench" in timed and "torch" in timed:
                 row["ratio_rnnbench_torch"] = (
                     row["frameworks"]["rnnbench"]["median_ms"]
                     / row["frameworks"]["torch"]["median_ms"]
                 )
-            if "rnnbench" in frameworks and "flax" in frameworks:
+            if "rnnbench" in timed and "flax" in timed:
                 row["ratio_rnnbench_flax"] = (
                     row["frameworks"]["rnnbench"]["median_ms"]
                     / row["frameworks"]["flax"]["median_ms"]
                 )
-            if "rnnbench" in frameworks and "rnnbench_pallas" in frameworks:
+            if "rnnbench" in timed and "rnnbench_pallas" in timed:
                 row["ratio_pallas_scan"] = (
                     row["frameworks"]["rnnbench_pallas"]["median_ms"]
                     / row["frameworks"]["rnnbench"]["median_ms"]
@@ -446,7 +467,7 @@ def run(
                 f"{fw} {row['frameworks'][fw]['median_ms']:7.1f} ms "
                 f"({row['frameworks'][fw]['gflops']:5.1f} GF/s, "
                 f"{row['frameworks'][fw]['pct_peak']:4.1f}%)"
-                for fw in frameworks
+                for fw in timed
             ]
             ratio = (
                 f"  rnnbench/torch {row['ratio_rnnbench_torch']:.2f}"
@@ -460,14 +481,10 @@ def run(
                 + f"  (load {os.getloadavg()[0]:.1f})"
             )
             row["loadavg_after"] = os.getloadavg()[0]
-    return {
-        "provenance": record,
-        "peak_gflops": peak,
-        "loadavg_end": os.getloadavg(),
-        "repeats": repeats,
-        "steps_per_repeat": steps_per_repeat,
-        "results": results,
-    }
+            if on_row is not None:
+                on_row(report)
+    report["loadavg_end"] = os.getloadavg()
+    return report
 
 
 def settings() -> dict:
@@ -485,7 +502,7 @@ def settings() -> dict:
 
 
 def markdown_table(report: dict) -> str:
-    fws = [fw for fw in MAKERS if fw in report["results"][0]["frameworks"]]
+    fws = [fw for fw in MAKERS if any(fw in r["frameworks"] for r in report["results"])]
     head = (
         "| shape | cell | "
         + " | ".join(f"{fw} ms" for fw in fws)
@@ -500,15 +517,25 @@ def markdown_table(report: dict) -> str:
         f = r["frameworks"]
         ratio = f"{r['ratio_rnnbench_torch']:.2f}" if "ratio_rnnbench_torch" in r else "-"
         ratio_f = f"{r['ratio_rnnbench_flax']:.2f}" if "ratio_rnnbench_flax" in r else "-"
+
+        def each(fmt):  # "error" for a framework that failed in this row
+            return " | ".join(fmt(f[fw]) if fw in f else "error" for fw in fws)
+
         lines.append(
             f"| {r['shape']} | {r['cell']} | "
-            + " | ".join(f"{f[fw]['median_ms']:.1f}" for fw in fws)
+            + each(lambda v: f"{v['median_ms']:.1f}")
             + f" | {ratio} | {ratio_f} | "
-            + " | ".join(f"{f[fw]['gflops']:.0f} ({f[fw]['pct_peak']:.0f}%)" for fw in fws)
+            + each(lambda v: f"{v['gflops']:.0f} ({v['pct_peak']:.0f}%)")
             + " | "
-            + " | ".join(f"{f[fw]['min_ms']:.0f} / {f[fw]['cpu_ms']:.0f}" for fw in fws)
+            + each(lambda v: f"{v['min_ms']:.0f} / {v['cpu_ms']:.0f}")
             + " |"
         )
+    errors = [
+        (r["shape"], r["cell"], fw, e)
+        for r in report["results"]
+        for fw, e in r.get("errors", {}).items()
+    ]
+    lines += [f"\n{s} {c} {fw} failed: {e}" for s, c, fw, e in errors]
     return "\n".join(lines)
 
 
@@ -587,8 +614,23 @@ def main(argv=None):
             atomic.write_json(args.out, report, indent=1)
         return
     t0 = time.time()
-    report = run(shapes, cells, fws, args.repeats, args.warmup, args.steps_per_repeat, args.lengths)
+
+    def partial(report):  # after each row, so that a killed run keeps the rows it finished
+        if args.out:
+            atomic.write_json(args.out, {**report, "command": command, "complete": False}, indent=1)
+
+    report = run(
+        shapes,
+        cells,
+        fws,
+        args.repeats,
+        args.warmup,
+        args.steps_per_repeat,
+        args.lengths,
+        on_row=partial,
+    )
     report["command"] = command
+    report["complete"] = True
     report["wall_s"] = time.time() - t0
     print()
     print(markdown_table(report))

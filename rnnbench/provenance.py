@@ -33,13 +33,14 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout rnnbench is imported from (None outside a git checkout)."""
-    return _git("rev-parse", "HEAD") or None
+    """HEAD of the checkout rnnbench is imported from; outside a git checkout (a copy of one
+    sent to another machine) `$RNNBENCH_GIT_COMMIT` when set, else None."""
+    return _git("rev-parse", "HEAD") or os.environ.get("RNNBENCH_GIT_COMMIT") or None
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from HEAD (None outside a git checkout)."""
-    if git_commit() is None:
+    """Whether tracked files differ from HEAD (None where git cannot tell: no checkout)."""
+    if _git("rev-parse", "HEAD") is None:
         return None
     return bool(_git("status", "--porcelain", "--untracked-files=no"))
 

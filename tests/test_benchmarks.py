@@ -53,6 +53,36 @@ def test_bench_step_compares_the_three_frameworks(monkeypatch):
     assert rec["versions"]["jax"] == provenance.version("jax")
 
 
+def test_bench_step_keeps_going_when_a_framework_fails(monkeypatch):
+    """A kernel that does not build on this backend is left out of its row, with its error;
+    the other frameworks are timed and every finished row is handed to `on_row`."""
+    monkeypatch.setitem(bench_step.SHAPES, "TINY", TINY)
+    monkeypatch.setattr(bench_step, "matmul_peak_gflops", lambda: 100.0)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this backend")
+
+    monkeypatch.setitem(bench_step.MAKERS, "broken", broken)
+    seen = []
+    report = bench_step.run(
+        ["TINY"],
+        ["gru"],
+        ["rnnbench", "broken", "rnnbench_unroll1"],
+        repeats=2,
+        warmup=1,
+        steps_per_repeat=1,
+        use_lengths=False,
+        log=lambda *_: None,
+        on_row=lambda r: seen.append(len(r["results"])),
+    )
+    (row,) = report["results"]
+    assert set(row["frameworks"]) == {"rnnbench", "rnnbench_unroll1"}
+    assert row["errors"] == {"broken": "RuntimeError: no kernel for this backend"}
+    assert seen == [1]
+    table = bench_step.markdown_table(report)
+    assert "TINY gru broken failed: RuntimeError: no kernel for this backend" in table
+
+
 def test_bench_step_breakdown_times_every_part():
     out = bench_step.lstm_breakdown(TINY, repeats=2, log=lambda *_: None)
     assert set(out) == {

@@ -9,7 +9,10 @@ import pytest
 
 from rnnbench import fused, pallas_rnn
 
-T, B, H = 5, 3, 8
+# H = 16: compiled (on a GPU) the kernels' dots need every dimension >= 16 (Triton), and a batch
+# block of at least GPU_BLOCK_BATCH rows; interpreted (elsewhere) any size runs.
+ON_GPU = jax.default_backend() == "gpu"
+T, B, H = 5, 3, 16
 LENGTHS = np.array([T, 2, 0])  # one full, one short, one empty sequence
 FWD_TOL = dict(rtol=1e-5, atol=1e-5)
 GRAD_TOL = dict(rtol=1e-4, atol=1e-4)
@@ -55,7 +58,7 @@ def _compare(impl_fused, impl_pallas, params, ragged):
 
 CASES = [  # (ragged, block_batch, unroll); block 2 pads the batch of 3 to 2 programs of 2
     (True, None, 1),
-    (True, 2, 2),
+    (True, pallas_rnn.GPU_BLOCK_BATCH if ON_GPU else 2, 2),
     (False, None, 1),
 ]
 
@@ -109,7 +112,7 @@ def test_gru_matches_fused(ragged, block, unroll):
 
 def test_bad_shapes_name_the_function_and_shapes():
     w, h = jnp.zeros((H, 4 * H)), jnp.zeros((B, H))
-    with pytest.raises(ValueError, match=r"lstm_recurrence.*\(5, 3, 24\)"):
+    with pytest.raises(ValueError, match=rf"lstm_recurrence.*\({T}, {B}, {3 * H}\)"):
         pallas_rnn.lstm_recurrence(w, jnp.zeros((T, B, 3 * H)), h, h)
     with pytest.raises(ValueError, match="block_batch must be >= 1, got 0"):
         pallas_rnn.lstm_recurrence(w, jnp.zeros((T, B, 4 * H)), h, h, block_batch=0)
