@@ -68,6 +68,15 @@ def unavailable_reason() -> str | None:
     return _IMPORT_ERROR
 
 
+def _loop_unroll(unroll, interpret) -> int:
+    """`unroll` where the kernels are interpreted; 1 where they are compiled, because the Triton
+    lowering refuses a `fori_loop` with unroll != 1 (NotImplementedError, jax 0.11.2 on an
+    H200)."""
+    if interpret is None:
+        interpret = jax.default_backend() != "gpu"
+    return unroll if interpret else 1
+
+
 def _settings(interpret, block_batch, batch):
     """(interpret, batch block, padded batch) from the user's choices."""
     if pl is None:
@@ -277,6 +286,7 @@ def lstm_recurrence(
     interpreting); the batch is zero-padded to a multiple of it."""
     _check("lstm_recurrence", xp, h0, 4)
     prec = precision_lib.lax_precision(precision)
+    unroll = _loop_unroll(unroll, interpret)
     return _lstm(w_hh, xp, h0, c0, valid, prec, interpret, block_batch, unroll)
 
 
@@ -407,4 +417,5 @@ def gru_recurrence(
     `block_batch` as in `lstm_recurrence`."""
     _check("gru_recurrence", xp, h0, 3)
     prec = precision_lib.lax_precision(precision)
+    unroll = _loop_unroll(unroll, interpret)
     return _gru(w_hh, b_hh, xp, h0, valid, prec, interpret, block_batch, unroll)
