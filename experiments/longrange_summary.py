@@ -36,6 +36,7 @@ SMOKE_COMMAND = (
 SUMMARY_COMMAND = "python -m experiments.longrange_summary"
 PROBE_DISTANCES = (10, 50, 100)  # gradient-flow columns, plus the largest distance in the file
 SCAN_COST = "scan_cost.json"
+ACCELERATOR_DIR = "accelerator"  # beside results_dir: experiments/accelerator_check.py's files
 # Fields each file must have: (meta keys, keys of every data record).
 FIELDS = {
     "length": (
@@ -254,6 +255,42 @@ def machine_text(meta: dict) -> str:
     return f"no provenance record (made before rnnbench/provenance.py); machine: {meta['machine']}"
 
 
+def accelerator_scans(results_dir: str) -> list[tuple[str, dict]]:
+    """[(device slug, bench_scan's JSON)] for every full accelerator check in
+    `<results_dir>/../accelerator` (experiments/accelerator_check.py) that ran bench_scan."""
+    acc_dir = os.path.join(results_dir, os.pardir, ACCELERATOR_DIR)
+    if not os.path.isdir(acc_dir):
+        return []
+    out = []
+    for name in sorted(os.listdir(acc_dir)):
+        slug, ext = os.path.splitext(name)
+        scan_path = os.path.join(acc_dir, slug, "scan", SCAN_COST)
+        if ext != ".json" or not os.path.isfile(scan_path):
+            continue
+        report = load(os.path.join(acc_dir, name))
+        if report.get("quick") or (report.get("device") or {}).get("platform") == "cpu":
+            continue
+        out.append((slug, load(scan_path)))
+    return out
+
+
+def scan_table(scans: list[tuple[str, str, dict]]) -> list[str]:
+    """ms per train step, one row per (machine, T), one column per variant; `scans` holds
+    (machine label, link to its plot, bench_scan JSON)."""
+    variants = list(dict.fromkeys(r["variant"] for _, _, doc in scans for r in doc["results"]))
+    lines = [
+        "| machine (batch, hidden) | T | " + " | ".join(variants) + " |",
+        "|---|---:|" + "---:|" * len(variants),
+    ]
+    for label, plot, doc in scans:
+        ms = {(r["T"], r["variant"]): r["step_ms_median"] for r in doc["results"]}
+        size = f"{doc['config']['batch']}, {doc['config']['hidden']}"
+        for T in sorted({t for t, _ in ms}):
+            cells = [f"{ms[(T, v)]:.3g}" if (T, v) in ms else "" for v in variants]
+            lines.append(f"| [{label}]({plot}) ({size}) | {T} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def scan_cost_machine(doc: dict) -> str:
     if "provenance" in doc:
         return provenance.one_line(doc["provenance"])
@@ -320,6 +357,22 @@ def render(results_dir: str) -> str:
         "Train-step time vs T, sequential (lax.scan) vs parallel (associative_scan) forms: "
         f"[caption](scan_cost.md), [plot](scan_cost.png), data [{SCAN_COST}]({SCAN_COST}).",
     ]
+    accelerators = accelerator_scans(results_dir)
+    if accelerators:
+        cpu = provenance.one_line(scan["provenance"]).split("; ")
+        machines = [(next((x for x in cpu if "core" in x), "CPU"), "scan_cost.png", scan)]
+        for slug, doc in accelerators:
+            label = (doc.get("provenance") or {}).get("accelerator") or slug
+            plot = f"../{ACCELERATOR_DIR}/{slug}_scan.png"
+            machines.append((label, plot, doc))
+        lines += [
+            "",
+            "The same benchmark on an accelerator (`python -m experiments.accelerator_check`; "
+            "its report and plot in `results/accelerator/`), beside this machine's, ms per train "
+            "step (forward, backward, Adam; medians). The machine links to its plot:",
+            "",
+            *scan_table(machines),
+        ]
 
     commands: dict[str, list[str]] = {}
     for (task, kind), doc in docs.items():
@@ -351,6 +404,9 @@ def render(results_dir: str) -> str:
         name = f"{task}_{kind}.json"
         lines.append(f"- [{name}]({name}): {machine_text(doc['meta'])}")
     lines.append(f"- [{SCAN_COST}]({SCAN_COST}): {scan_cost_machine(scan)}")
+    for slug, doc in accelerators:
+        name = f"../{ACCELERATOR_DIR}/{slug}/scan/{SCAN_COST}"
+        lines.append(f"- [{name}]({name}): {scan_cost_machine(doc)}")
 
     notes = []
     adding = docs[("adding", "length")]["data"]

@@ -33,14 +33,16 @@ def _git(*args: str) -> str | None:
 
 
 def git_commit() -> str | None:
-    """HEAD of the checkout rnnbench is imported from; outside a git checkout (a copy of one
-    sent to another machine) `$RNNBENCH_GIT_COMMIT` when set, else None."""
-    return _git("rev-parse", "HEAD") or os.environ.get("RNNBENCH_GIT_COMMIT") or None
+    """`$RNNBENCH_GIT_COMMIT` when set (a copy of a checkout sent to another machine, whose
+    `.git`, if any, need not be the copied commit's), else HEAD of the checkout rnnbench is
+    imported from (None outside one)."""
+    return os.environ.get("RNNBENCH_GIT_COMMIT") or _git("rev-parse", "HEAD") or None
 
 
 def git_dirty() -> bool | None:
-    """Whether tracked files differ from HEAD (None where git cannot tell: no checkout)."""
-    if _git("rev-parse", "HEAD") is None:
+    """Whether tracked files differ from HEAD; None where git cannot tell (no checkout, or the
+    commit was given by `$RNNBENCH_GIT_COMMIT`)."""
+    if os.environ.get("RNNBENCH_GIT_COMMIT") or _git("rev-parse", "HEAD") is None:
         return None
     return bool(_git("status", "--porcelain", "--untracked-files=no"))
 

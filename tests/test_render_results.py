@@ -207,3 +207,15 @@ def test_cli_names_a_missing_source(tmp_path):
     )
     assert r.returncode == 2
     assert f"{tmp_path / 'kws_default.json'}: cannot read the main job's saved results" in r.stderr
+
+
+def test_provenance_commit_can_be_given_for_a_copied_checkout(monkeypatch):
+    """A copy of the checkout run elsewhere records the commit it was told, and no dirty flag
+    (its own .git, if any, is not that commit's)."""
+    monkeypatch.setenv("RNNBENCH_GIT_COMMIT", "f18dd9868a17ae0f281e677afccc3aa6941b271b")
+    rec = provenance.record()
+    assert rec["git_commit"] == "f18dd9868a17ae0f281e677afccc3aa6941b271b"
+    assert rec["git_dirty"] is None
+    assert "commit f18dd98" in provenance.one_line(rec)
+    monkeypatch.delenv("RNNBENCH_GIT_COMMIT")
+    assert provenance.git_commit() == provenance._git("rev-parse", "HEAD")
