@@ -14,7 +14,9 @@ crash or a hang in one is recorded and the others still run:
               tests/test_interop_parity.py (torch), tests/test_fused.py (hand-written VJPs),
               tests/test_linear_rnn.py (parallel == sequential); one pytest per file, at once
   main_job    README command 1: experiments.train --config=experiments/configs/kws.py:lstm
-  bench_seeds N = 8 and 32 seeds in one vmapped program against one after another
+  bench_seeds N = 8 and 32 seeds in one vmapped program against one after another; on a GPU
+              N = 8 is also traced (jax.profiler: each device's busy time and top kernels, in
+              bench_seeds_n8.json) and the LSTM recurrence alone is timed
   bench_scan  parallel vs sequential scans at T = 1,000, 4,000, 16,000 (B 64, H 256) and its plot
   bench_step  the LSTM/GRU train step at S1, S3, G1 against torch (on CUDA when torch sees a
               GPU) and, on CPU, flax.linen; on a GPU also the faster-recurrence candidates
@@ -106,6 +108,8 @@ TEST_FILES = (
     "tests/test_linear_rnn.py",
     "tests/test_pallas_rnn.py",  # on a GPU: the compiled kernels against fused.py
 )
+# files run in this many pytest-xdist workers when xdist is installed (not with --quick)
+SHARDED_TESTS = {"tests/test_interop_parity.py": 4}
 # --quick: one test of each file
 QUICK_TESTS = {
     "tests/test_interop_parity.py": "parity_relu_rnn",
@@ -258,6 +262,8 @@ def part_tests(ctx, timeout):
         argv = _python("-m", "pytest", "-q", "-p", "no:cacheprovider", path, f"--junitxml={xml}")
         if ctx.quick:
             argv += ["-k", QUICK_TESTS[path]]
+        elif path in SHARDED_TESTS and importlib.util.find_spec("xdist") is not None:
+            argv += ["-n", str(SHARDED_TESTS[path])]  # compile-bound: 149 s alone on the H200
         commands.append((argv, os.path.join(ctx.raw, f"{name}.log")))
         files.append((path, xml))
     # Concurrent processes on one GPU: no process may take 75% of its memory up front.
@@ -302,7 +308,8 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
     main        the LSTM and GRU train step at S1, S3 and G1 against torch (on CUDA when torch
                 sees a GPU, TF32 off at the exact policy: like for like) and, on CPU, flax.linen
     candidates  on a GPU: the faster-recurrence candidates side by side at S3, where the scan
-                lost most to cuDNN: unroll "auto" (rnnbench), unroll 1, the Pallas kernels
+                lost most to cuDNN: unroll "auto" (rnnbench: 8 there), 1 and 16, the Pallas
+                kernels
     tf32        on a GPU at the exact policy: S3 and G1 again with TF32 matmuls in both rnnbench
                 and torch (the fast mode)
     """
@@ -331,7 +338,7 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
         )
     ]
     if gpu:
-        candidates = "rnnbench,rnnbench_unroll1,rnnbench_pallas"
+        candidates = "rnnbench,rnnbench_unroll1,rnnbench_unroll16,rnnbench_pallas"
         runs.append(("candidates", ["--shapes=S3", f"--frameworks={candidates}"], 75))
         if ctx.precision == "float32":
             runs.append(
@@ -390,8 +397,10 @@ def part_bench_seeds(ctx, timeout):
     # N = 8 and 32 (2 with --quick); on a GPU also where N = 8 loses: without the conv
     # front-end, and the LSTM recurrence alone (bench_seeds --frontend / --part)
     todo = [(n, "", []) for n in ((2,) if ctx.quick else SEEDS_N)]
+    traces = tempfile.mkdtemp(prefix="accelerator-seeds-trace-")  # large: not kept
     if ctx.device.get("platform") == "gpu" and not ctx.quick:
-        todo += [(8, "_nofrontend", ["--frontend=0"]), (8, "_recurrence", ["--part=recurrence"])]
+        todo[0] = (8, "", [f"--profile={traces}"])  # each device's busy time and top kernels
+        todo.append((8, "_recurrence", ["--part=recurrence"]))
     for n, tag, flags in todo:  # one after another: each is a timing
         out = os.path.join(ctx.raw, f"bench_seeds_n{n}{tag}.json")
         argv = _python(
@@ -423,7 +432,17 @@ def part_bench_seeds(ctx, timeout):
                         )
                     }
                 )
+                if "profile" in r:  # busy time of the devices while N steps ran each way
+                    rows[-1]["busy_sequential_ms"] = _busy_ms(r["profile"], "single")
+                    rows[-1]["busy_vmapped_ms"] = _busy_ms(r["profile"], "vmapped")
+    shutil.rmtree(traces, ignore_errors=True)
     return runs, {"rows": rows}
+
+
+def _busy_ms(profile: dict, kind: str) -> float:
+    """Device busy time per traced call of `kind` (single: per N calls), ms."""
+    busy = sum(p["busy_us"] for p in profile[kind]["processes"].values())
+    return round(busy / profile["reps"] / 1e3, 3)
 
 
 def part_bench_scan(ctx, timeout):

@@ -61,6 +61,77 @@ def side_by_side(single, single_args, many, many_args, n: int, repeats: int):
     return med(t_seq), med(f_seq), med(t_vmap), med(f_vmap)
 
 
+def trace_summary(trace_dir: str, top: int = 12) -> dict:
+    """What the perfetto trace under `trace_dir` (jax.profiler, create_perfetto_trace=True) says
+    each device did: per process whose name has '/device:' (the host's '/host:CPU' when there is
+    none, e.g. on CPU), its busy time (the union of its events' intervals, µs), the events'
+    count and the `top` event names by total duration [name, count, total µs]; and the span of
+    the whole trace (µs)."""
+    import glob
+    import gzip
+    import json
+
+    paths = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    if not paths:
+        raise FileNotFoundError(f"{trace_dir}: no perfetto_trace.json.gz (jax.profiler.trace)")
+    with gzip.open(sorted(paths)[-1], "rt") as f:
+        doc = json.load(f)
+    events = doc["traceEvents"] if isinstance(doc, dict) else doc
+    names = {
+        e["pid"]: e["args"]["name"]
+        for e in events
+        if e.get("ph") == "M" and e.get("name") == "process_name"
+    }
+    spans = [e for e in events if e.get("ph") == "X" and "dur" in e]
+    devices = [pid for pid, name in names.items() if "/device:" in name]
+    chosen = devices or [pid for pid, name in names.items() if name.startswith("/host")]
+    out = {"span_us": 0.0, "processes": {}}
+    if spans:
+        out["span_us"] = max(e["ts"] + e["dur"] for e in spans) - min(e["ts"] for e in spans)
+    for pid in chosen:
+        mine = sorted((e["ts"], e["ts"] + e["dur"], e["name"]) for e in spans if e["pid"] == pid)
+        busy, end = 0.0, float("-inf")
+        totals: dict[str, list] = {}
+        for start, stop, name in mine:
+            busy += max(0.0, stop - max(start, end))
+            end = max(end, stop)
+            t = totals.setdefault(name, [0, 0.0])
+            t[0] += 1
+            t[1] += stop - start
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
+        out["processes"][names[pid]] = {
+            "busy_us": busy,
+            "events": len(mine),
+            "top": [[name, c, round(us, 1)] for name, (c, us) in ranked],
+        }
+    return out
+
+
+def profile(single, single_args, many, many_args, n: int, trace_dir: str, reps: int = 3):
+    """{"single": trace_summary of reps x N calls of `single`, "vmapped": of reps calls of
+    `many`}, each traced on its own after a warm-up (traces kept under `trace_dir`)."""
+    import jax
+
+    first, rest = single_args[0], single_args[1:]
+    many_first, many_rest = many_args[0], many_args[1:]
+    first, out = single(first, *rest)  # compiled and warm before tracing
+    many_first, many_out = many(many_first, *many_rest)
+    jax.block_until_ready((out, many_out))
+    with jax.profiler.trace(os.path.join(trace_dir, "single"), create_perfetto_trace=True):
+        for _ in range(reps * n):
+            first, out = single(first, *rest)
+        jax.block_until_ready(out)
+    with jax.profiler.trace(os.path.join(trace_dir, "vmapped"), create_perfetto_trace=True):
+        for _ in range(reps):
+            many_first, many_out = many(many_first, *many_rest)
+        jax.block_until_ready(many_out)
+    return {
+        "reps": reps,
+        "single": trace_summary(os.path.join(trace_dir, "single")),
+        "vmapped": trace_summary(os.path.join(trace_dir, "vmapped")),
+    }
+
+
 def report(label: str, n: int, seq, f_seq, vm, f_vmap) -> dict:
     """Prints one line and returns it as a JSON-able dict (times in ms)."""
     print(
@@ -99,6 +170,13 @@ def main():
         "backward, T=51, batch 64) of rnnbench/fused.py",
     )
     parser.add_argument("--out", default="", help="write the results as JSON here")
+    parser.add_argument(
+        "--profile",
+        default="",
+        help="also trace the train step (3 x N single calls, 3 vmapped calls) with "
+        "jax.profiler into this folder and add each device's busy time and top kernels to the "
+        "results (`profile`)",
+    )
     args = parser.parse_args()
     t0 = time.time()
 
@@ -184,6 +262,24 @@ def main():
             args.repeats,
         )
         out["results"].append({"hidden": hidden, **report(f"H={hidden:4d} train step", n, *res)})
+        if args.profile:
+            prof = profile(
+                jax.jit(step),
+                (state, batch),
+                jax.jit(jax.vmap(step)),
+                (states, stacked),
+                n,
+                os.path.join(args.profile, f"h{hidden}"),
+            )
+            out["results"][-1]["profile"] = prof
+            for kind in ("single", "vmapped"):
+                for name, p in prof[kind]["processes"].items():
+                    print(
+                        f"  profile {kind}: {name} busy {p['busy_us'] / 1e3:.2f} ms of "
+                        f"{prof[kind]['span_us'] / 1e3:.2f} ms traced, {p['events']} events; "
+                        f"top: {p['top'][:3]}",
+                        flush=True,
+                    )
     out["wall_s"] = time.time() - t0
     out["loadavg_end"] = os.getloadavg()
     if args.out:

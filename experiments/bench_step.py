@@ -251,6 +251,7 @@ MAKERS = {
     "rnnbench_pallas": functools.partial(make_rnnbench, recurrence="pallas"),
     # the scan without unrolling (what unroll="auto" picks on CPU), to measure that choice
     "rnnbench_unroll1": functools.partial(make_rnnbench, unroll=1),
+    "rnnbench_unroll16": functools.partial(make_rnnbench, unroll=16),
 }
 
 

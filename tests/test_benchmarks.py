@@ -83,6 +83,39 @@ def test_bench_step_keeps_going_when_a_framework_fails(monkeypatch):
     assert "TINY gru broken failed: RuntimeError: no kernel for this backend" in table
 
 
+def test_trace_summary_counts_each_devices_busy_time_once(tmp_path):
+    """Overlapping kernels on two streams of one GPU count once in its busy time; host events
+    are left out when a device is in the trace."""
+    import gzip
+    import json
+
+    from experiments import bench_seeds
+
+    events = [
+        {"ph": "M", "pid": 1, "name": "process_name", "args": {"name": "/device:GPU:0"}},
+        {"ph": "M", "pid": 2, "name": "process_name", "args": {"name": "/host:CPU"}},
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 0.0, "dur": 10.0, "name": "gemm"},
+        {"ph": "X", "pid": 1, "tid": 2, "ts": 5.0, "dur": 10.0, "name": "gemm"},  # overlaps
+        {"ph": "X", "pid": 1, "tid": 1, "ts": 30.0, "dur": 2.0, "name": "tanh"},
+        {"ph": "X", "pid": 2, "tid": 9, "ts": 0.0, "dur": 50.0, "name": "python"},
+    ]
+    trace = tmp_path / "plugins" / "profile" / "run"
+    trace.mkdir(parents=True)
+    with gzip.open(trace / "perfetto_trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    out = bench_seeds.trace_summary(str(tmp_path))
+    assert out["span_us"] == 50.0
+    assert out["processes"] == {
+        "/device:GPU:0": {
+            "busy_us": 17.0,
+            "events": 3,
+            "top": [["gemm", 2, 20.0], ["tanh", 1, 2.0]],
+        }
+    }
+    with pytest.raises(FileNotFoundError, match="no perfetto_trace"):
+        bench_seeds.trace_summary(str(tmp_path / "plugins" / "profile" / "empty"))
+
+
 def test_bench_step_breakdown_times_every_part():
     out = bench_step.lstm_breakdown(TINY, repeats=2, log=lambda *_: None)
     assert set(out) == {
