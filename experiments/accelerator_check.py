@@ -1,6 +1,7 @@
 r"""One prepared check of rnnbench on whatever accelerator JAX sees: correct, and how fast.
 
-  python -m experiments.accelerator_check             # budget 7:50 (8 min on one H200)
+  python -m experiments.accelerator_check             # budget 7:50; the last part may be cut
+  python -m experiments.accelerator_check --budget_s=560   # every part (~9 min on one H200)
   python -m experiments.accelerator_check --quick     # tiny sizes, for CPU and for its test
   python -m experiments.accelerator_check --parts=tests,main_job   # a subset
 
@@ -12,15 +13,16 @@ crash or a hang in one is recorded and the others still run:
   device      what JAX sees (device kind and count), versions and commit (rnnbench/provenance.py)
   tests       the precision-sensitive tests at the default precision policy (exact float32):
               tests/test_interop_parity.py (torch), tests/test_fused.py (hand-written VJPs),
-              tests/test_linear_rnn.py (parallel == sequential); one pytest per file, at once
+              tests/test_linear_rnn.py (parallel == sequential), tests/test_pallas_rnn.py
+              (the kernels compiled); one pytest per file, all at once
   main_job    README command 1: experiments.train --config=experiments/configs/kws.py:lstm
+  bench_step  the LSTM/GRU train step at S1, S3, G1 against torch (on CUDA when torch sees a
+              GPU) and, on CPU, flax.linen; on a GPU also the faster-recurrence candidates
+              (unroll auto / 1 / 16, the Pallas kernels) and the TF32 mode (`bench_step_runs`)
+  bench_scan  parallel vs sequential scans at T = 1,000, 4,000, 16,000 (B 64, H 256) and its plot
   bench_seeds N = 8 and 32 seeds in one vmapped program against one after another; on a GPU
               N = 8 is also traced (jax.profiler: each device's busy time and top kernels, in
               bench_seeds_n8.json) and the LSTM recurrence alone is timed
-  bench_scan  parallel vs sequential scans at T = 1,000, 4,000, 16,000 (B 64, H 256) and its plot
-  bench_step  the LSTM/GRU train step at S1, S3, G1 against torch (on CUDA when torch sees a
-              GPU) and, on CPU, flax.linen; on a GPU also the faster-recurrence candidates
-              (unroll auto / 1, the Pallas kernels) and the TF32 mode (`bench_step_runs`)
 
 Writes, under --out_dir (default results/accelerator), for the device's name in lower case
 (e.g. `nvidia-h200`; `-quick` appended with --quick):
@@ -52,7 +54,9 @@ import xml.etree.ElementTree as ET
 from rnnbench import atomic, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PARTS = ("tests", "main_job", "bench_seeds", "bench_scan", "bench_step")
+# In order of what a cut budget should keep: on the H200 the parts took about 9 minutes in all
+# (results/accelerator/), so with the default budget the last part may be cut short.
+PARTS = ("tests", "main_job", "bench_step", "bench_scan", "bench_seeds")
 # pip name -> module, for every package a part imports (pyproject dependencies, test extras)
 PACKAGES = {
     "jax": "jax",
