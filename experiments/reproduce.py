@@ -202,6 +202,14 @@ SWEEPS = {
         smoke_overrides=SMOKE_DATA,
         decode_speed=True,
     ),
+    "asr_families_phrases_seed0": Entry(
+        f"{ASR}:ctc_bilstm_phrases",
+        "families_seed0",
+        STEPS_1000,
+        parallel=2,
+        smoke_overrides=SMOKE_DATA,
+        decode_speed=True,
+    ),
     "asr_families_fsdd": Entry(
         f"{ASR}:ctc_bilstm_fsdd",
         "families",
