@@ -343,7 +343,8 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
     ]
     if gpu:
         candidates = "rnnbench,rnnbench_unroll1,rnnbench_unroll16,rnnbench_pallas"
-        runs.append(("candidates", ["--shapes=S3", f"--frameworks={candidates}"], 75))
+        flags = ["--shapes=S3", f"--frameworks={candidates}", f"--precision={ctx.precision}"]
+        runs.append(("candidates", flags, 75))
         if ctx.precision == "float32":
             runs.append(
                 (
@@ -398,8 +399,8 @@ def _not_started(argv) -> dict:
 def part_bench_seeds(ctx, timeout):
     runs, rows = [], []
     deadline = time.monotonic() + timeout
-    # N = 8 and 32 (2 with --quick); on a GPU also where N = 8 loses: without the conv
-    # front-end, and the LSTM recurrence alone (bench_seeds --frontend / --part)
+    # N = 8 and 32 (2 with --quick); on a GPU also where N = 8 loses: its profile, and the
+    # LSTM recurrence alone (bench_seeds --profile / --part)
     todo = [(n, "", []) for n in ((2,) if ctx.quick else SEEDS_N)]
     traces = tempfile.mkdtemp(prefix="accelerator-seeds-trace-")  # large: not kept
     if ctx.device.get("platform") == "gpu" and not ctx.quick:
