@@ -1,7 +1,7 @@
 r"""One prepared check of rnnbench on whatever accelerator JAX sees: correct, and how fast.
 
   python -m experiments.accelerator_check             # budget 7:50; the last part may be cut
-  python -m experiments.accelerator_check --budget_s=560   # every part (~9 min on one H200)
+  python -m experiments.accelerator_check --budget_s=560   # room for every part on an H200
   python -m experiments.accelerator_check --quick     # tiny sizes, for CPU and for its test
   python -m experiments.accelerator_check --parts=tests,main_job   # a subset
 
@@ -54,8 +54,8 @@ import xml.etree.ElementTree as ET
 from rnnbench import atomic, grid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# In order of what a cut budget should keep: on the H200 the parts took about 9 minutes in all
-# (results/accelerator/), so with the default budget the last part may be cut short.
+# In order of what a cut budget should keep: on the H200 the parts overran the default budget
+# (results/accelerator/), so the last part may be cut short.
 PARTS = ("tests", "main_job", "bench_step", "bench_scan", "bench_seeds")
 # pip name -> module, for every package a part imports (pyproject dependencies, test extras)
 PACKAGES = {
