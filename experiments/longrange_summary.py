@@ -359,8 +359,8 @@ def render(results_dir: str) -> str:
     ]
     accelerators = accelerator_scans(results_dir)
     if accelerators:
-        cpu = provenance.one_line(scan["provenance"]).split("; ")
-        machines = [(next((x for x in cpu if "core" in x), "CPU"), "scan_cost.png", scan)]
+        here = provenance.one_line(scan["provenance"]).split("; ") if "provenance" in scan else []
+        machines = [(next((x for x in here if "core" in x), "CPU"), "scan_cost.png", scan)]
         for slug, doc in accelerators:
             label = (doc.get("provenance") or {}).get("accelerator") or slug
             plot = f"../{ACCELERATOR_DIR}/{slug}_scan.png"

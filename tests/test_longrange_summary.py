@@ -180,3 +180,44 @@ def test_missing_record_field_and_missing_dir_are_named(tmp_path):
         summary.render(str(tmp_path))
     with pytest.raises(ValueError, match="nowhere: not a directory"):
         summary.render(str(tmp_path / "nowhere"))
+
+
+def test_accelerator_scan_is_tabulated_beside_this_machines(tmp_path):
+    """A full accelerator check's bench_scan (results/accelerator/<device>/scan/scan_cost.json)
+    gets rows beside the CPU's, linking its plot; --quick and CPU checks are left out."""
+    results = tmp_path / "longrange"
+    results.mkdir()
+    _make_results(results)
+    cpu_scan = json.loads((results / "scan_cost.json").read_text())
+    cpu_scan["config"] = {"batch": 8, "hidden": 128}
+    cpu_scan["results"] = [{"T": 100, "variant": "lstm", "step_ms_median": 4.35}]
+    _write(results / "scan_cost.json", cpu_scan)
+    acc = tmp_path / "accelerator"
+    for slug, report in (
+        ("fake-gpu", {"quick": False, "device": {"platform": "gpu"}}),
+        ("fake-gpu-quick", {"quick": True, "device": {"platform": "gpu"}}),
+        ("cpu", {"quick": False, "device": {"platform": "cpu"}}),
+    ):
+        (acc / slug / "scan").mkdir(parents=True)
+        _write(acc / f"{slug}.json", report)
+        scan = {
+            "command": "python -m experiments.bench_scan --T=1000",
+            "provenance": {"accelerator": "Fake GPU", "git_commit": "0123456789"},
+            "config": {"batch": 64, "hidden": 256},
+            "results": [
+                {"T": 1000, "variant": "lstm", "step_ms_median": 17.27},
+                {"T": 1000, "variant": "mingru-par", "step_ms_median": 1.74},
+            ],
+        }
+        _write(acc / slug / "scan" / "scan_cost.json", scan)
+    lines = summary.render(str(results)).splitlines()
+    assert "| machine (batch, hidden) | T | lstm | mingru-par |" in lines
+    assert "| [CPU](scan_cost.png) (8, 128) | 100 | 4.35 |  |" in lines
+    assert (
+        "| [Fake GPU](../accelerator/fake-gpu_scan.png) (64, 256) | 1000 | 17.3 | 1.74 |" in lines
+    )
+    assert sum("fake-gpu-quick" in line or "../accelerator/cpu" in line for line in lines) == 0
+    assert any(
+        line.startswith("- [../accelerator/fake-gpu/scan/scan_cost.json]") and "0123456" in line
+        for line in lines
+    )
