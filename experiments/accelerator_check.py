@@ -18,7 +18,8 @@ crash or a hang in one is recorded and the others still run:
   main_job    README command 1: experiments.train --config=experiments/configs/kws.py:lstm
   bench_step  the LSTM/GRU train step at S1, S3, G1 against torch (on CUDA when torch sees a
               GPU) and, on CPU, flax.linen; on a GPU also the faster-recurrence candidates
-              (unroll auto / 1 / 16, the Pallas kernels) and the TF32 mode (`bench_step_runs`)
+              (unroll auto / 1 / 16, the Pallas kernels, CUDA graphs for while loops) and the
+              TF32 mode (`bench_step_runs`)
   bench_scan  parallel vs sequential scans at T = 1,000, 4,000, 16,000 (B 64, H 256) and its plot
   bench_seeds N = 8 and 32 seeds in one vmapped program against one after another; on a GPU
               N = 8 is also traced (jax.profiler: each device's busy time and top kernels, in
@@ -306,8 +307,16 @@ def part_main_job(ctx, timeout):
     return runs, summary
 
 
-def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
-    """[(name, flags for experiments.bench_step, the most seconds it may take)], in order.
+# XLA's CUDA-graph command buffers for while loops too: one graph launch per scan instead of a
+# few kernel launches per time step (a candidate where the scan is launch-bound: S3)
+WHILE_GRAPHS_XLA_FLAGS = (
+    "--xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,CONDITIONAL,WHILE"
+)
+
+
+def bench_step_runs(ctx) -> list[tuple[str, list[str], float, dict]]:
+    """[(name, flags for experiments.bench_step, the most seconds it may take, extra
+    environment)], in order.
 
     main        the LSTM and GRU train step at S1, S3 and G1 against torch (on CUDA when torch
                 sees a GPU, TF32 off at the exact policy: like for like) and, on CPU, flax.linen
@@ -316,6 +325,8 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
                 kernels
     tf32        on a GPU at the exact policy: S3 and G1 again with TF32 matmuls in both rnnbench
                 and torch (the fast mode)
+    while_graphs  on a GPU: rnnbench at S3 with XLA's command buffers for while loops
+                (WHILE_GRAPHS_XLA_FLAGS), to compare with the candidates run's rnnbench
     """
     torch_ok = "torch" not in ctx.missing
     torch_device = "cuda" if ctx.device.get("torch_cuda") else "cpu"
@@ -331,6 +342,7 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
                 ["--shapes=S1", "--cells=lstm", f"--frameworks={fws}", "--repeats=2", "--warmup=1"]
                 + [f"--precision={ctx.precision}"],
                 TIMEOUT_S["bench_step"],
+                {},
             )
         ]
     main = ["rnnbench"] + (["torch"] if torch_ok else []) + ([] if gpu else ["flax"])
@@ -339,34 +351,39 @@ def bench_step_runs(ctx) -> list[tuple[str, list[str], float]]:
             "main",
             ["--shapes=S1,S3,G1", f"--frameworks={','.join(main)}", f"--precision={ctx.precision}"],
             150,
+            {},
         )
     ]
     if gpu:
         candidates = "rnnbench,rnnbench_unroll1,rnnbench_unroll16,rnnbench_pallas"
         flags = ["--shapes=S3", f"--frameworks={candidates}", f"--precision={ctx.precision}"]
-        runs.append(("candidates", flags, 75))
+        runs.append(("candidates", flags, 75, {}))
         if ctx.precision == "float32":
             runs.append(
                 (
                     "tf32",
                     ["--shapes=S3,G1", f"--frameworks={','.join(main)}", "--precision=tf32"],
                     75,
+                    {},
                 )
             )
-    return [(name, common + flags, t) for name, flags, t in runs]
+        xla_flags = f"{os.environ.get('XLA_FLAGS', '')} {WHILE_GRAPHS_XLA_FLAGS}".strip()
+        flags = ["--shapes=S3", "--frameworks=rnnbench", f"--precision={ctx.precision}"]
+        runs.append(("while_graphs", flags, 45, {"XLA_FLAGS": xla_flags}))
+    return [(name, common + flags, t, env) for name, flags, t, env in runs]
 
 
 def part_bench_step(ctx, timeout):
     runs, rows, errors = [], [], []
     deadline = time.monotonic() + timeout
-    for name, flags, limit in bench_step_runs(ctx):  # one after another: each is a timing
+    for name, flags, limit, env in bench_step_runs(ctx):  # one after another: each is a timing
         out = os.path.join(ctx.raw, f"bench_step_{name}.json")
         argv = _python("-m", "experiments.bench_step", *flags, f"--out={out}")
         left = min(limit, deadline - time.monotonic())
         if left < 5:
             runs.append(_not_started(argv))
             continue
-        runs += run_commands([(argv, out.replace(".json", ".log"))], left)
+        runs += run_commands([(argv, out.replace(".json", ".log"))], left, env=env)
         report = _read_json(out) or {}  # rows are written as they finish: a timeout keeps them
         for r in report.get("results", []):
             row = {"run": name, "shape": r["shape"], "cell": r["cell"]}
