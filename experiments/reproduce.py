@@ -210,6 +210,14 @@ SWEEPS = {
         smoke_overrides=SMOKE_DATA,
         decode_speed=True,
     ),
+    "asr_families_phrases_lstm_seed0": Entry(
+        f"{ASR}:ctc_bilstm_phrases",
+        "families_lstm_seed0",
+        STEPS_1000,
+        parallel=2,
+        smoke_overrides=SMOKE_DATA,
+        decode_speed=True,
+    ),
     "asr_families_fsdd": Entry(
         f"{ASR}:ctc_bilstm_fsdd",
         "families",

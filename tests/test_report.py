@@ -513,6 +513,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "ctc_decoders_fsdd",
         "asr_families_phrases",
         "asr_families_phrases_seed0",
+        "asr_families_phrases_lstm_seed0",
         "asr_families_fsdd",
         "slu_direct_gru_seed0",
         "slu_pipeline_gru_seed0",
@@ -596,6 +597,8 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
     assert len(families) == 36 and {d["model.cell"] for d in families} == {"lstm", "gru", "mingru"}
     seed0 = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases_seed0"])
     assert seed0 == [d for d in families if d["seed"] == 0] and len(seed0) == 12
+    lstm = reproduce.load_grid(reproduce.SWEEPS["asr_families_phrases_lstm_seed0"])
+    assert lstm == [d for d in seed0 if d["model.cell"] == "lstm"] and len(lstm) == 4
     assert {(d["model.kind"], d["model.ctc_weight"]) for d in families} == {
         ("ctc", 1.0),
         ("las", 0.0),
