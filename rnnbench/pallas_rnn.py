@@ -11,9 +11,10 @@ Opt-in alternative to `rnnbench/fused.py` with the same functions, arguments, ma
                   last valid carry.
 
 Each is a `jax.custom_vjp`:
-- forward: ONE `pallas_call`, grid over batch blocks; each program loads W_hh once and runs all
-  T steps in a `fori_loop` with the carry in registers, storing the gate activations and carries
-  when a backward pass will need them;
+- forward: ONE `pallas_call`, grid over batch blocks; each program loads W_hh once (when it fits
+  `WEIGHTS_ON_CHIP_BYTES`, else one gate's block per step) and runs all T steps in a
+  `fori_loop` with the carry in registers, storing the gate activations and carries when a
+  backward pass will need them;
 - backward: ONE `pallas_call` running the reverse time loop, producing dxp (= dgates) and
   dh0 (, dc0); the recurrent weight gradient is one [H, T*B] x [T*B, G*H] matmul outside the
   kernel, exactly as in fused.py (`fused._wgrad`).
@@ -24,14 +25,16 @@ needs power-of-2 tiles (H and the batch block) and dots with dimensions >= 16.
 
 `interpret=None` runs the kernels compiled when the default backend is a GPU and in Pallas
 interpret mode otherwise (CPU: slow, for tests). Computation is float32; `precision` is the
-policy of every matmul (`rnnbench.precision`). `unroll` is the `fori_loop` unroll factor.
+policy of every matmul (`rnnbench.precision`). `unroll` is the `fori_loop` unroll factor
+(compiled kernels loop with 1: the Triton lowering refuses others).
 
 Opt-in only: `fused.recurrence_for` chooses these for the LSTM and GRU when
-`fused.IMPLEMENTATION == "pallas"` (default from `$RNNBENCH_RECURRENCE`). Their speed is
-unmeasured until they run on a GPU next to the fused scan, with the step benchmark
-(`python -m experiments.bench_step --shapes=S3,G1 --cells=lstm,gru
---frameworks=rnnbench,rnnbench_pallas`, which accelerator_check runs on a GPU). On GPU each
-program keeps W_hh in registers, so large H (4 H x H floats per LSTM program) may spill.
+`fused.IMPLEMENTATION == "pallas"` (default from `$RNNBENCH_RECURRENCE`). On one H200
+(results/accelerator/) they passed their tests compiled, and at S3 (H=128) were refused at
+compile for shared memory with W_hh held whole; since then W_hh that large is read per step
+(`WEIGHTS_ON_CHIP_BYTES`), not yet timed on a GPU (`python -m experiments.bench_step
+--shapes=S3 --cells=lstm,gru --frameworks=rnnbench,rnnbench_pallas`, which accelerator_check
+runs on a GPU).
 """
 
 from __future__ import annotations
@@ -134,6 +137,21 @@ def _call(kernel, ins, outs, block, padded, interpret):
     )(*[x for x, _ in ins])
 
 
+# Recurrent weights up to this size are loaded once per kernel and kept on chip; larger ones are
+# loaded per time step (from L2, one gate's tile at a time): on the H200, W_hh of H=128 held
+# whole asked for more shared memory than a block has (270,336 bytes of 232,448, LSTM).
+WEIGHTS_ON_CHIP_BYTES = 64 * 1024
+
+
+def _weights(w_ref, H, gates):
+    """get(k) -> gate k's [H, H] block of w_ref [H, gates*H]: loaded here, once, when the
+    whole matrix fits WEIGHTS_ON_CHIP_BYTES; else by each call (inside the time loop)."""
+    if gates * H * H * 4 <= WEIGHTS_ON_CHIP_BYTES:
+        w = [w_ref[:, pl.ds(k * H, H)] for k in range(gates)]
+        return w.__getitem__
+    return lambda k: w_ref[:, pl.ds(k * H, H)]
+
+
 def _gate(ref, t, k, H):
     """Gate k [block, H] of ref [T, block, G*H] at time t."""
     return ref[t, :, pl.ds(k * H, H)]
@@ -155,11 +173,11 @@ def _lstm_fwd_kernel(
     w_ref, xp_ref, m_ref, h0_ref, c0_ref, ys_ref, h_ref, c_ref, *res, prec, unroll
 ):
     T, H = xp_ref.shape[0], h0_ref.shape[-1]
-    w = [w_ref[:, pl.ds(k * H, H)] for k in range(4)]  # loaded once
+    w = _weights(w_ref, H, 4)
 
     def step(t, carry):
         h, c = carry
-        pre = [_gate(xp_ref, t, k, H) + jnp.dot(h, w[k], precision=prec) for k in range(4)]
+        pre = [_gate(xp_ref, t, k, H) + jnp.dot(h, w(k), precision=prec) for k in range(4)]
         i, f, o = jax.nn.sigmoid(pre[0]), jax.nn.sigmoid(pre[1]), jax.nn.sigmoid(pre[3])
         g = jnp.tanh(pre[2])
         c_new = f * c + i * g
@@ -184,7 +202,7 @@ def _lstm_bwd_kernel(
     dg_ref, dh0_ref, dc0_ref, *, prec, unroll,
 ):  # fmt: skip
     T, H = dys_ref.shape[0], dh_ref.shape[-1]
-    w = [w_ref[:, pl.ds(k * H, H)] for k in range(4)]
+    w = _weights(w_ref, H, 4)
 
     def step(s, carry):
         t = T - 1 - s
@@ -204,7 +222,7 @@ def _lstm_bwd_kernel(
         dh_prev = jnp.where(v, 0.0, dh)
         for k in range(4):
             dg_ref[t, :, pl.ds(k * H, H)] = d[k]
-            dh_prev = dh_prev + _dot_t(d[k], w[k], prec)
+            dh_prev = dh_prev + _dot_t(d[k], w(k), prec)
         dc_prev = dcn * f + jnp.where(v, 0.0, dc)
         return dh_prev, dc_prev
 
@@ -295,11 +313,11 @@ def lstm_recurrence(
 
 def _gru_fwd_kernel(w_ref, b_ref, xp_ref, m_ref, h0_ref, ys_ref, h_ref, *res, prec, unroll):
     T, H = xp_ref.shape[0], h0_ref.shape[-1]
-    w = [w_ref[:, pl.ds(k * H, H)] for k in range(3)]
+    w = _weights(w_ref, H, 3)
     b = [b_ref[pl.ds(k * H, H)] for k in range(3)]
 
     def step(t, h):
-        hh = [jnp.dot(h, w[k], precision=prec) + b[k] for k in range(3)]
+        hh = [jnp.dot(h, w(k), precision=prec) + b[k] for k in range(3)]
         r = jax.nn.sigmoid(_gate(xp_ref, t, 0, H) + hh[0])
         z = jax.nn.sigmoid(_gate(xp_ref, t, 1, H) + hh[1])
         hn = hh[2]
@@ -322,7 +340,7 @@ def _gru_bwd_kernel(
     w_ref, dys_ref, acts_ref, hp_ref, m_ref, dh_ref, dxp_ref, dhh_ref, dh0_ref, *, prec, unroll
 ):
     T, H = dys_ref.shape[0], dh_ref.shape[-1]
-    w = [w_ref[:, pl.ds(k * H, H)] for k in range(3)]
+    w = _weights(w_ref, H, 3)
 
     def step(s, dh):
         t = T - 1 - s
@@ -338,7 +356,7 @@ def _gru_bwd_kernel(
             dhh_ref[t, :, pl.ds(k * H, H)] = dhh[k]
         dh_prev = dhn * z + jnp.where(v, 0.0, dh)
         for k in range(3):
-            dh_prev = dh_prev + _dot_t(dhh[k], w[k], prec)
+            dh_prev = dh_prev + _dot_t(dhh[k], w(k), prec)
         return dh_prev
 
     dh0_ref[...] = jax.lax.fori_loop(0, T, step, dh_ref[...], unroll=unroll)

@@ -63,8 +63,17 @@ CASES = [  # (ragged, block_batch, unroll); block 2 pads the batch of 3 to 2 pro
 ]
 
 
+@pytest.fixture(params=["weights on chip", "weights per step"])
+def weights_placement(request, monkeypatch):
+    """Both ways a kernel reads W_hh: loaded once (H = 16 fits), or one gate's block per step
+    (what H >= 128 gets)."""
+    if request.param == "weights per step":
+        monkeypatch.setattr(pallas_rnn, "WEIGHTS_ON_CHIP_BYTES", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("ragged,block,unroll", CASES)
-def test_lstm_matches_fused(ragged, block, unroll):
+def test_lstm_matches_fused(ragged, block, unroll, weights_placement):
     rng = np.random.default_rng(0)
     params = {
         "w_hh": _normal(rng, (H, 4 * H), 0.3),
@@ -88,7 +97,7 @@ def test_lstm_matches_fused(ragged, block, unroll):
 
 
 @pytest.mark.parametrize("ragged,block,unroll", CASES)
-def test_gru_matches_fused(ragged, block, unroll):
+def test_gru_matches_fused(ragged, block, unroll, weights_placement):
     rng = np.random.default_rng(0)
     params = {
         "w_hh": _normal(rng, (H, 3 * H), 0.3),
