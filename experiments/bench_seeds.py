@@ -114,7 +114,7 @@ def profile(single, single_args, many, many_args, n: int, trace_dir: str, reps: 
 
     first, rest = single_args[0], single_args[1:]
     many_first, many_rest = many_args[0], many_args[1:]
-    first, out = single(first, *rest)  # compiled and warm before tracing
+    first, out = single(first, *rest)  # warm (compiled by an earlier call) before tracing
     many_first, many_out = many(many_first, *many_rest)
     jax.block_until_ready((out, many_out))
     with jax.profiler.trace(os.path.join(trace_dir, "single"), create_perfetto_trace=True):
@@ -253,24 +253,12 @@ def main():
         graphdef, state, tx, _ = train.init_state(config, fake)
         step, _ = train.make_steps(config, graphdef, tx, objectives.make(config, fake))
         states = jax.tree.map(lambda *xs: jnp.stack(xs), *[state] * n)
-        res = side_by_side(
-            jax.jit(step),
-            (state, batch),
-            jax.jit(jax.vmap(step)),
-            (states, stacked),
-            n,
-            args.repeats,
-        )
+        single, many = jax.jit(step), jax.jit(jax.vmap(step))  # compiled once, timed, traced
+        res = side_by_side(single, (state, batch), many, (states, stacked), n, args.repeats)
         out["results"].append({"hidden": hidden, **report(f"H={hidden:4d} train step", n, *res)})
         if args.profile:
-            prof = profile(
-                jax.jit(step),
-                (state, batch),
-                jax.jit(jax.vmap(step)),
-                (states, stacked),
-                n,
-                os.path.join(args.profile, f"h{hidden}"),
-            )
+            trace_dir = os.path.join(args.profile, f"h{hidden}")
+            prof = profile(single, (state, batch), many, (states, stacked), n, trace_dir)
             out["results"][-1]["profile"] = prof
             for kind in ("single", "vmapped"):
                 for name, p in prof[kind]["processes"].items():

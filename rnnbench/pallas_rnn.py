@@ -75,23 +75,25 @@ def _loop_unroll(unroll, interpret) -> int:
     """`unroll` where the kernels are interpreted; 1 where they are compiled, because the Triton
     lowering refuses a `fori_loop` with unroll != 1 (NotImplementedError, jax 0.11.2 on an
     H200)."""
-    if interpret is None:
-        interpret = jax.default_backend() != "gpu"
-    return unroll if interpret else 1
+    return unroll if _interpreting(interpret) else 1
+
+
+def _interpreting(interpret) -> bool:
+    """The user's `interpret`, or when None: interpreted unless the default backend is a GPU."""
+    return jax.default_backend() != "gpu" if interpret is None else bool(interpret)
 
 
 def _settings(interpret, block_batch, batch):
     """(interpret, batch block, padded batch) from the user's choices."""
     if pl is None:
         raise RuntimeError(_IMPORT_ERROR)
-    if interpret is None:
-        interpret = jax.default_backend() != "gpu"
+    interpret = _interpreting(interpret)
     if block_batch is None:
         block_batch = max(batch, 1) if interpret else GPU_BLOCK_BATCH
     if block_batch < 1:
         raise ValueError(f"pallas_rnn: block_batch must be >= 1, got {block_batch}")
     padded = -(-max(batch, 1) // block_batch) * block_batch
-    return bool(interpret), block_batch, padded
+    return interpret, block_batch, padded
 
 
 def _check(name, xp, h0, gates):
