@@ -74,6 +74,15 @@ INFERRED_PARALLEL = (
     "columns)"
 )
 ASR = "experiments/configs/asr.py"
+TTS_SMOKE = SMOKE_DATA + (
+    "model.embed=16",
+    "model.conv_channels=16",
+    "model.decoder_hidden=16",
+    "model.attention_dim=16",
+    "model.postnet_channels=16",
+    "synthesis.max_seconds=1.0",
+    "synthesis.griffin_lim_iters=4",
+)
 STEPS_300 = ("checkpoint_every=150", "eval_every=150", "num_steps=300")
 DECODERS = (
     "--beam=10",
@@ -233,16 +242,19 @@ SWEEPS = {
         "decoder_cells",
         STEPS_2000,
         parallel=1,
-        smoke_overrides=SMOKE_DATA
-        + (
-            "model.embed=16",
-            "model.conv_channels=16",
-            "model.decoder_hidden=16",
-            "model.attention_dim=16",
-            "model.postnet_channels=16",
-            "synthesis.max_seconds=1.0",
-            "synthesis.griffin_lim_iters=4",
-        ),
+        smoke_overrides=TTS_SMOKE,
+        table="tts",
+        table_args=("--plots=2",),
+        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
+        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    ),
+    # the GRU decoder at 3, 5 and 8 frames per step, judged as tts_decoder_cells is
+    "tts_gru_reductions": Entry(
+        "experiments/configs/tts.py:gru",
+        "reductions",
+        STEPS_2000,
+        parallel=2,
+        smoke_overrides=TTS_SMOKE,
         table="tts",
         table_args=("--plots=2",),
         smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),

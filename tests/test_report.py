@@ -518,6 +518,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "slu_direct_gru_seed0",
         "slu_pipeline_gru_seed0",
         "tts_decoder_cells",
+        "tts_gru_reductions",
         "slu_best_direct_gru_seeds12",
         "slu_best_direct_gru_20k",
         "slu_best_direct_cells_seed0",

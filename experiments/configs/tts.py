@@ -33,6 +33,7 @@ from experiments.configs import common
 
 VOICE = "en-us+m2"  # accent + eSpeak variant; "m2" is a test voice of voice_partition(seed 0)
 DECODER_CELLS = ("lstm", "gru", "mingru")
+REDUCTIONS = (3, 5, 8)  # the "reductions" sweep; 3 is the config's
 
 
 def get_config(arg: str = "lstm"):
@@ -151,4 +152,9 @@ def sweeps():
     """Named grids for `python -m experiments.sweep` (see rnnbench/sweep.py)."""
     from rnnbench.grid import sweep
 
-    return {"decoder_cells": sweep("model.decoder_cell", list(DECODER_CELLS))}
+    return {
+        "decoder_cells": sweep("model.decoder_cell", list(DECODER_CELLS)),
+        # frames per decoder step (use with the :gru variant): fewer autoregressive steps per
+        # utterance, so less room for a free-running decoder to drift from its text
+        "reductions": sweep("model.reduction", list(REDUCTIONS)),
+    }
