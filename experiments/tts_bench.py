@@ -15,8 +15,10 @@ audio of sentences never said in training, same voice):
   synthesised/reference frame-count ratio, and how many utterances the stop token ended (the
   rest ran to max_seconds);
 - intelligibility (with --asr_workdir, a recogniser run trained on other voices): its CER on
-  the synthesised audio (Griffin-Lim), on the eSpeak reference audio, and on the reference
-  log-mel through the same Griffin-Lim (the vocoder's own cost); the target is synthesised CER
+  the synthesised audio (Griffin-Lim), on the teacher-forced post-net mels through the same
+  Griffin-Lim (what free running loses to drift is the difference), on the eSpeak reference
+  audio, and on the reference log-mel through the same Griffin-Lim (the vocoder's own cost);
+  the target is synthesised CER
   <= 2x reference CER. When the TTS runs speak one eSpeak voice (synth_phrases `voice=`), the
   recogniser's training split is loaded and a recogniser that heard that voice variant is
   refused (it would flatter the synthesis);
@@ -165,6 +167,36 @@ def teacher_forced(synth, dataset, split, batch_size: int) -> dict:
     return run.objective.summarize(acc, dataset)
 
 
+def teacher_forced_log_mels(synth, split, batch_size: int) -> list[np.ndarray]:
+    """Each utterance's post-net log-mel [T, M] under teacher forcing (no dropout), T its
+    reference length: what the decoder makes when it is fed the true previous frames. Its mean
+    absolute difference from `reference_log_mels` is the objective's TF mel L1."""
+    from flax import nnx
+
+    from rnnbench import synthesis, tts
+    from rnnbench.objectives import tts as objective
+
+    @nnx.jit
+    def forward(model, ids, id_lengths, audio, audio_lengths):
+        mels, lengths = objective.target_mels(synth.config.features, audio, audio_lengths)
+        outputs, _ = model(ids, id_lengths, mels=mels, mel_lengths=lengths)
+        return tts.denormalize_mels(outputs["mel_post"]), lengths
+
+    out = []
+    for s in range(0, len(split.transcripts), batch_size):
+        clips = split.audio[s : s + batch_size]
+        ids, id_lengths = synthesis.encode(synth, list(split.transcripts[s : s + batch_size]))
+        audio_lengths = np.array([len(c) for c in clips], np.int32)
+        width = -(-int(audio_lengths.max()) // 8000) * 8000  # 0.5 s steps: few compilations
+        audio = np.zeros((len(clips), width), np.float32)
+        for i, c in enumerate(clips):
+            audio[i, : len(c)] = c.astype(np.float32) / 32768.0
+        log_mel, lengths = forward(synth.model, ids, id_lengths, audio, audio_lengths)
+        log_mel, lengths = np.asarray(log_mel), np.asarray(lengths)
+        out += [log_mel[i, : lengths[i]] for i in range(len(clips))]
+    return out
+
+
 def free_running(synth, texts: list[str], batch_size: int, seed: int) -> dict:
     """Generate + Griffin-Lim in batches of `batch_size` (the last one padded by repeating, so
     every batch has one shape) -> lists: log_mel, audio, alignment, stopped, seconds."""
@@ -279,7 +311,16 @@ def score_run(
                 "reference": asr_texts(asr, list(split.audio), batch_size),
                 "vocoded": asr_texts(asr, vocoded, batch_size),
             }
-        hyp = {"synth": asr_texts(asr, fr["audio"], batch_size), **cache[key]}
+        tf_mels = teacher_forced_log_mels(synth, split, batch_size)
+        lengths = np.array([len(x) for x in tf_mels])
+        padded = np.zeros((len(tf_mels), lengths.max(), tf_mels[0].shape[-1]), np.float32)
+        for i, x in enumerate(tf_mels):
+            padded[i, : len(x)] = x
+        hyp = {
+            "synth": asr_texts(asr, fr["audio"], batch_size),
+            "tf": asr_texts(asr, synthesis.to_audio(synth, padded, lengths), batch_size),
+            **cache[key],
+        }
         for name, h in hyp.items():
             rates = metrics.error_rates(texts, h)
             row[f"cer_{name}"], row[f"wer_{name}"] = rates["cer"], rates["wer"]
@@ -410,8 +451,10 @@ def markdown(result: dict) -> str:
                     if judge.get("test_cer") is not None
                     else ""
                 )
-                + "). CER synth: its CER on the synthesised audio; GL(ref): on the reference "
-                "log-mel through the same Griffin-Lim; eSpeak: on the reference audio. "
+                + "). CER synth: its CER on the synthesised (free-running) audio; TF: on "
+                "the teacher-forced post-net mels through Griffin-Lim (the decoder fed the true "
+                "previous frames: synth above TF is drift in free running); GL(ref): on the "
+                "reference log-mel through the same Griffin-Lim; eSpeak: on the reference audio. "
                 "Target: synth <= 2x eSpeak."
             ),
             "",
@@ -431,7 +474,7 @@ def markdown(result: dict) -> str:
         "stopped",
     ]
     if judge:
-        head += ["CER synth", "CER GL(ref)", "CER eSpeak", "synth/eSpeak", "<= 2x"]
+        head += ["CER synth", "CER TF", "CER GL(ref)", "CER eSpeak", "synth/eSpeak", "<= 2x"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [
@@ -449,6 +492,7 @@ def markdown(result: dict) -> str:
         if judge:
             cells += [
                 _fmt(r["cer_synth"]),
+                _fmt(r.get("cer_tf")),  # absent from JSON written before it was measured
                 _fmt(r["cer_vocoded"]),
                 _fmt(r["cer_reference"]),
                 _fmt(r["cer_ratio"], ".2f"),

@@ -17,7 +17,7 @@ from toy import SR, small_config, tone_dataset
 
 from experiments import tts_bench
 from experiments.configs import tts as tts_config
-from rnnbench import features, inference, objectives, synthesis, train, tts, vocoder
+from rnnbench import features, inference, metrics, objectives, synthesis, train, tts, vocoder
 from rnnbench.data.audio import to_int16
 from rnnbench.objectives import tts as tts_objective
 
@@ -294,6 +294,14 @@ def test_training_lowers_the_loss_and_restores(tts_run):
     tf = tts_bench.teacher_forced(synth, ds, ds.splits["test"], batch_size=8)
     assert tf["mel_l1"] == pytest.approx(final["test_mel_l1"], rel=1e-5)
     assert tf["stop_accuracy"] == pytest.approx(final["test_stop_accuracy"], rel=1e-6)
+    # the teacher-forced log-mels the bench vocodes are the ones that L1 is measured on: in
+    # batches of 3 (other padding than the eval's), each cut to its reference's length
+    split = ds.splits["test"]
+    mels = tts_bench.teacher_forced_log_mels(synth, split, batch_size=3)
+    refs = tts_bench.reference_log_mels(synth.config, split.audio)
+    assert [m.shape for m in mels] == [r.shape for r in refs]
+    l1 = sum(np.abs(m - r).sum() for m, r in zip(mels, refs)) / sum(r.size for r in refs)
+    assert l1 == pytest.approx(tf["mel_l1"], rel=1e-4)
 
 
 def test_synthesize_writes_the_wav_it_generated(tts_run, tmp_path):
@@ -407,6 +415,13 @@ def test_bench_scores_intelligibility_with_a_recogniser(tts_run, tmp_path):
     split = tts_bench._subset(ds.splits["test"], 8)
     ref = inference.predict(asr, split.audio)
     assert [u["asr_reference"] for u in row["utterances"]] == ref
+    synth = synthesis.load(workdir)
+    tf = tts_bench.teacher_forced_log_mels(synth, split, batch_size=8)
+    lengths = np.array([len(m) for m in tf])
+    padded = np.stack([np.pad(m, ((0, lengths.max() - len(m)), (0, 0))) for m in tf])
+    tf_hyp = tts_bench.asr_texts(asr, synthesis.to_audio(synth, padded, lengths), 8)
+    assert [u["asr_tf"] for u in row["utterances"]] == tf_hyp
+    assert row["cer_tf"] == pytest.approx(metrics.error_rates(split.transcripts, tf_hyp)["cer"])
     ref_cer = row["cer_reference"]
     assert row["cer_ratio"] == (pytest.approx(row["cer_synth"] / ref_cer) if ref_cer else None)
     assert row["within_2x"] == (row["cer_synth"] <= 2 * row["cer_reference"])
