@@ -235,6 +235,14 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
+    "asr_families_fsdd_lstm_seed0": Entry(
+        f"{ASR}:ctc_bilstm_fsdd",
+        "families_lstm_seed0",
+        STEPS_1000,
+        parallel=2,
+        needs_env="RNNBENCH_FSDD_DIR",
+        decode_speed=True,
+    ),
     # synthesis (issue 15): decoder cells of the small Tacotron 2 on one eSpeak voice, judged
     # by the BiGRU CTC recogniser of slu_pipeline_gru_seed0 (trained on other voices)
     "tts_decoder_cells": Entry(
