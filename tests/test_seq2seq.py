@@ -394,6 +394,19 @@ def test_every_registered_cell_as_decoder(name):
     _decoder_check(name)
 
 
+@pytest.mark.parametrize("width", [1, 4, 5, 31])
+def test_location_term_is_the_conv_and_its_projection(width):
+    """The one-matmul location term equals nnx.Conv('SAME') then the projection, at odd and even
+    widths, on utterances shorter than the kernel too."""
+    att = seq2seq.LocationAwareAttention(6, 5, 7, filters=3, width=width, rngs=nnx.Rngs(1))
+    for t in (3, 12):
+        prev = jax.random.uniform(jax.random.key(t), (2, t))
+        want = att.location_proj(att.conv(prev[..., None]))
+        got = att.location_term(prev)
+        assert got.shape == (2, t, 7)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_config_raises():
     with pytest.raises(ValueError, match="model.attention"):
         seq2seq.ListenAttendSpell(_cfg(attention="dot"), 5, C, rngs=nnx.Rngs(0))
