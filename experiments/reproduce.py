@@ -268,6 +268,18 @@ SWEEPS = {
         smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
         judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
     ),
+    # the GRU decoder trained twice as long, scored at 2,000 and 4,000 steps
+    "tts_gru_4000": Entry(
+        "experiments/configs/tts.py",
+        "gru",
+        ("checkpoint_every=2000", "eval_every=2000", "num_steps=4000"),
+        parallel=1,
+        smoke_overrides=TTS_SMOKE,
+        table="tts",
+        table_args=("--plots=2", "--steps=2000,4000"),
+        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
+        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    ),
     # understanding (issue 14): direct (audio -> meaning) and pipeline (recogniser -> text
     # parser), the config's 3,000 steps
     "slu_direct_gru_seed0": Entry(

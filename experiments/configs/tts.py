@@ -157,4 +157,6 @@ def sweeps():
         # frames per decoder step (use with the :gru variant): fewer autoregressive steps per
         # utterance, so less room for a free-running decoder to drift from its text
         "reductions": sweep("model.reduction", list(REDUCTIONS)),
+        # the GRU decoder alone (for longer training, scored at several checkpoints)
+        "gru": sweep("model.decoder_cell", ["gru"]),
     }
