@@ -61,6 +61,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 16, "Utterances per generate / eval batch.")
     flags.DEFINE_integer("plots", 3, "Utterances pictured per run.")
     flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
+    flags.DEFINE_list(
+        "steps",
+        None,
+        "Checkpoint steps to score, comma-separated, one row each (default: each run's newest); "
+        "every run must have them.",
+    )
     flags.DEFINE_string(
         "out", "results/tts/bench", "Output prefix: OUT.json, OUT.md, OUT_<run>_<i>.png."
     )
@@ -126,6 +132,21 @@ def mcd_dtw(log_mel_ref: np.ndarray, log_mel_syn: np.ndarray, n: int = N_MCEP) -
 
 
 # ----------------------------------------------------------------------------- scoring
+
+
+def train_seconds(workdir: str, step: int, final: dict) -> float | None:
+    """Training time to `step`: final.json's train_time_s for the run's last step, else the
+    time_s of the step's train record in metrics.jsonl (None if neither has it)."""
+    if step == final.get("steps"):
+        return final.get("train_time_s")
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("step") == step and rec.get("split") == "train":
+                    return rec.get("time_s")
+    return None
 
 
 def _subset(split, n: int):
@@ -238,13 +259,14 @@ def score_run(
     seed: int,
     dataset=None,
     reference_cache: dict | None = None,
+    step: int | None = None,
 ) -> dict:
-    """Every metric of one TTS run (module docstring) -> {summary..., "utterances": [...],
-    "examples": [...] (arrays for the pictures)}. `dataset`: the run's dataset (loaded from its
-    config when None)."""
+    """Every metric of one TTS run at checkpoint `step` (None: its newest; module docstring) ->
+    {summary..., "utterances": [...], "examples": [...] (arrays for the pictures)}. `dataset`:
+    the run's dataset (loaded from its config when None)."""
     from rnnbench import input_pipeline, metrics, synthesis
 
-    synth = synthesis.load(workdir)
+    synth = synthesis.load(workdir, step)
     config = synth.config
     if dataset is None:
         dataset = input_pipeline.load_dataset(config)
@@ -275,7 +297,7 @@ def score_run(
         "utterances_scored": len(texts),
         "num_params": final.get("num_params"),
         "steps": final.get("steps"),
-        "train_time_s": final.get("train_time_s"),
+        "train_time_s": train_seconds(workdir, synth.run.step, final),
         "run_provenance": final.get("provenance"),  # the training run's commit, machine, load
         "tf_mel_l1": tf["mel_l1"],
         "tf_stop_accuracy": tf["stop_accuracy"],
@@ -426,11 +448,11 @@ def markdown(result: dict) -> str:
             "",
         ]
     trained = [
-        f"{os.path.basename(os.path.normpath(r['workdir']))} at "
+        f"{os.path.basename(os.path.normpath(w))} at "
         f"`{(p.get('git_commit') or 'unknown')[:7]}`{' (dirty)' if p.get('git_dirty') else ''}, "
         f"{p.get('date', '?')}, load {p.get('load_avg_1m', '?')}"
-        for r in rows
-        if (p := r.get("run_provenance"))
+        for w, p in {r["workdir"]: r.get("run_provenance") for r in rows}.items()  # once a run
+        if p
     ]
     if trained:
         lines += [
@@ -481,7 +503,7 @@ def markdown(result: dict) -> str:
             os.path.basename(os.path.normpath(r["workdir"])),
             r["decoder_cell"],
             _fmt(r["num_params"]),
-            _fmt(r["steps"]),
+            _fmt(r.get("step", r["steps"])),  # the checkpoint scored
             _fmt(r["train_time_s"], ".0f"),
             _fmt(r["tf_mel_l1"]),
             _fmt(r["tf_stop_accuracy"]),
@@ -505,8 +527,9 @@ def markdown(result: dict) -> str:
             f"TF: teacher forced (the objective's evaluation). MCD: cepstra "
             f"c1-c{N_MCEP - 1} (fewer for runs with fewer mel channels) of the "
             "log-amplitude mel spectrum, DTW-aligned to the eSpeak reference. Train s: "
-            "the run's final.json train_time_s on its machine. Stopped: utterances whose stop "
-            "token ended them (the rest ran to max_seconds)."
+            "the run's final.json train_time_s on its machine (for an earlier checkpoint, the "
+            "time_s of that step's train record). Stopped: utterances whose stop token ended "
+            "them (the rest ran to max_seconds)."
         ),
         "",
     ]
@@ -610,9 +633,11 @@ def bench(
     seed: int = 0,
     datasets: dict | None = None,
     command: str = "",
+    steps: list[int] | None = None,
 ) -> dict:
-    """Scores every run, writes OUT.json, OUT.md and the pictures; returns the JSON object.
-    `datasets`: {workdir: Dataset} to score on in-memory datasets (tests)."""
+    """Scores every run (at each of `steps`, default its newest checkpoint), writes OUT.json,
+    OUT.md and the pictures; returns the JSON object. `datasets`: {workdir: Dataset} to score
+    on in-memory datasets (tests)."""
     from rnnbench import inference, provenance
 
     if not workdirs:
@@ -621,7 +646,7 @@ def bench(
     judge = judge_record(asr, [inference.read_config(w) for w in workdirs]) if asr else None
     cache: dict = {}
     rows, pictures = [], []
-    for w in workdirs:
+    for w, step in [(w, s) for w in workdirs for s in steps or [None]]:
         r = score_run(
             w,
             asr=asr,
@@ -631,8 +656,9 @@ def bench(
             seed=seed,
             dataset=(datasets or {}).get(w),
             reference_cache=cache,
+            step=step,
         )
-        tag = os.path.basename(os.path.normpath(w))
+        tag = os.path.basename(os.path.normpath(w)) + (f"_step{step}" if steps else "")
         for i, ex in enumerate(r.pop("examples")[:plots]):
             pictures.append(f"{out}_{tag}_{i}.png")
             plot_example(ex, pictures[-1], f"{tag}: {ex['text']!r}")
@@ -649,6 +675,13 @@ def bench(
         "runs": rows,
     }
     return write(result, out)
+
+
+def _step(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"--steps: {text!r} is not a checkpoint step (an integer)") from None
 
 
 def main(argv):
@@ -677,6 +710,7 @@ def main(argv):
             batch_size=f.batch_size,
             plots=f.plots,
             seed=f.seed,
+            steps=[_step(s) for s in f.steps] if f.steps else None,
         )
     except ValueError as e:
         sys.exit(f"error: {e}")
@@ -687,7 +721,7 @@ def main(argv):
             else ""
         )
         print(
-            f"{r['workdir']}: TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
+            f"{r['workdir']} (step {r['step']}): TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
             f"{r['tf_stop_accuracy']:.3f}, MCD-DTW {r['mcd_dtw_db']:.2f} dB{extra}"
         )
     print(f"wrote {result['files']['json']}, {result['files']['md']}")

@@ -62,8 +62,9 @@ def _classes(workdir: str, config) -> tuple[str, list[str]]:
     return ds.task, list(ds.classes)
 
 
-def load_run(workdir: str) -> TrainedRun:
-    """Restores the newest checkpoint of the run in `workdir` (ValueError if it has none)."""
+def load_run(workdir: str, step: int | None = None) -> TrainedRun:
+    """Restores the checkpoint of `step` (None: the newest) of the run in `workdir`
+    (ValueError if it has none, or none of that step)."""
     config = read_config(workdir)
     task, classes = _classes(workdir, config)
     stub = data_lib.Dataset(config.get("dataset", "?"), task, classes, {})
@@ -72,9 +73,15 @@ def load_run(workdir: str) -> TrainedRun:
     graphdef, state, _, _ = train.init_state(config, stub, objective)
     mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"))
     try:
-        step = mngr.latest_step()
-        if step is None:
+        if mngr.latest_step() is None:
             raise ValueError(f"--workdir {workdir} has no checkpoint to restore; train it first")
+        if step is None:
+            step = mngr.latest_step()
+        elif step not in mngr.all_steps():
+            raise ValueError(
+                f"--workdir {workdir} has no checkpoint of step {step}; it has steps "
+                f"{sorted(mngr.all_steps())}"
+            )
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = mngr.restore(step, args=ocp.args.StandardRestore(abstract))
     finally:

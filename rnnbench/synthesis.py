@@ -49,10 +49,10 @@ class Synthesizer:
         return self.run.config
 
 
-def load(workdir: str) -> Synthesizer:
-    """Restores the newest checkpoint of the TTS run in `workdir` (ValueError if it is not one
-    or has no checkpoint)."""
-    run = inference.load_run(workdir)
+def load(workdir: str, step: int | None = None) -> Synthesizer:
+    """Restores the checkpoint of `step` (None: the newest) of the TTS run in `workdir`
+    (ValueError if it is not one or has no such checkpoint)."""
+    run = inference.load_run(workdir, step)
     if run.config.model.get("kind") != "tts":
         raise ValueError(
             f"--workdir {workdir} is a {run.config.model.get('kind')!r} run, not a "

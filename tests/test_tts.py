@@ -276,9 +276,9 @@ def _tiny_config(steps=30):
 def tts_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("tts_run"))
     ds = tone_dataset("ctc")
-    final = train.train_and_evaluate(
-        _tiny_config(), workdir, wandb_mode="disabled", progress=False, dataset=ds
-    )
+    c = _tiny_config()
+    c.checkpoint_every = 15  # checkpoints at steps 15 and 30 (two are kept)
+    final = train.train_and_evaluate(c, workdir, wandb_mode="disabled", progress=False, dataset=ds)
     return workdir, ds, final
 
 
@@ -357,6 +357,27 @@ def test_bench_writes_json_markdown_and_pictures(tts_run, tmp_path):
     with pytest.raises(ValueError, match="not a TTS table"):
         (tmp_path / "other.json").write_text('{"kind": "ctc_decoders"}')
         tts_bench.render(str(tmp_path / "other.json"))
+
+
+def test_bench_scores_each_chosen_checkpoint(tts_run, tmp_path):
+    workdir, ds, final = tts_run
+    out = str(tmp_path / "bench")
+    result = tts_bench.bench(
+        [workdir], out=out, num=4, batch_size=4, plots=1, datasets={workdir: ds}, steps=[15, 30]
+    )
+    early, last = result["runs"]
+    assert (early["step"], last["step"]) == (15, 30) and early["steps"] == last["steps"] == 30
+    assert last["train_time_s"] == final["train_time_s"]
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        at_15 = [r for r in map(json.loads, f) if r["step"] == 15 and r["split"] == "train"]
+    assert early["train_time_s"] == at_15[0]["time_s"] < last["train_time_s"]
+    assert early["tf_mel_l1"] != last["tf_mel_l1"]  # two different checkpoints were restored
+    tag = os.path.basename(workdir)
+    assert result["pictures"] == [f"{out}_{tag}_step15_0.png", f"{out}_{tag}_step30_0.png"]
+    rows = [line for line in open(f"{out}.md") if line.startswith(f"| {tag} |")]
+    assert [line.split(" | ")[3] for line in rows] == ["15", "30"]
+    with pytest.raises(ValueError, match=r"no checkpoint of step 7; it has steps \[15, 30\]"):
+        tts_bench.bench([workdir], out=out, num=2, plots=0, datasets={workdir: ds}, steps=[7])
 
 
 def test_judge_that_heard_the_tts_voice_is_refused(monkeypatch):
