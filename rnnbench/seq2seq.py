@@ -96,8 +96,8 @@ class LocationAwareAttention(nnx.Module):
         """prev [B, T] -> U (F * prev) [B, T, dim], the conv ('SAME' padding) and its projection
         computed as ONE matmul: prev's width-long windows [B, T, width] @ (F U) [width, dim].
         The same parameters and numbers (up to float32 rounding) as
-        `self.location_proj(self.conv(prev[..., None]))`, and on CPU a decoder step's forward
-        and backward take less time (the conv with one input channel was most of it)."""
+        `self.location_proj(self.conv(prev[..., None]))`, in less time: the conv with one input
+        channel was most of a decoder step on CPU (experiments/bench_attention.py)."""
         kernel = self.conv.kernel[...][:, 0, :]  # [width, filters]
         width, t = kernel.shape[0], prev.shape[1]
         left = (width - 1) // 2  # lax's 'SAME': the extra pad of an even width goes right
