@@ -63,6 +63,19 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
+def same_config_file(mine: str, theirs: str | None) -> bool:
+    """Whether a sweep.json's config path `theirs` names the file `mine` (both absolute): equal,
+    or, for a file of this repository, the same path inside another checkout of it (a moved
+    clone or a git worktree), e.g. /old/clone/experiments/configs/tts.py. Each run's config is
+    still compared whole before it resumes."""
+    if theirs == mine:
+        return True
+    inside = os.path.relpath(mine, REPO_ROOT).replace(os.sep, "/")
+    if theirs is None or inside.startswith("../"):
+        return False
+    return theirs.replace(os.sep, "/").endswith("/" + inside)
+
+
 class SweepError(ValueError):
     """Bad sweep input: unknown sweep, bad override, foreign sweep dir, ..."""
 
@@ -391,7 +404,12 @@ class State:
         with open(self.path) as f:
             old = json.load(f)
         mine, theirs = self.s.identity(), old.get("identity", {})
-        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        diff = [
+            k
+            for k in mine
+            if mine[k] != theirs.get(k)
+            and not (k == "config" and same_config_file(mine[k], theirs.get(k)))
+        ]
         if diff:
             what = {
                 "config": "config file",

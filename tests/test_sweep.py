@@ -264,6 +264,28 @@ def test_unknown_sweep_bad_override_and_foreign_dir(config_file, tmp_path, cache
     assert r.returncode == 2 and "holds a different sweep" in r.stderr
 
 
+def test_a_sweep_dir_resumes_from_another_checkout(tmp_path):
+    """sweep.json written by a clone elsewhere (or a git worktree) names the same config file by
+    another absolute path: the sweep is the same one; another file is still refused."""
+    d = str(tmp_path / "sw")
+    config = os.path.join(sw.REPO_ROOT, "experiments/configs/tts.py")
+    sw.State(sw.resolve(config, "gru", d)).write()
+    path = os.path.join(d, "sweep.json")
+    with open(path) as f:
+        spec = json.load(f)
+    for other, same in (("tts.py", True), ("kws.py", False)):
+        spec["identity"]["config"] = f"/old/clone/experiments/configs/{other}"
+        with open(path, "w") as f:
+            json.dump(spec, f)
+        if same:
+            sw.State(sw.resolve(config, "gru", d))
+        else:
+            with pytest.raises(sw.SweepError, match=r"config file: '/old/clone/.*/kws.py' there"):
+                sw.State(sw.resolve(config, "gru", d))
+    assert sw.same_config_file("/a/b.py", "/a/b.py")
+    assert not sw.same_config_file("/tmp/x/b.py", "/other/tmp/x/b.py")  # not in the repository
+
+
 def test_vmap_seeds_default_follows_the_platform(monkeypatch):
     # CPU only (JAX_PLATFORMS decides when set): one run per subprocess, measured faster here
     monkeypatch.setenv("JAX_PLATFORMS", "cpu")
