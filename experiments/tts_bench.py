@@ -62,6 +62,12 @@ def define_flags() -> None:
     flags.DEFINE_integer("plots", 3, "Utterances pictured per run.")
     flags.DEFINE_integer("seed", 0, "Seed of the prenet dropout at inference.")
     flags.DEFINE_list(
+        "prenet_dropout",
+        None,
+        "Prenet dropout in free running, comma-separated on / off, a row per setting (default: "
+        "each run's config.synthesis.prenet_dropout; on, as in Tacotron 2).",
+    )
+    flags.DEFINE_list(
         "steps",
         None,
         "Checkpoint steps to score, comma-separated, one row each (default: each run's newest); "
@@ -260,13 +266,17 @@ def score_run(
     dataset=None,
     reference_cache: dict | None = None,
     step: int | None = None,
+    prenet_dropout: bool | None = None,
 ) -> dict:
     """Every metric of one TTS run at checkpoint `step` (None: its newest; module docstring) ->
     {summary..., "utterances": [...], "examples": [...] (arrays for the pictures)}. `dataset`:
-    the run's dataset (loaded from its config when None)."""
+    the run's dataset (loaded from its config when None). `prenet_dropout`: keep the prenet's
+    dropout on in free running (None: the run's config.synthesis setting)."""
     from rnnbench import input_pipeline, metrics, synthesis
 
     synth = synthesis.load(workdir, step)
+    if prenet_dropout is not None:
+        synth.settings["prenet_dropout"] = prenet_dropout
     config = synth.config
     if dataset is None:
         dataset = input_pipeline.load_dataset(config)
@@ -290,6 +300,7 @@ def score_run(
     row = {
         "workdir": workdir,
         "step": synth.run.step,
+        "prenet_dropout": bool(synth.settings["prenet_dropout"]),  # in free running
         "decoder_cell": config.model.get("decoder_cell") or config.model.cell,
         "dataset": dataset.name,
         "data_options": dict(config.data.get("options") or {}),
@@ -483,11 +494,13 @@ def markdown(result: dict) -> str:
         ]
     else:
         lines += ["No --asr_workdir: intelligibility not scored.", ""]
+    dropout_column = result.get("prenet_dropout") is not None  # --prenet_dropout was given
     head = [
         "run",
         "decoder",
         "params",
         "steps",
+        *(["prenet dropout"] if dropout_column else []),
         "train s",
         "TF mel L1",
         "TF stop acc",
@@ -504,6 +517,7 @@ def markdown(result: dict) -> str:
             r["decoder_cell"],
             _fmt(r["num_params"]),
             _fmt(r.get("step", r["steps"])),  # the checkpoint scored
+            *([_fmt(r["prenet_dropout"])] if dropout_column else []),
             _fmt(r["train_time_s"], ".0f"),
             _fmt(r["tf_mel_l1"]),
             _fmt(r["tf_stop_accuracy"]),
@@ -530,6 +544,12 @@ def markdown(result: dict) -> str:
             "the run's final.json train_time_s on its machine (for an earlier checkpoint, the "
             "time_s of that step's train record). Stopped: utterances whose stop token ended "
             "them (the rest ran to max_seconds)."
+            + (
+                " Prenet dropout: whether the prenet's dropout stayed on in free running "
+                "(Tacotron 2 keeps it on; teacher-forced scores never use it)."
+                if dropout_column
+                else ""
+            )
         ),
         "",
     ]
@@ -634,10 +654,12 @@ def bench(
     datasets: dict | None = None,
     command: str = "",
     steps: list[int] | None = None,
+    prenet_dropout: list[bool] | None = None,
 ) -> dict:
-    """Scores every run (at each of `steps`, default its newest checkpoint), writes OUT.json,
-    OUT.md and the pictures; returns the JSON object. `datasets`: {workdir: Dataset} to score
-    on in-memory datasets (tests)."""
+    """Scores every run (at each of `steps`, default its newest checkpoint; with each
+    `prenet_dropout` setting, default the run's own), writes OUT.json, OUT.md and the
+    pictures; returns the JSON object. `datasets`: {workdir: Dataset} to score on in-memory
+    datasets (tests)."""
     from rnnbench import inference, provenance
 
     if not workdirs:
@@ -646,7 +668,8 @@ def bench(
     judge = judge_record(asr, [inference.read_config(w) for w in workdirs]) if asr else None
     cache: dict = {}
     rows, pictures = [], []
-    for w, step in [(w, s) for w in workdirs for s in steps or [None]]:
+    grid = [(w, s, d) for w in workdirs for s in steps or [None] for d in prenet_dropout or [None]]
+    for w, step, dropout in grid:
         r = score_run(
             w,
             asr=asr,
@@ -657,8 +680,10 @@ def bench(
             dataset=(datasets or {}).get(w),
             reference_cache=cache,
             step=step,
+            prenet_dropout=dropout,
         )
         tag = os.path.basename(os.path.normpath(w)) + (f"_step{step}" if steps else "")
+        tag += "" if dropout is None else f"_dropout{'on' if dropout else 'off'}"
         for i, ex in enumerate(r.pop("examples")[:plots]):
             pictures.append(f"{out}_{tag}_{i}.png")
             plot_example(ex, pictures[-1], f"{tag}: {ex['text']!r}")
@@ -670,6 +695,7 @@ def bench(
         "provenance": record,
         "split": split,
         "num_utterances": num,
+        "prenet_dropout": prenet_dropout,
         "judge": judge,
         "pictures": pictures,
         "runs": rows,
@@ -682,6 +708,12 @@ def _step(text: str) -> int:
         return int(text)
     except ValueError:
         raise ValueError(f"--steps: {text!r} is not a checkpoint step (an integer)") from None
+
+
+def _on_off(text: str) -> bool:
+    if text.strip().lower() not in ("on", "off"):
+        raise ValueError(f"--prenet_dropout: {text!r} is neither 'on' nor 'off'")
+    return text.strip().lower() == "on"
 
 
 def main(argv):
@@ -711,6 +743,7 @@ def main(argv):
             plots=f.plots,
             seed=f.seed,
             steps=[_step(s) for s in f.steps] if f.steps else None,
+            prenet_dropout=[_on_off(s) for s in f.prenet_dropout] if f.prenet_dropout else None,
         )
     except ValueError as e:
         sys.exit(f"error: {e}")
@@ -721,7 +754,8 @@ def main(argv):
             else ""
         )
         print(
-            f"{r['workdir']} (step {r['step']}): TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
+            f"{r['workdir']} (step {r['step']}, prenet dropout "
+            f"{'on' if r['prenet_dropout'] else 'off'}): TF mel L1 {r['tf_mel_l1']:.3f}, stop acc "
             f"{r['tf_stop_accuracy']:.3f}, MCD-DTW {r['mcd_dtw_db']:.2f} dB{extra}"
         )
     print(f"wrote {result['files']['json']}, {result['files']['md']}")

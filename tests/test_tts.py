@@ -380,6 +380,38 @@ def test_bench_scores_each_chosen_checkpoint(tts_run, tmp_path):
         tts_bench.bench([workdir], out=out, num=2, plots=0, datasets={workdir: ds}, steps=[7])
 
 
+def test_bench_scores_with_prenet_dropout_on_and_off(tts_run, tmp_path, monkeypatch):
+    """--prenet_dropout=on,off: a row per setting, each generated as it says (the tiny run
+    trained without dropout, so the restored prenet is given a rate of 0.5 here)."""
+    workdir, ds, _ = tts_run
+    load = synthesis.load
+
+    def load_with_dropout(*args, **kwargs):
+        synth = load(*args, **kwargs)
+        synth.model.decoder.prenet.dropout = 0.5
+        return synth
+
+    monkeypatch.setattr(synthesis, "load", load_with_dropout)
+    out = str(tmp_path / "bench")
+    kw = dict(out=out, num=4, batch_size=4, plots=1, datasets={workdir: ds})
+    on, off = tts_bench.bench([workdir], prenet_dropout=[True, False], **kw)["runs"]
+    assert (on["prenet_dropout"], off["prenet_dropout"]) == (True, False)
+    assert on["mcd_dtw_db"] != off["mcd_dtw_db"]  # dropout changed what was generated
+    assert on["tf_mel_l1"] == off["tf_mel_l1"]  # teacher forcing never uses it
+    tag = os.path.basename(workdir)
+    rows = [line.split(" | ") for line in open(f"{out}.md") if line.startswith(f"| {tag} |")]
+    assert [r[4] for r in rows] == ["yes", "no"] and "| prenet dropout |" in open(
+        f"{out}.md"
+    ).read()
+    assert os.path.exists(f"{out}_{tag}_dropoutoff_0.png")
+    # without the flag: the run's own setting (on by default), and no column
+    (default,) = tts_bench.bench([workdir], **kw)["runs"]
+    assert default["prenet_dropout"] is True and default["mcd_dtw_db"] == on["mcd_dtw_db"]
+    assert "prenet dropout |" not in open(f"{out}.md").read()
+    with pytest.raises(ValueError, match="--prenet_dropout: 'maybe' is neither"):
+        tts_bench._on_off("maybe")
+
+
 def test_judge_that_heard_the_tts_voice_is_refused(monkeypatch):
     """Intelligibility is scored by a recogniser that never heard the TTS voice: the judge's
     training speakers (voice variants) are checked against each TTS run's `voice` option."""
