@@ -280,6 +280,19 @@ SWEEPS = {
         smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
         judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
     ),
+    # the GRU decoder of tts_decoder_cells (the same run, retrained) scored with the prenet's
+    # dropout on in free running, as Tacotron 2 does, and off
+    "tts_gru_prenet_dropout": Entry(
+        "experiments/configs/tts.py",
+        "gru",
+        STEPS_2000,
+        parallel=1,
+        smoke_overrides=TTS_SMOKE,
+        table="tts",
+        table_args=("--plots=2", "--prenet_dropout=on,off"),
+        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
+        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    ),
     # understanding (issue 14): direct (audio -> meaning) and pipeline (recogniser -> text
     # parser), the config's 3,000 steps
     "slu_direct_gru_seed0": Entry(

@@ -521,6 +521,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "tts_decoder_cells",
         "tts_gru_reductions",
         "tts_gru_4000",
+        "tts_gru_prenet_dropout",
         "slu_best_direct_gru_seeds12",
         "slu_best_direct_gru_20k",
         "slu_best_direct_cells_seed0",
@@ -685,8 +686,12 @@ def test_reproduce_entries_carry_what_their_tables_used():
         if entry.table == "tts":  # experiments.tts_bench on the sweep's finished runs
             assert {r["steps"] for r in rep["runs"]} == {_entry_steps(entry)}, name
             names = grid_lib.run_names(reproduce.load_grid(entry))
+            per_run = 1  # a row per run, per --steps checkpoint, per --prenet_dropout setting
+            for arg in entry.table_args:
+                if arg.startswith(("--steps=", "--prenet_dropout=")):
+                    per_run *= len(arg.split("=", 1)[1].split(","))
             assert [r["workdir"] for r in rep["runs"]] == [
-                os.path.join("runs", name, n) for n in names
+                os.path.join("runs", name, n) for n in names for _ in range(per_run)
             ], name
             assert rep["commands"] == [reproduce.display(c) for c in reproduce.commands(name)]
             continue
