@@ -92,6 +92,26 @@ DECODERS = (
     "--insertion_bonuses=0.0,1.0",
 )
 SMOKE_DECODERS = ("--beam=2", "--lm_orders=2", "--lm_weights=0.5", "--insertion_bonuses=0.0")
+
+
+def tts_entry(
+    config: str, sweep: str, overrides: tuple[str, ...], *table_args: str, parallel: int = 1
+) -> Entry:
+    """A TTS sweep scored by experiments.tts_bench (two pictures a row, `table_args` added),
+    judged by the BiGRU CTC recogniser of slu_pipeline_gru_seed0 (trained on other voices)."""
+    return Entry(
+        config,
+        sweep,
+        overrides,
+        parallel=parallel,
+        smoke_overrides=TTS_SMOKE,
+        table="tts",
+        table_args=("--plots=2", *table_args),
+        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
+        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    )
+
+
 SWEEPS = {
     "kws_cells": Entry(
         "experiments/configs/kws.py:lstm",
@@ -245,53 +265,22 @@ SWEEPS = {
     ),
     # synthesis (issue 15): decoder cells of the small Tacotron 2 on one eSpeak voice, judged
     # by the BiGRU CTC recogniser of slu_pipeline_gru_seed0 (trained on other voices)
-    "tts_decoder_cells": Entry(
-        "experiments/configs/tts.py",
-        "decoder_cells",
-        STEPS_2000,
-        parallel=1,
-        smoke_overrides=TTS_SMOKE,
-        table="tts",
-        table_args=("--plots=2",),
-        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
-        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
-    ),
-    # the GRU decoder at 3, 5 and 8 frames per step, judged as tts_decoder_cells is
-    "tts_gru_reductions": Entry(
-        "experiments/configs/tts.py:gru",
-        "reductions",
-        STEPS_2000,
-        parallel=2,
-        smoke_overrides=TTS_SMOKE,
-        table="tts",
-        table_args=("--plots=2",),
-        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
-        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    "tts_decoder_cells": tts_entry("experiments/configs/tts.py", "decoder_cells", STEPS_2000),
+    # the GRU decoder at 3, 5 and 8 frames per step
+    "tts_gru_reductions": tts_entry(
+        "experiments/configs/tts.py:gru", "reductions", STEPS_2000, parallel=2
     ),
     # the GRU decoder trained twice as long, scored at 2,000 and 4,000 steps
-    "tts_gru_4000": Entry(
+    "tts_gru_4000": tts_entry(
         "experiments/configs/tts.py",
         "gru",
         ("checkpoint_every=2000", "eval_every=2000", "num_steps=4000"),
-        parallel=1,
-        smoke_overrides=TTS_SMOKE,
-        table="tts",
-        table_args=("--plots=2", "--steps=2000,4000"),
-        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
-        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+        "--steps=2000,4000",
     ),
     # the GRU decoder of tts_decoder_cells (the same run, retrained) scored with the prenet's
     # dropout on in free running, as Tacotron 2 does, and off
-    "tts_gru_prenet_dropout": Entry(
-        "experiments/configs/tts.py",
-        "gru",
-        STEPS_2000,
-        parallel=1,
-        smoke_overrides=TTS_SMOKE,
-        table="tts",
-        table_args=("--plots=2", "--prenet_dropout=on,off"),
-        smoke_table_args=("--num_utterances=4", "--batch_size=4", "--plots=1"),
-        judge=("slu_pipeline_gru_seed0", "kind=ctc,cell=gru,split=voices,seed=0"),
+    "tts_gru_prenet_dropout": tts_entry(
+        "experiments/configs/tts.py", "gru", STEPS_2000, "--prenet_dropout=on,off"
     ),
     # understanding (issue 14): direct (audio -> meaning) and pipeline (recogniser -> text
     # parser), the config's 3,000 steps
