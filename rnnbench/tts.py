@@ -250,7 +250,8 @@ class Tacotron(nnx.Module):
                conv_dropout (0.5)
       decoder: decoder_cell (default cfg.cell), decoder_hidden (256), decoder_layers (2),
                decoder_cell_kwargs ({}), prenet ((128, 128)), prenet_dropout (0.5),
-               attention_dim (128), loc_filters (32), loc_width (31), reduction (3)
+               attention_dim (128), loc_filters (32), loc_width (31), reduction (3),
+               scheduled_sampling (0.0: pure teacher forcing; see `__call__`)
       post-net: postnet_channels (256; 0 = no post-net), postnet_kernel (5), postnet_layers
                (5), postnet_dropout (0.5)
 
@@ -283,6 +284,10 @@ class Tacotron(nnx.Module):
                 raise ValueError(f"model.{name} must be an integer >= {least}, got {v!r}")
         self.num_mels = num_features
         self.reduction = int(cfg.get("reduction", 3))
+        p = cfg.get("scheduled_sampling", 0.0)
+        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
+            raise ValueError(f"model.scheduled_sampling must be a probability in [0, 1], got {p!r}")
+        self.scheduled_sampling = float(p)
         embed, channels = cfg.get("embed", 128), cfg.get("conv_channels", 128)
         self.embed = nnx.Embed(num_classes + 1, embed, rngs=rngs)
         self.convs = ConvStack(
@@ -357,7 +362,13 @@ class Tacotron(nnx.Module):
         """Teacher forcing. text_ids [B, U], text_lengths [B], mels [B, T, M] (model units),
         mel_lengths [B] -> (outputs, aux) with outputs {"mel" [B, S*r, M] before the post-net,
         "mel_post" [B, S*r, M] after it, "stop_logits" [B, S*r]} and aux {"alignments"
-        [B, S, U], "states" [B, U, D] encoder states, "lengths" [B] text lengths}."""
+        [B, S, U], "states" [B, U, D] encoder states, "lengths" [B] text lengths}.
+
+        Scheduled sampling (`scheduled_sampling` = p > 0, only when `key` is given): at each
+        decoder step after the first, each utterance is fed, with probability p, the last frame
+        the decoder itself predicted at the step before (as `generate` does) instead of the
+        true one; the fed frame is a constant (stop_gradient). p = 1 is free running over the
+        true length."""
         k_enc, k_dec, k_post = jax.random.split(key, 3) if key is not None else (None,) * 3
         h = self.encode(text_ids, text_lengths, key=k_enc)
         b, t, m = mels.shape
@@ -368,14 +379,22 @@ class Tacotron(nnx.Module):
         dec = self.decoder
         memory = dec.memory(h, text_lengths)
         xs = {"prev": jnp.swapaxes(prev, 0, 1)}
+        if k_dec is not None and self.scheduled_sampling > 0:
+            k_dec, k_own = jax.random.split(k_dec)
+            xs["own"] = jax.random.bernoulli(k_own, self.scheduled_sampling, (s, b))
         if k_dec is not None:
             xs["key"] = jax.random.split(k_dec, s)
 
-        def body(state, x):
-            state, frames, stop, weights = dec.step(state, x["prev"], memory, key=x.get("key"))
-            return state, (frames, stop, weights)
+        def body(carry, x):
+            state, last = carry
+            prev = x["prev"]
+            if "own" in x:
+                prev = jnp.where(x["own"][:, None], jax.lax.stop_gradient(last), prev)
+            state, frames, stop, weights = dec.step(state, prev, memory, key=x.get("key"))
+            return (state, frames[:, -1]), (frames, stop, weights)
 
-        _, (frames, stop, weights) = jax.lax.scan(body, dec.initial_state(memory), xs)
+        init = (dec.initial_state(memory), jnp.zeros((b, m), mels.dtype))
+        _, (frames, stop, weights) = jax.lax.scan(body, init, xs)
         mel = jnp.swapaxes(frames, 0, 1).reshape(b, s * r, m)
         outputs = {
             "mel": mel,

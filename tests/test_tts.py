@@ -182,6 +182,44 @@ def test_generate_runs_under_jit_matches_teacher_forcing_and_stops(cell):
     assert np.all(gen["mel"][:, 2:] == 0.0) and np.any(gen["mel"][:, :2] != 0.0)
 
 
+def test_scheduled_sampling_feeds_the_decoders_own_frames():
+    """p = 1 with a key is free running over the true length (the frames `generate` makes);
+    p = 0 with a key is plain teacher forcing; p in (0, 1) mixes the two; bad p is refused."""
+    no_dropout = {"conv_dropout": 0.0, "prenet_dropout": 0.0, "postnet_dropout": 0.0}
+    ids = np.array([[1, 2, 3, 4], [5, 4, 0, 0]], np.int32)
+    lengths = np.array([4, 2], np.int32)
+    mels = jax.random.normal(jax.random.key(0), (2, 10, M))
+    mel_lengths = np.array([10, 7], np.int32)
+    key = jax.random.key(3)
+
+    def run(p):
+        model = tts.Tacotron(
+            _cfg(postnet_channels=0, scheduled_sampling=p, **no_dropout), M, C, rngs=nnx.Rngs(1)
+        )
+        out, _ = model(ids, lengths, mels=mels, mel_lengths=mel_lengths, key=key)
+        return model, np.asarray(out["mel"])
+
+    model, free = run(1.0)
+    gen = jax.device_get(model.generate(ids, lengths, max_steps=5))
+    np.testing.assert_allclose(free, gen["mel_before"], atol=1e-5)
+    _, forced = run(0.0)
+    np.testing.assert_allclose(
+        forced, _teacher_forcing(model)(ids, lengths, mels, mel_lengths)[0]["mel"], atol=1e-5
+    )
+    _, mixed = run(0.5)
+    # a decoder step is r = 2 frames; step 1 is fed a zero frame in all three
+    first = [x.reshape(2, 5, 2, M)[:, 0] for x in (mixed, free, forced)]
+    np.testing.assert_allclose(first[0], first[2], atol=1e-5)
+    np.testing.assert_allclose(first[1], first[2], atol=1e-5)
+    assert np.any(np.abs(mixed - free) > 1e-3) and np.any(np.abs(mixed - forced) > 1e-3)
+    # without a key (evaluation) scheduled sampling is off
+    model, _ = run(1.0)
+    plain = _teacher_forcing(model)(ids, lengths, mels, mel_lengths)[0]["mel"]
+    np.testing.assert_allclose(plain, forced, atol=1e-5)
+    with pytest.raises(ValueError, match="model.scheduled_sampling must be a probability"):
+        tts.Tacotron(_cfg(scheduled_sampling=1.5), M, C, rngs=nnx.Rngs(1))
+
+
 def _test_signal(seconds=0.5):
     t = np.arange(int(seconds * SR)) / SR
     return (

@@ -34,6 +34,7 @@ from experiments.configs import common
 VOICE = "en-us+m2"  # accent + eSpeak variant; "m2" is a test voice of voice_partition(seed 0)
 DECODER_CELLS = ("lstm", "gru", "mingru")
 REDUCTIONS = (3, 5, 8)  # the "reductions" sweep; 3 is the config's
+SCHEDULED_SAMPLING = (0.25, 0.5)  # the "scheduled_sampling" sweep; the config's is 0
 
 
 def get_config(arg: str = "lstm"):
@@ -92,6 +93,9 @@ def get_config(arg: str = "lstm"):
     c.model.loc_filters = 32
     c.model.loc_width = 31
     c.model.reduction = 3
+    # Probability that a training decoder step is fed its own previous frame instead of the
+    # true one (scheduled sampling, rnnbench/tts.py; 0 = teacher forcing, as Tacotron 2).
+    c.model.scheduled_sampling = 0.0
     c.model.postnet_channels = 128
     c.model.postnet_layers = 5
     c.model.postnet_kernel = 5
@@ -157,6 +161,9 @@ def sweeps():
         # frames per decoder step (use with the :gru variant): fewer autoregressive steps per
         # utterance, so less room for a free-running decoder to drift from its text
         "reductions": sweep("model.reduction", list(REDUCTIONS)),
+        # the GRU decoder fed its own frames in training (use with the :gru variant): does
+        # closing the gap between teacher forcing and free running lower the synthesised CER?
+        "scheduled_sampling": sweep("model.scheduled_sampling", list(SCHEDULED_SAMPLING)),
         # the GRU decoder alone (for longer training, scored at several checkpoints)
         "gru": sweep("model.decoder_cell", ["gru"]),
     }
