@@ -282,7 +282,7 @@ SWEEPS = {
     "tts_gru_prenet_dropout": tts_entry(
         "experiments/configs/tts.py", "gru", STEPS_2000, "--prenet_dropout=on,off"
     ),
-    # the GRU decoder trained with scheduled sampling (p = 0.25, 0.5), scored with the
+    # the GRU decoder trained with scheduled sampling (p = 0.25, 0.5, 0.75), scored with the
     # prenet's dropout on and off; its p = 0 baseline is tts_gru_prenet_dropout
     "tts_gru_scheduled_sampling": tts_entry(
         "experiments/configs/tts.py:gru",

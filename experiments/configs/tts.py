@@ -34,7 +34,7 @@ from experiments.configs import common
 VOICE = "en-us+m2"  # accent + eSpeak variant; "m2" is a test voice of voice_partition(seed 0)
 DECODER_CELLS = ("lstm", "gru", "mingru")
 REDUCTIONS = (3, 5, 8)  # the "reductions" sweep; 3 is the config's
-SCHEDULED_SAMPLING = (0.25, 0.5)  # the "scheduled_sampling" sweep; the config's is 0
+SCHEDULED_SAMPLING = (0.25, 0.5, 0.75)  # the "scheduled_sampling" sweep; the config's is 0
 
 
 def get_config(arg: str = "lstm"):
