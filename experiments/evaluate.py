@@ -7,7 +7,8 @@
 `manifest:PATH` is a TSV of `audio path<TAB>transcript` (paths relative to the file; see
 rnnbench/data/manifest.py). Prints the metrics and writes one JSON (default
 <workdir>/eval_<dataset>_<split>.json) with the metrics, the run's step and every utterance's
-reference and hypothesis.
+reference and hypothesis. `--alignments=N` (attention encoder-decoders) also plots the teacher-forced
+attention weights of the split's first N utterances next to the JSON (<stem>_align_<i>.png).
 """
 
 import os
@@ -25,19 +26,30 @@ _SPLIT = flags.DEFINE_string("split", "test", "Split to score (a manifest has on
 _OUT = flags.DEFINE_string(
     "out", None, "JSON path (default <workdir>/eval_<dataset>_<split>.json)."
 )
+_ALIGNMENTS = flags.DEFINE_integer(
+    "alignments",
+    0,
+    "Plot the teacher-forced attention alignments of the first N utterances (model.kind las).",
+    lower_bound=0,
+)
 flags.mark_flags_as_required(["workdir", "dataset"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    from rnnbench import atomic, inference, provenance
+    from rnnbench import atomic, inference, provenance, seq2seq
     from rnnbench import data as data_lib
 
     try:
         run = inference.load_run(_WORKDIR.value)
         dataset = data_lib.load(_DATASET.value, data_dir=_DATA_DIR.value)
         metrics, records = inference.score(run, dataset, _SPLIT.value)
+        aligned = (
+            inference.alignments(run, dataset, _SPLIT.value, _ALIGNMENTS.value)
+            if _ALIGNMENTS.value
+            else []
+        )
     except ValueError as e:
         sys.exit(f"error: {e}")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", _DATASET.value).strip("_")
@@ -55,10 +67,17 @@ def main(argv):
         },
         indent=1,
     )
+    plots = []
+    for i, (weights, tokens, ref) in enumerate(aligned):
+        plots.append(f"{os.path.splitext(out)[0]}_align_{i}.png")
+        title = f"{_DATASET.value} {_SPLIT.value} #{i} (step {run.step}): {ref!r}"
+        seq2seq.plot_alignment(weights, plots[-1], title, tokens=tokens)
     shown = ", ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
     )
     print(f"{_DATASET.value} {_SPLIT.value}: {shown}; per-utterance hypotheses in {out}")
+    if plots:
+        print(f"attention alignments: {', '.join(plots)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ class TrainedRun:
     step: int
     eval_step: Any  # jitted (params, batch) -> outputs
     params: Any
+    graphdef: Any = None  # nnx.merge(graphdef, params) is the model
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
@@ -88,7 +89,14 @@ def load_run(workdir: str, step: int | None = None) -> TrainedRun:
         mngr.close()
     _, eval_step = train.make_steps(config, graphdef, None, objective)
     return TrainedRun(
-        workdir, config, objective, classes, int(step), jax.jit(eval_step), state["params"]
+        workdir,
+        config,
+        objective,
+        classes,
+        int(step),
+        jax.jit(eval_step),
+        state["params"],
+        graphdef,
     )
 
 
@@ -207,3 +215,38 @@ def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
                 }
             )
     return run.objective.summarize(acc, dataset), records
+
+
+def alignments(run: TrainedRun, dataset, split: str = "test", count: int = 4):
+    """Teacher-forced attention weights of an attention encoder-decoder (model.kind 'las') on
+    the first `count` utterances of `split`: a list of (alignment [U_b + 1, T'_b] (the
+    transcript's characters then eos, by valid encoder frames), tokens [U_b + 1], reference)."""
+    from flax import nnx
+
+    if run.config.model.get("kind") != "las":
+        raise ValueError(
+            f"run {run.workdir} is model.kind {run.config.model.get('kind')!r}; attention "
+            f"alignments exist for model.kind 'las' only"
+        )
+    if split not in dataset.splits:
+        raise ValueError(
+            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
+        )
+    sp = dataset.splits[split]
+    refs = list(sp.transcripts[:count])
+    labels = [dataset.encode(t) for t in refs]
+    batch = _batch(list(sp.audio[: len(refs)]), labels, dataset.task, max(len(refs), 1))
+
+    @jax.jit
+    def forward(params, batch):
+        model = nnx.merge(run.graphdef, params)
+        feats, flen = train.compute_features(run.config, batch, None)
+        _, aux = run.objective.forward(model, feats, flen, batch, None)
+        return aux["alignments"], aux["lengths"]
+
+    weights, frames = jax.device_get(forward(run.params, batch))
+    out = []
+    for r, (ref, ids) in enumerate(zip(refs, labels)):
+        tokens = [dataset.classes[int(i) - 1] for i in ids] + ["<eos>"]
+        out.append((weights[r, : len(ids) + 1, : int(frames[r])], tokens, ref))
+    return out

@@ -132,6 +132,15 @@ def test_recognisers_train_through_the_one_loop(tmp_path, kind, extra):
     metrics, records = inference.score(run, ds, "test")
     assert metrics["cer"] == pytest.approx(final["test_cer"])
     assert all(set(r["hypothesis"]) <= set("ab ") for r in records)
+    if kind != "las":
+        with pytest.raises(ValueError, match="alignments exist for model.kind 'las' only"):
+            inference.alignments(run, ds, "test", 2)
+        return
+    aligned = inference.alignments(run, ds, "test", 3)
+    assert [ref for _, _, ref in aligned] == ds.splits["test"].transcripts[:3]
+    for weights, tokens, ref in aligned:  # one row per character then eos, over valid frames
+        assert tokens == list(ref) + ["<eos>"] and weights.shape[0] == len(ref) + 1
+        np.testing.assert_allclose(weights.sum(-1), 1.0, atol=1e-5)
 
 
 def test_a_run_decoded_with_an_lm_keeps_its_lm_for_inference(tmp_path):

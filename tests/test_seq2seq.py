@@ -427,3 +427,28 @@ def test_plot_alignment_writes_png_atomically(tmp_path):
     assert os.listdir(path.parent) == ["align.png"]  # no temp file left behind
     with pytest.raises(ValueError, match="tokens"):
         seq2seq.plot_alignment(a, str(path), tokens=["a"])
+
+
+@pytest.mark.parametrize("kind", ["las", "transducer"])
+def test_asr_config_decoder_fields_reach_the_model(kind):
+    """experiments/configs/asr.py names every decoder field; its defaults build the model the
+    bare defaults build, and an override (e.g. --config.model.loc_width) reaches it."""
+    from experiments.configs import asr
+    from rnnbench import models
+
+    c = asr.get_config("las_gru_digits" if kind == "las" else "transducer_gru_digits")
+    c.model.hidden = 8
+    full = c.model.to_dict()
+    bare = {k: v for k, v in full.items() if k not in asr.DECODER_FIELDS}
+
+    def shapes(cfg):
+        m = models.build(cfg, num_features=4, num_classes=C, rngs=nnx.Rngs(0))
+        return jax.tree.map(jnp.shape, nnx.state(m, nnx.Param))
+
+    assert shapes(full) == shapes(bare)
+    if kind == "las":
+        m = models.build(dict(full, loc_width=7), num_features=4, num_classes=C, rngs=nnx.Rngs(0))
+        assert m.decoder.attention.conv.kernel.shape == (7, 1, full["loc_filters"])
+    else:
+        m = models.build(dict(full, joint_dim=5), num_features=4, num_classes=C, rngs=nnx.Rngs(0))
+        assert m.joint.out.kernel.shape == (5, C + 1)

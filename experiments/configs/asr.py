@@ -47,6 +47,23 @@ FAMILIES = {  # family -> the fields that define it (overrides of the config)
     "transducer": {"model.kind": "transducer", "model.ctc_weight": 0.0, "decode.beam": 1},
 }
 DATASETS = ("phrases", "fsdd", "digits")
+DECODER_FIELDS = {  # config.model fields of the attention decoder and the transducer: the
+    # models' own defaults ("" / 0: the encoder's cell / width), named so that a flag reaches them
+    "decoder_cell": "",
+    "decoder_hidden": 0,
+    "embed": 64,
+    "attention": "location",  # location | content
+    "attention_dim": 128,
+    "loc_filters": 32,
+    "loc_width": 31,  # frames of the previous alignment the location term sees
+    "decoder_dropout": 0.0,
+    "pred_cell": "",
+    "pred_hidden": 0,
+    "pred_embed": 0,
+    "pred_layers": 1,
+    "pred_dropout": 0.0,
+    "joint_dim": 0,
+}
 CELLS = ("lstm", "gru", "mingru")  # two gated cells and one parallel-scan cell
 SEEDS = (0, 1, 2)
 
@@ -86,6 +103,8 @@ def get_config(variant: str = "ctc_bilstm_phrases"):
     # Model family (the encoder comes from the variant via common.apply_variant).
     c.model.ctc_weight = 0.0  # las: weight of the CTC loss next to the attention loss
     c.model.label_smoothing = 0.1  # las: on the attention decoder's targets
+    for field, value in DECODER_FIELDS.items():  # las: seq2seq.py; transducer: transducer.py
+        c.model[field] = value
     c.decode = config_dict.ConfigDict(
         {
             "beam": 0,  # CTC: 0 = greedy; las/transducer: >= 1 (1 = greedy)
