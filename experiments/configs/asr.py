@@ -17,7 +17,9 @@ Variant `<family>_<encoder>[_<dataset>]`:
   dataset  phrases (default; synth_phrases, eSpeak NG commands, unseen test voices), fsdd
            (fsdd_digits: real FSDD recordings; data from $RNNBENCH_FSDD_DIR or
            --config.data_dir), digits (synth_digits; `ctc_bilstm_digits` trains and evaluates
-           what experiments/configs/ctc.py:bilstm does)
+           what experiments/configs/ctc.py:bilstm does). phrases and fsdd put a strided conv
+           (64 channels, stride 2: 20 ms frames) before the recurrent encoder; digits keeps
+           ctc.py's 10 ms frames
 
 Decoding (`config.decode`, read by rnnbench/objectives/): `beam` is each family's search width
 (CTC: 0 = greedy; las/joint/transducer: 1 = greedy, the default); the lm_* fields, the
@@ -87,10 +89,15 @@ def _dataset_config(dataset: str, encoder: str):
     if dataset == "digits":
         return ctc.get_config(encoder)  # synth_digits, 10 ms frames
     if dataset == "fsdd":
-        return ctc_fsdd.get_config(encoder)  # fsdd_digits, 10 ms frames
-    c = ctc.get_config(encoder)  # synth_phrases: 1-6 s clips, so 20 ms frames after a conv
-    c.dataset = "synth_phrases"
-    c.data.options = {"train_size": 3000, "validation_size": 400, "test_size": 400}
+        # fsdd_digits, 20 ms frames after a conv, as on phrases: on 10 ms frames (what
+        # ctc_fsdd.py trains) the joint model's attention collapses onto the first frame,
+        # the backward LSTM's summary of the whole utterance, and never aligns (seen in
+        # `experiments.evaluate --alignments`); on 20 ms frames it aligns monotonically
+        c = ctc_fsdd.get_config(encoder)
+    else:  # synth_phrases: 1-6 s clips
+        c = ctc.get_config(encoder)
+        c.dataset = "synth_phrases"
+        c.data.options = {"train_size": 3000, "validation_size": 400, "test_size": 400}
     c.model.frontend.channels = 64
     c.model.frontend.stride = 2
     return c
