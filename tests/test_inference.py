@@ -93,6 +93,15 @@ def test_evaluate_on_a_manifest_writes_every_hypothesis(ctc_run, tmp_path):
     m, _ = inference.score(run, manifest.load_manifest(path=str(tmp_path / "list.tsv")))
     assert saved["metrics"]["cer"] == pytest.approx(m["cer"])
     assert f"cer={m['cer']:.4f}" in r.stdout
+    r = _cli(  # attention alignments exist for attention models only: one clear line
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        f"--dataset=manifest:{tmp_path / 'list.tsv'}",
+        f"--out={tmp_path / 'again.json'}",
+        "--alignments=1",
+    )
+    assert r.returncode != 0 and "alignments exist for model.kind 'las' only" in r.stderr
+    assert not (tmp_path / "again.json").exists()
 
 
 @pytest.mark.parametrize(
