@@ -7,8 +7,9 @@
 `manifest:PATH` is a TSV of `audio path<TAB>transcript` (paths relative to the file; see
 rnnbench/data/manifest.py). Prints the metrics and writes one JSON (default
 <workdir>/eval_<dataset>_<split>.json) with the metrics, the run's step and every utterance's
-reference and hypothesis. `--alignments=N` (attention encoder-decoders) also plots the teacher-forced
-attention weights of the split's first N utterances next to the JSON (<stem>_align_<i>.png).
+reference and hypothesis. `--alignments=N` (attention encoder-decoders) also plots the
+teacher-forced attention weights of the split's first N utterances next to the JSON
+(<stem>_align_<i>.png).
 """
 
 import os
