@@ -45,12 +45,12 @@ def main(argv):
     try:
         run = inference.load_run(_WORKDIR.value)
         dataset = data_lib.load(_DATASET.value, data_dir=_DATA_DIR.value)
-        metrics, records = inference.score(run, dataset, _SPLIT.value)
-        aligned = (
+        aligned = (  # first: a run without attention fails before the whole split is scored
             inference.alignments(run, dataset, _SPLIT.value, _ALIGNMENTS.value)
             if _ALIGNMENTS.value
             else []
         )
+        metrics, records = inference.score(run, dataset, _SPLIT.value)
     except ValueError as e:
         sys.exit(f"error: {e}")
     tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", _DATASET.value).strip("_")

@@ -155,6 +155,15 @@ def _dataset_like(run: TrainedRun) -> data_lib.Dataset:
     return data_lib.Dataset("inference", task, run.classes, {})
 
 
+def _split(dataset, split: str):
+    """dataset.splits[split], or a ValueError naming the splits it has."""
+    if split not in dataset.splits:
+        raise ValueError(
+            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
+        )
+    return dataset.splits[split]
+
+
 def predict(run: TrainedRun, clips: list[np.ndarray], batch_size: int = 16) -> list[str]:
     """int16 [n] clips at 16 kHz -> one transcript (or class name) per clip."""
     ds = _dataset_like(run)
@@ -170,11 +179,7 @@ def predict(run: TrainedRun, clips: list[np.ndarray], batch_size: int = 16) -> l
 def score(run: TrainedRun, dataset, split: str = "test", batch_size: int = 16):
     """-> (the objective's metrics on `split`, one record per utterance: reference and
     hypothesis)."""
-    if split not in dataset.splits:
-        raise ValueError(
-            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
-        )
-    sp = dataset.splits[split]
+    sp = _split(dataset, split)
     if dataset.task == "classify":
         refs = [dataset.classes[int(label)] for label in sp.labels]
         labels = [np.array([int(label)]) for label in sp.labels]
@@ -228,11 +233,7 @@ def alignments(run: TrainedRun, dataset, split: str = "test", count: int = 4):
             f"run {run.workdir} is model.kind {run.config.model.get('kind')!r}; attention "
             f"alignments exist for model.kind 'las' only"
         )
-    if split not in dataset.splits:
-        raise ValueError(
-            f"dataset {dataset.name} has no split {split!r}; it has {sorted(dataset.splits)}"
-        )
-    sp = dataset.splits[split]
+    sp = _split(dataset, split)
     refs = list(sp.transcripts[:count])
     labels = [dataset.encode(t) for t in refs]
     batch = _batch(list(sp.audio[: len(refs)]), labels, dataset.task, max(len(refs), 1))
@@ -246,7 +247,6 @@ def alignments(run: TrainedRun, dataset, split: str = "test", count: int = 4):
 
     weights, frames = jax.device_get(forward(run.params, batch))
     out = []
-    for r, (ref, ids) in enumerate(zip(refs, labels)):
-        tokens = [dataset.classes[int(i) - 1] for i in ids] + ["<eos>"]
-        out.append((weights[r, : len(ids) + 1, : int(frames[r])], tokens, ref))
+    for r, ref in enumerate(refs):  # one id per character (Dataset.encode)
+        out.append((weights[r, : len(ref) + 1, : int(frames[r])], [*ref, "<eos>"], ref))
     return out
