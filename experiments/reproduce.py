@@ -264,6 +264,14 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
+    "asr_families_fsdd_gru": Entry(
+        f"{ASR}:ctc_bilstm_fsdd",
+        "families_gru",
+        STEPS_1000,
+        parallel=2,
+        needs_env="RNNBENCH_FSDD_DIR",
+        decode_speed=True,
+    ),
     "asr_families_fsdd_lstm_seed0": Entry(
         f"{ASR}:ctc_bilstm_fsdd",
         "families_lstm_seed0",
