@@ -30,7 +30,6 @@ as a `decode utt/s` column. Runs are timed one after another in this process.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import itertools
 import json
@@ -41,6 +40,8 @@ import sys
 import time
 
 from absl import app, flags, logging
+
+from experiments import decoder_runs
 
 _WORKDIRS = flags.DEFINE_list("workdirs", None, "Trained runs (workdirs), comma-separated.")
 _SWEEP_DIR = flags.DEFINE_string(
@@ -77,43 +78,6 @@ class Forward:
 # ----------------------------------------------------------------------------- runs
 
 
-def _without_seed(config) -> dict:
-    d = config.to_dict()
-    for k in ("seed", "wandb"):
-        d.pop(k, None)
-    return json.loads(json.dumps(d, sort_keys=True, default=str))
-
-
-def load_runs(workdirs: list[str]):
-    """The runs restored (rnnbench.inference.load_run); ValueError unless every one is a CTC
-    run and all share one configuration but the seed."""
-    from rnnbench import inference
-
-    if not workdirs:
-        raise ValueError("no runs to compare: pass --workdirs or a --sweep_dir with finished runs")
-    runs = [inference.load_run(w) for w in workdirs]
-    for run in runs:
-        if run.objective.name != "ctc":
-            raise ValueError(
-                f"{run.workdir} is a {run.objective.name!r} run (model.kind "
-                f"{run.config.model.get('kind')!r}); the decoder comparison needs "
-                "CTC runs (model.kind 'ctc')"
-            )
-        if _without_seed(run.config) != _without_seed(runs[0].config):
-            raise ValueError(
-                f"{run.workdir} and {runs[0].workdir} differ in more than the seed; "
-                "compare runs of one configuration"
-            )
-    return runs
-
-
-def _decode_config(config, decode: dict):
-    c = copy.deepcopy(config)
-    with c.unlocked():
-        c.decode = dict(decode)
-    return c
-
-
 def log_prob_program(config, params, dataset):
     """(step, program): `step(batch)` runs the run's jitted eval step with its `params` and
     returns host outputs including frame log-probs [batch, time', alphabet + 1]; `program`
@@ -122,7 +86,7 @@ def log_prob_program(config, params, dataset):
 
     from rnnbench import train
 
-    cfg = _decode_config(config, {"beam": 1})  # beam > 0: eval_outputs keeps log_probs
+    cfg = decoder_runs.decode_config(config, {"beam": 1})  # beam > 0: eval_outputs keeps log_probs
     program = train.prepare(cfg, dataset)
     graphdef, _, _, _ = train.init_state(cfg, program.dataset, program.objective)
     _, eval_step = train.make_steps(cfg, graphdef, None, program.objective)
@@ -132,17 +96,7 @@ def log_prob_program(config, params, dataset):
 
 def forward(step, program, split: str) -> Forward:
     """Every batch of `split` through `step`, timed after one compiling call per batch shape."""
-    from rnnbench import input_pipeline
-
-    batches = list(
-        input_pipeline.eval_stream(
-            program.dataset,
-            split,
-            program.config,
-            program.buckets,
-            program.objective.encoder(program.dataset),
-        )
-    )
+    batches = decoder_runs.eval_batches(program, split)
     seen = set()
     for b in batches:  # compile (and warm) every shape first: timings exclude compilation
         shape = (b["audio"].shape, b["labels"].shape)
@@ -170,7 +124,7 @@ def decoder_objective(config, dataset, decode: dict, lm=None):
     fitted LM (else fitted here when decode.lm_order > 0, as the objective's `check` does)."""
     from rnnbench import objectives
 
-    c = _decode_config(config, decode)
+    c = decoder_runs.decode_config(config, decode)
     objective = objectives.find("ctc", "ctc")(c)  # checks the decode settings
     if decode.get("lm_order"):
         objective.lm = lm if lm is not None else fit_lm(dataset, decode["lm_order"])
@@ -235,7 +189,7 @@ def compare(
             f"{list(lm_orders)}, weights {list(lm_weights)}"
         )
     t_start = time.time()
-    runs = load_runs(workdirs)
+    runs = decoder_runs.load_runs(workdirs, kind="ctc")
     config = runs[0].config
     if dataset is None:
         dataset = input_pipeline.load_dataset(config)
@@ -293,7 +247,7 @@ def compare(
             {"workdir": r["workdir"], "seed": r["seed"], "checkpoint_step": r["checkpoint_step"]}
             for r in per_run
         ],
-        "run_provenance": [_final_provenance(w) for w in workdirs],
+        "run_provenance": [decoder_runs.final_provenance(w) for w in workdirs],
         "config": {
             "model": config.model.to_dict(),
             "num_steps": config.num_steps,
@@ -330,55 +284,19 @@ def _tuning_key(g: dict, tuning: dict) -> tuple:
     )
 
 
-def _final_provenance(workdir: str) -> dict:
-    try:
-        with open(os.path.join(workdir, "final.json")) as f:
-            final = json.load(f)
-    except (OSError, ValueError):
-        return {"workdir": workdir}
-    rec = final.get("provenance") or {}
-    return {
-        "workdir": workdir,
-        "git_commit": rec.get("git_commit") or final.get("git_commit"),
-        "git_dirty": rec.get("git_dirty"),
-        "steps": final.get("steps"),
-        "models_in_program": final.get("models_in_program"),
-        "train_time_s": final.get("train_time_s"),
-        "test_cer": final.get("test_cer"),
-    }
-
-
-def _stats(values: list[float]) -> dict:
-    from rnnbench import report as report_lib
-
-    return report_lib.stats(values)
-
-
 def rows(per_run: list[dict]) -> list[dict]:
     """One row per decoder: test CER/WER, validation CER, the paired change against greedy and
     the speeds, each as stats over the runs."""
-    out = []
-    for name in ("greedy", "beam", "beam_lm"):
-        test = [r["test"][name] for r in per_run]
-        greedy = [r["test"]["greedy"] for r in per_run]
-        out.append(
-            {
-                "decoder": name,
-                "test_cer": _stats([t["cer"] for t in test]),
-                "test_wer": _stats([t["wer"] for t in test]),
-                "val_cer": _stats([r["val"][name]["cer"] for r in per_run]),
-                "delta_cer": _stats([t["cer"] - g["cer"] for t, g in zip(test, greedy)]),
-                "delta_wer": _stats([t["wer"] - g["wer"] for t, g in zip(test, greedy)]),
-                "better_cer_runs": sum(t["cer"] < g["cer"] for t, g in zip(test, greedy)),
-                "search_utt_per_s": _stats(
-                    [t["utterances"] / max(t["search_s"], 1e-9) for t in test]
-                ),
-                "end_to_end_utt_per_s": _stats(
-                    [t["utterances"] / max(t["search_s"] + t["forward_s"], 1e-9) for t in test]
-                ),
-            }
-        )
-    return out
+    return decoder_runs.paired_rows(
+        per_run,
+        ("greedy", "beam", "beam_lm"),
+        {
+            "search_utt_per_s": lambda t: t["utterances"] / max(t["search_s"], 1e-9),
+            "end_to_end_utt_per_s": lambda t: (
+                t["utterances"] / max(t["search_s"] + t["forward_s"], 1e-9)
+            ),
+        },
+    )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -394,13 +312,6 @@ def _label(name: str, decode: dict) -> str:
         f"beam {decode['beam']} + {decode['lm_order']}-gram char LM (weight "
         f"{decode['lm_weight']:g}, insertion bonus {decode['insertion_bonus']:g}){prune}"
     )
-
-
-def _pct(s: dict, signed: bool = False) -> str:
-    from rnnbench import report as report_lib
-
-    text = report_lib.fmt_stat(s, 100.0)
-    return "+" + text if signed and s["n"] and s["mean"] >= 0 else text
 
 
 def verdict(report: dict) -> str:
@@ -494,11 +405,11 @@ def render_markdown(report: dict) -> str:
         cells = [
             _label(name, report["decoders"][name]),
             str(row["test_cer"]["n"]),
-            _pct(row["test_cer"]),
-            _pct(row["test_wer"]),
-            "—" if name == "greedy" else _pct(row["delta_cer"], signed=True),
-            "—" if name == "greedy" else _pct(row["delta_wer"], signed=True),
-            _pct(row["val_cer"]),
+            decoder_runs.pct(row["test_cer"]),
+            decoder_runs.pct(row["test_wer"]),
+            "—" if name == "greedy" else decoder_runs.pct(row["delta_cer"], signed=True),
+            "—" if name == "greedy" else decoder_runs.pct(row["delta_wer"], signed=True),
+            decoder_runs.pct(row["val_cer"]),
             report_lib.fmt_stat(row["search_utt_per_s"], digits=0),
             report_lib.fmt_stat(row["end_to_end_utt_per_s"], digits=0),
         ]
@@ -520,24 +431,9 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write(
-    report: dict,
-    out: str,
-    *,
-    commands: list[str] | None = None,
-    reproduce_command: str | None = None,
-) -> dict:
+def write(report: dict, out: str, **kwargs) -> dict:
     """Writes <out>.md and <out>.json atomically; returns the report with them recorded."""
-    from rnnbench import atomic
-
-    report = dict(report, out=out, files={"md": out + ".md", "json": out + ".json"})
-    if commands is not None:
-        report["commands"] = list(commands)
-    if reproduce_command is not None:
-        report["reproduce_command"] = reproduce_command
-    atomic.write_json(report["files"]["json"], report, strict=True)
-    atomic.write_text(report["files"]["md"], render_markdown(report))
-    return report
+    return decoder_runs.write(report, out, render_markdown, **kwargs)
 
 
 def render(
@@ -570,15 +466,7 @@ def time_decoding(workdir: str, split: str = "test", dataset=None) -> dict:
     program = train.prepare(run.config, dataset)
     if split not in program.dataset.splits:
         raise ValueError(f"--split={split!r}: {dataset.name} has {sorted(dataset.splits)}")
-    batches = list(
-        input_pipeline.eval_stream(
-            program.dataset,
-            split,
-            run.config,
-            program.buckets,
-            program.objective.encoder(program.dataset),
-        )
-    )
+    batches = decoder_runs.eval_batches(program, split)
     seen = set()
     for b in batches:
         shape = tuple(v.shape for v in b.values())

@@ -51,10 +51,11 @@ class Entry:
     note: str | None = None  # how the table was made, where the fields above do not say
     table: str = "report"  # what makes the table from the runs: "report" (a sweep
     # table, rnnbench/report.py), "decoders" (a CTC decoder comparison,
-    # experiments/decoders.py), "slu_pipeline" (each recogniser scored as an SLU pipeline by
+    # experiments/decoders.py), "attention_decoders" (the same for attention encoder-decoders,
+    # experiments/attention_decoders.py), "slu_pipeline" (each recogniser scored as an SLU pipeline by
     # experiments/slu_pipeline.py, then the report) or "tts" (each TTS run scored by
     # experiments/tts_bench.py)
-    table_args: tuple[str, ...] = ()  # flags of experiments.decoders (table="decoders")
+    table_args: tuple[str, ...] = ()  # flags of the table's program (TABLE_PROGRAMS)
     decode_speed: bool = False  # time each run's decoding before the report (a
     # `decode utt/s` column; experiments.decoders --speed_only)
     smoke_table_args: tuple[str, ...] = ()  # table_args replaced under --smoke
@@ -92,6 +93,13 @@ DECODERS = (
     "--insertion_bonuses=0.0,1.0",
 )
 SMOKE_DECODERS = ("--beam=2", "--lm_orders=2", "--lm_weights=0.5", "--insertion_bonuses=0.0")
+JOINT_DECODERS = ("--beam=10", "--ctc_weights=0.3,0.5")  # experiments.attention_decoders
+SMOKE_JOINT_DECODERS = ("--beam=2", "--ctc_weights=0.3")
+JOINT_RUNS_REUSED = (
+    "Its runs are the joint row's of asr_families_fsdd_{cell} (the same configuration: "
+    "runs/asr_families_fsdd_{cell}/kind=las,ctc_weight=0.3,beam=1,cell={cell},seed=N copied "
+    "to runs/joint_decoders_fsdd_{cell}/seed=N; the sweep keeps finished runs)"
+)
 
 
 def tts_entry(
@@ -280,6 +288,29 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
+    # the joint CTC/attention recognisers of asr_families_fsdd_<cell> decoded three ways:
+    # greedy, beam 10, beam 10 + CTC prefix scores (the toolkits' joint decoding)
+    "joint_decoders_fsdd_gru": Entry(
+        f"{ASR}:joint_bigru_fsdd",
+        "decoders",
+        STEPS_1000,
+        parallel=2,
+        needs_env="RNNBENCH_FSDD_DIR",
+        table="attention_decoders",
+        table_args=JOINT_DECODERS,
+        smoke_table_args=SMOKE_JOINT_DECODERS,
+        note=JOINT_RUNS_REUSED.format(cell="gru"),
+    ),
+    "joint_decoders_phrases_lstm_seed0": Entry(
+        f"{ASR}:joint_bilstm_phrases",
+        "decoders_seed0",
+        STEPS_1000,
+        parallel=1,
+        smoke_overrides=SMOKE_DATA,
+        table="attention_decoders",
+        table_args=JOINT_DECODERS,
+        smoke_table_args=SMOKE_JOINT_DECODERS,
+    ),
     # synthesis (issue 15): decoder cells of the small Tacotron 2 on one eSpeak voice, judged
     # by the BiGRU CTC recogniser of slu_pipeline_gru_seed0 (trained on other voices)
     "tts_decoder_cells": tts_entry("experiments/configs/tts.py", "decoder_cells", STEPS_2000),
@@ -449,14 +480,14 @@ def table_commands(
 ) -> list[list[str]]:
     """The commands that make the table from the finished runs of `sweep_dir` (`runs`: their
     names): the decoder comparison, or the decode-speed step (if any) and the report."""
-    if entry.table == "decoders":
+    if entry.table in DECODER_TABLES:
         args = entry.smoke_table_args if smoke and entry.smoke_table_args else entry.table_args
         workdirs = ",".join(os.path.join(sweep_dir, r) for r in runs)
         return [
             [
                 "python",
                 "-m",
-                "experiments.decoders",
+                TABLE_PROGRAMS[entry.table],
                 f"--workdirs={workdirs}",
                 f"--out={out}",
                 *args,
@@ -505,7 +536,7 @@ def commands(
         vmap_seeds=entry.vmap_seeds,
         overrides=entry.overrides,
     )
-    runs = grid.run_names(load_grid(entry)) if entry.table == "decoders" else []
+    runs = grid.run_names(load_grid(entry)) if entry.table in DECODER_TABLES else []
     return [sweep, *table_commands(entry, sweep_dir, out, runs)]
 
 
@@ -605,13 +636,15 @@ def run_step(cmd: list[str]) -> int:
     ).returncode
 
 
-def check_decoders_table(rep: dict, runs: int) -> list[str]:
-    """Problems with a smoke decoder comparison: greedy, beam and beam + LM rows, each from
-    every run, and the Markdown file holding them."""
+def check_decoders_table(
+    rep: dict, runs: int, expected: tuple[str, ...] = ("greedy", "beam", "beam_lm")
+) -> list[str]:
+    """Problems with a smoke decoder comparison: the `expected` rows (greedy, beam and beam +
+    LM), each from every run, and the Markdown file holding them."""
     problems = []
-    if [r["decoder"] for r in rep["rows"]] != ["greedy", "beam", "beam_lm"]:
+    if [r["decoder"] for r in rep["rows"]] != list(expected):
         problems.append(
-            f"decoder rows {[r['decoder'] for r in rep['rows']]}, expected greedy, beam, beam_lm"
+            f"decoder rows {[r['decoder'] for r in rep['rows']]}, expected {', '.join(expected)}"
         )
     for row in rep["rows"]:
         if row["test_cer"]["n"] != runs:
@@ -619,6 +652,13 @@ def check_decoders_table(rep: dict, runs: int) -> list[str]:
                 f"row {row['decoder']}: test CER from {row['test_cer']['n']} runs, expected {runs}"
             )
     return problems + table_rows_problems(rep["files"]["md"], len(rep["rows"]))
+
+
+def check_attention_decoders_table(rep: dict, runs: int) -> list[str]:
+    """check_decoders_table for an attention comparison: greedy, beam and (runs with a CTC head)
+    beam + CTC rows."""
+    joint = rep["config"]["model"].get("ctc_weight", 0.0) > 0
+    return check_decoders_table(rep, runs, ("greedy", "beam") + (("beam_ctc",) if joint else ()))
 
 
 def table_lines(md_path: str) -> list[str]:
@@ -728,6 +768,7 @@ def dry_run(
         return 2
     table = {
         "decoders": "; the table: experiments.decoders on its runs",
+        "attention_decoders": "; the table: experiments.attention_decoders on its runs",
         "tts": "; the table: experiments.tts_bench on its runs",
     }.get(entry.table, "")
     print(
@@ -829,6 +870,8 @@ def reproduce(
         expected_runs = len(runs)
         config = os.path.join(smoke_dir, f"{name}_config.py")
         write_smoke_config(entry, runs, config)
+        _, colon, variant = entry.config.partition(":")
+        config += colon + variant  # the entry's variant, as its full sweep builds it
         # the grid's own values win: leave out shrinking overrides of keys the sweep varies
         varied = {k for d in runs for k in d}
         overrides = tuple(
@@ -916,7 +959,12 @@ def reproduce(
 
 # tables that a program writes from the sweep's runs (its `render` re-renders them from their
 # JSON), by Entry.table
-TABLE_PROGRAMS = {"decoders": "experiments.decoders", "tts": "experiments.tts_bench"}
+TABLE_PROGRAMS = {
+    "decoders": "experiments.decoders",
+    "attention_decoders": "experiments.attention_decoders",
+    "tts": "experiments.tts_bench",
+}
+DECODER_TABLES = ("decoders", "attention_decoders")  # made from the runs' --workdirs
 
 
 def table_program(kind: str):
@@ -954,13 +1002,17 @@ def _program_table(
     then re-renders its header with the reproduce command and every command it ran (the
     program's JSON is its only input)."""
     program = table_program(kind)
-    check = {"decoders": check_decoders_table, "tts": check_tts_table}[kind]
+    check = {
+        "decoders": check_decoders_table,
+        "attention_decoders": check_attention_decoders_table,
+        "tts": check_tts_table,
+    }[kind]
     rc = step_runner(cmd)
     if rc:
         print(f"error: {display(cmd)} exited with code {rc}", file=sys.stderr)
         return rc
     rep = program.render(out + ".json", commands=shown, reproduce_command=reproduce_cmd)
-    rows = len(rep["rows"]) if kind == "decoders" else len(rep["runs"])
+    rows = len(rep["rows"]) if kind in DECODER_TABLES else len(rep["runs"])
     print(f"{os.path.basename(out)}: {rows} rows -> {rep['files']['md']}")
     if smoke_runs is not None:
         problems = check(rep, smoke_runs)

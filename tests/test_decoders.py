@@ -8,8 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from toy import with_decode
 
-from experiments import decoders
+from experiments import decoder_runs, decoders
 from rnnbench import char_lm, grid, inference
 
 
@@ -27,18 +28,6 @@ def comparison(ctc_run):
     )
 
 
-def _with_decode(workdir, tmp_path, decode):
-    """A copy of the run whose config.json decodes with `decode` (what --config.decode... sets)."""
-    copy = str(tmp_path / "run_copy")
-    shutil.copytree(workdir, copy)
-    with open(os.path.join(copy, "config.json")) as f:
-        config = json.load(f)
-    config["decode"] = decode
-    with open(os.path.join(copy, "config.json"), "w") as f:
-        json.dump(config, f)
-    return copy
-
-
 def test_each_decoder_scores_as_the_runs_own_evaluation(ctc_run, comparison, tmp_path):
     workdir, ds, final = ctc_run
     (run,) = comparison["per_run"]
@@ -54,7 +43,7 @@ def test_each_decoder_scores_as_the_runs_own_evaluation(ctc_run, comparison, tmp
     # beam and beam + LM: rnnbench.inference scoring a copy of the run with that config.decode
     for name in ("beam", "beam_lm"):
         decode = comparison["decoders"][name]
-        copy = _with_decode(workdir, tmp_path / name, decode)
+        copy = with_decode(workdir, tmp_path / name, decode)
         if decode.get("lm_order"):  # as training does: the LM fitted on the training text
             lm = char_lm.CharNgramLM.fit(
                 ds.splits["train"].transcripts, order=decode["lm_order"], alphabet=ds.classes
@@ -151,7 +140,7 @@ def test_time_decoding_writes_the_runs_speed(ctc_run, tmp_path):
 
 def test_bad_input_is_named(tmp_path, ctc_run):
     with pytest.raises(ValueError, match="no runs to compare"):
-        decoders.load_runs([])
+        decoder_runs.load_runs([], kind="ctc")
     with pytest.raises(ValueError, match="--beam must be >= 1"):
         decoders.compare([ctc_run[0]], beam=0, dataset=ctc_run[1], progress=False)
     with pytest.raises(ValueError, match="cannot read its sweep.json"):

@@ -517,6 +517,9 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "asr_families_fsdd",
         "asr_families_fsdd_lstm",
         "asr_families_fsdd_lstm_seed0",
+        "asr_families_fsdd_gru",
+        "joint_decoders_fsdd_gru",
+        "joint_decoders_phrases_lstm_seed0",
         "slu_direct_gru_seed0",
         "slu_pipeline_gru_seed0",
         "tts_decoder_cells",
@@ -582,7 +585,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
             assert [d["seed"] for d in grid] == [0], name
             continue
         seeds = {0} if entry.sweep.endswith("seed0") else {0, 1}
-        assert len(grid) == len(seeds) * (1 if entry.table == "decoders" else 2), name
+        assert len(grid) == len(seeds) * (1 if entry.table in reproduce.DECODER_TABLES else 2), name
         assert {d["seed"] for d in grid} == seeds, name
     # the TTS table is judged by a recogniser of another entry's sweep, which must exist first
     *_, tts_cmd = reproduce.commands("tts_decoder_cells", workdir=str(tmp_path))
@@ -697,7 +700,8 @@ def test_reproduce_entries_carry_what_their_tables_used():
             ], name
             assert rep["commands"] == [reproduce.display(c) for c in reproduce.commands(name)]
             continue
-        if entry.table == "decoders":  # experiments.decoders on the sweep's runs, as listed
+        if entry.table in reproduce.DECODER_TABLES:  # experiments.(attention_)decoders on the
+            # sweep's runs, as listed
             assert {p["steps"] for p in rep["run_provenance"]} == {_entry_steps(entry)}, name
             assert {p["models_in_program"] for p in rep["run_provenance"]} == (
                 {3} if entry.vmap_seeds else {1}

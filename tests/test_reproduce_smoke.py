@@ -165,3 +165,26 @@ def test_reproduce_smoke_tts(tmp_path):
     assert md[4:7] == ["```", command, "```"]
     assert any(line.startswith("python -m experiments.tts_bench --sweep_dir=") for line in md)
     assert sum(line.startswith("| ") for line in md) == 3
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_attention_decoders(tmp_path):
+    """The attention decoder comparison end to end: a tiny joint CTC/attention run trained by the
+    sweep runner, then experiments.attention_decoders on it; greedy is its own final evaluation."""
+    name = "joint_decoders_phrases_lstm_seed0"
+    r = _smoke(name, tmp_path)
+    assert "smoke check passed: 3 rows from 1 runs" in r.stdout
+    rep = json.loads((tmp_path / "smoke" / "results" / f"{name}.json").read_text())
+    (run,) = rep["runs"]
+    with open(os.path.join(run["workdir"], "final.json")) as f:
+        final = json.load(f)
+    assert final["objective"] == "las" and final["steps"] == 6
+    rows = {row["decoder"]: row for row in rep["rows"]}
+    assert rows["greedy"]["test_cer"]["values"] == pytest.approx([final["test_cer"]])
+    assert rep["decoders"]["beam_ctc"] == {"beam": 2, "ctc_weight": 0.3, "length_bonus": 0.0}
+    md = (tmp_path / "smoke" / "results" / f"{name}.md").read_text().splitlines()
+    assert md[5] == f"python -m experiments.reproduce {name} --smoke --workdir={tmp_path}"
+    assert any(
+        line.startswith("python -m experiments.attention_decoders --workdirs=") for line in md
+    )
+    assert sum(line.startswith("| ") for line in md) == 4

@@ -1,5 +1,9 @@
 """Tiny in-memory datasets and configs shared by the training tests (and their subprocesses)."""
 
+import json
+import os
+import shutil
+
 import numpy as np
 
 from experiments.configs import kws
@@ -54,3 +58,15 @@ def small_config(variant="lstm", **model):
     for k, v in model.items():
         c.model[k] = v
     return c
+
+
+def with_decode(workdir, tmp_path, decode):
+    """A copy of the run whose config.json decodes with `decode` (what --config.decode... sets)."""
+    copy = str(tmp_path / "run_copy")
+    shutil.copytree(workdir, copy)
+    with open(os.path.join(copy, "config.json")) as f:
+        config = json.load(f)
+    config["decode"] = decode
+    with open(os.path.join(copy, "config.json"), "w") as f:
+        json.dump(config, f)
+    return copy
