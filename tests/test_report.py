@@ -465,7 +465,8 @@ def test_reproduce_smoke_checks_the_table(tmp_path, capsys):
     )
     assert rc == 0, capsys.readouterr().err
     (flags,) = calls
-    assert flags["config"] == [os.path.join(workdir, "smoke", "kws_cells_config.py")]
+    # the generated config file with the entry's variant (experiments/configs/kws.py:lstm)
+    assert flags["config"] == [os.path.join(workdir, "smoke", "kws_cells_config.py") + ":lstm"]
     assert flags["sweep"] == ["cells"] and flags["wandb"] == ["disabled"]
     assert flags["workdir"] == [os.path.join(workdir, "smoke", "kws_cells")]
     assert flags["parallel"] == ["2"]
