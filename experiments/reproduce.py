@@ -301,6 +301,16 @@ SWEEPS = {
         smoke_table_args=SMOKE_JOINT_DECODERS,
         note=JOINT_RUNS_REUSED.format(cell="gru"),
     ),
+    "joint_decoders_fsdd_lstm": Entry(  # trained by its own sweep: asr_families_fsdd_lstm's
+        f"{ASR}:joint_bilstm_fsdd",  # joint row's configuration
+        "decoders",
+        STEPS_1000,
+        parallel=1,
+        needs_env="RNNBENCH_FSDD_DIR",
+        table="attention_decoders",
+        table_args=JOINT_DECODERS,
+        smoke_table_args=SMOKE_JOINT_DECODERS,
+    ),
     "joint_decoders_phrases_lstm_seed0": Entry(
         f"{ASR}:joint_bilstm_phrases",
         "decoders_seed0",

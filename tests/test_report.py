@@ -520,6 +520,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "asr_families_fsdd_lstm_seed0",
         "asr_families_fsdd_gru",
         "joint_decoders_fsdd_gru",
+        "joint_decoders_fsdd_lstm",
         "joint_decoders_phrases_lstm_seed0",
         "slu_direct_gru_seed0",
         "slu_pipeline_gru_seed0",
