@@ -264,22 +264,17 @@ SWEEPS = {
         needs_env="RNNBENCH_FSDD_DIR",
         decode_speed=True,
     ),
-    "asr_families_fsdd_lstm": Entry(
-        f"{ASR}:ctc_bilstm_fsdd",
-        "families_lstm",
-        STEPS_1000,
-        parallel=2,
-        needs_env="RNNBENCH_FSDD_DIR",
-        decode_speed=True,
-    ),
-    "asr_families_fsdd_gru": Entry(
-        f"{ASR}:ctc_bilstm_fsdd",
-        "families_gru",
-        STEPS_1000,
-        parallel=2,
-        needs_env="RNNBENCH_FSDD_DIR",
-        decode_speed=True,
-    ),
+    **{  # one cell's 4 families, 3 seeds: asr_families_fsdd_lstm, _gru, _mingru
+        f"asr_families_fsdd_{cell}": Entry(
+            f"{ASR}:ctc_bilstm_fsdd",
+            f"families_{cell}",
+            STEPS_1000,
+            parallel=2,
+            needs_env="RNNBENCH_FSDD_DIR",
+            decode_speed=True,
+        )
+        for cell in ("lstm", "gru", "mingru")
+    },
     "asr_families_fsdd_lstm_seed0": Entry(
         f"{ASR}:ctc_bilstm_fsdd",
         "families_lstm_seed0",

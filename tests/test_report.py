@@ -519,6 +519,7 @@ def test_reproduce_table_and_bad_names(tmp_path, capsys, monkeypatch):
         "asr_families_fsdd_lstm",
         "asr_families_fsdd_lstm_seed0",
         "asr_families_fsdd_gru",
+        "asr_families_fsdd_mingru",
         "joint_decoders_fsdd_gru",
         "joint_decoders_fsdd_lstm",
         "joint_decoders_phrases_lstm_seed0",

@@ -30,13 +30,13 @@ Sweeps (`python -m experiments.sweep --config=experiments/configs/asr.py:<varian
   families  4 families x lstm/gru/mingru x seeds 0-2 (36 runs) on the variant's dataset, every
             family decoded greedily; use a bidirectional variant (ctc_bilstm_phrases,
             ctc_bilstm_fsdd), as `python -m experiments.reproduce asr_families_phrases` does;
-            families_lstm: the LSTM's 12 runs (families_lstm_seed0: its 4 at seed 0);
-            families_gru: the GRU's 12 runs
+            families_<cell> (lstm, gru, mingru): one cell's 12 runs (families_lstm_seed0: the
+            LSTM's 4 at seed 0)
   decoders  seeds 0-2 of the variant (ctc_bilstm_digits / ctc_bilstm_fsdd), the runs
             `python -m experiments.decoders` compares greedy, beam and beam+LM decoding on
             (decoders_seed0: seed 0 alone, what a loaded 2-core CPU affords)
 Tables: `python -m experiments.reproduce NAME` for asr_families_phrases[_seed0, _lstm_seed0],
-asr_families_fsdd[_lstm, _lstm_seed0, _gru], ctc_decoders[_seed0], ctc_decoders_fsdd writes
+asr_families_fsdd[_lstm, _lstm_seed0, _gru, _mingru], ctc_decoders[_seed0], ctc_decoders_fsdd writes
 results/NAME.md (measured numbers, and the command in the file's header).
 """
 
@@ -143,12 +143,12 @@ def sweeps():
         "families_seed0": product(
             chain(*FAMILIES.values()), sweep("model.cell", CELLS), sweep("seed", [0])
         ),
-        "families_lstm": product(  # the 4 families of the LSTM, 3 seeds
-            chain(*FAMILIES.values()), sweep("model.cell", ["lstm"]), sweep("seed", SEEDS)
-        ),
-        "families_gru": product(  # the 4 families of the GRU, 3 seeds
-            chain(*FAMILIES.values()), sweep("model.cell", ["gru"]), sweep("seed", SEEDS)
-        ),
+        **{  # the 4 families of one cell, 3 seeds: families_lstm, families_gru, families_mingru
+            f"families_{cell}": product(
+                chain(*FAMILIES.values()), sweep("model.cell", [cell]), sweep("seed", SEEDS)
+            )
+            for cell in CELLS
+        },
         "families_lstm_seed0": product(
             chain(*FAMILIES.values()), sweep("model.cell", ["lstm"]), sweep("seed", [0])
         ),
