@@ -7,9 +7,10 @@
 `manifest:PATH` is a TSV of `audio path<TAB>transcript` (paths relative to the file; see
 rnnbench/data/manifest.py). Prints the metrics and writes one JSON (default
 <workdir>/eval_<dataset>_<split>.json) with the metrics, the run's step and every utterance's
-reference and hypothesis. `--alignments=N` (attention encoder-decoders) also plots the
-teacher-forced attention weights of the split's first N utterances next to the JSON
-(<stem>_align_<i>.png).
+reference and hypothesis. `--decode=beam=10,ctc_weight=0.3` decodes with other settings than
+the run's own config.decode (the JSON records the settings used). `--alignments=N` (attention
+encoder-decoders) also plots the teacher-forced attention weights of the split's first N
+utterances next to the JSON (<stem>_align_<i>.png).
 """
 
 import os
@@ -33,6 +34,12 @@ _ALIGNMENTS = flags.DEFINE_integer(
     "Plot the teacher-forced attention alignments of the first N utterances (model.kind las).",
     lower_bound=0,
 )
+_DECODE = flags.DEFINE_list(
+    "decode",
+    [],
+    "Decoding settings replacing the run's config.decode fields, e.g. beam=10,ctc_weight=0.3 "
+    "(las: joint CTC/attention beam search) or beam=10 (ctc: prefix beam search).",
+)
 flags.mark_flags_as_required(["workdir", "dataset"])
 
 
@@ -43,7 +50,7 @@ def main(argv):
     from rnnbench import data as data_lib
 
     try:
-        run = inference.load_run(_WORKDIR.value)
+        run = inference.load_run(_WORKDIR.value, decode=inference.parse_decode(_DECODE.value))
         dataset = data_lib.load(_DATASET.value, data_dir=_DATA_DIR.value)
         aligned = (  # first: a run without attention fails before the whole split is scored
             inference.alignments(run, dataset, _SPLIT.value, _ALIGNMENTS.value)
@@ -62,6 +69,7 @@ def main(argv):
             "step": run.step,
             "dataset": _DATASET.value,
             "split": _SPLIT.value,
+            "decode": dict(run.config.get("decode") or {}),
             "metrics": metrics,
             "utterances": records,
             "provenance": provenance.record(),

@@ -5,7 +5,9 @@
 Prints one line per file, `path<TAB>transcript`, in the order given. Any sample rate and channel
 count soundfile reads is mixed to mono and resampled to 16 kHz. A file that cannot be read is
 reported on stderr (`error: <file>: <why>`) and the others are still transcribed; the exit
-status is 1 if any file failed. Decoding follows the run's config (`config.decode`).
+status is 1 if any file failed. Decoding follows the run's config (`config.decode`); `--decode`
+replaces some of its fields, e.g. `--decode=beam=10,ctc_weight=0.3` for an attention model
+trained with a CTC head (joint beam search) or `--decode=beam=10` for a CTC model.
 """
 
 import sys
@@ -16,6 +18,11 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "A training run directory (config.json, checkpoints/)."
 )
 _BATCH = flags.DEFINE_integer("batch_size", 16, "Files per forward pass.")
+_DECODE = flags.DEFINE_list(
+    "decode",
+    [],
+    "Decoding settings replacing the run's config.decode fields, e.g. beam=10,ctc_weight=0.3.",
+)
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -27,7 +34,7 @@ def main(argv):
     from rnnbench.data import audio
 
     try:
-        run = inference.load_run(_WORKDIR.value)
+        run = inference.load_run(_WORKDIR.value, decode=inference.parse_decode(_DECODE.value))
     except ValueError as e:
         sys.exit(f"error: {e}")
     clips, kept, failed = [], [], 0

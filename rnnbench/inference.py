@@ -4,12 +4,15 @@
   texts = predict(run, clips)                  # clips: int16 [n] arrays at 16 kHz
   metrics, records = score(run, dataset, split)
 
-The model, features and decoding are the ones training used (`config.decode` for CTC beam
-search); `predict` returns transcripts for recognisers and class names for classifiers.
+The model, features and decoding are the ones training used (`config.decode`), unless
+`load_run(workdir, decode={...})` replaces decoding fields (beam, ctc_weight, ...); `predict`
+returns transcripts for recognisers and class names for classifiers.
 """
 
 from __future__ import annotations
 
+import ast
+import copy
 import dataclasses
 import json
 import os
@@ -63,10 +66,40 @@ def _classes(workdir: str, config) -> tuple[str, list[str]]:
     return ds.task, list(ds.classes)
 
 
-def load_run(workdir: str, step: int | None = None) -> TrainedRun:
+def parse_decode(items: list[str]) -> dict:
+    """['beam=10', 'ctc_weight=0.3'] (a --decode flag) -> {'beam': 10, 'ctc_weight': 0.3}; each
+    value a Python literal (a bare word stays a string). ValueError naming a malformed item."""
+    out = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--decode item {item!r}: expected key=value, e.g. beam=10")
+        try:
+            out[key.strip()] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            out[key.strip()] = text
+    return out
+
+
+def with_decode(config: ml_collections.ConfigDict, decode: dict) -> ml_collections.ConfigDict:
+    """A copy of `config` whose config.decode has `decode`'s fields replaced or added (the
+    objective then checks them: an unknown field or a bad value is a ValueError naming it)."""
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        merged = dict(c.get("decode") or {})
+        merged.update(decode)
+        c.decode = merged
+    return c
+
+
+def load_run(workdir: str, step: int | None = None, decode: dict | None = None) -> TrainedRun:
     """Restores the checkpoint of `step` (None: the newest) of the run in `workdir`
-    (ValueError if it has none, or none of that step)."""
+    (ValueError if it has none, or none of that step). `decode` replaces fields of the run's
+    config.decode (e.g. {"beam": 10, "ctc_weight": 0.3}): it decodes as a run trained with them
+    would in its final evaluation."""
     config = read_config(workdir)
+    if decode:
+        config = with_decode(config, decode)
     task, classes = _classes(workdir, config)
     stub = data_lib.Dataset(config.get("dataset", "?"), task, classes, {})
     objective = objectives.find(config.model.get("kind", "classifier"), task)(config)

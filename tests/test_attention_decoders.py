@@ -97,3 +97,36 @@ def test_bad_input_is_named(ctc_run, joint_run, tmp_path):
     other.write_text(json.dumps({"kind": "ctc_decoders"}))
     with pytest.raises(ValueError, match="ctc.json is not an attention decoder comparison"):
         attention_decoders.render(str(other))
+
+
+def test_load_run_decodes_with_given_settings(joint_run, comparison):
+    """inference.load_run(decode=...) (evaluate/transcribe --decode) scores as the comparison's
+    joint decoder: the run decodes as if trained with those config.decode fields."""
+    workdir, ds, _ = joint_run
+    decode = comparison["decoders"]["beam_ctc"]
+    run = inference.load_run(
+        workdir,
+        decode=inference.parse_decode(
+            [f"beam={decode['beam']}", f"ctc_weight={decode['ctc_weight']}"]
+        ),
+    )
+    assert run.config.decode.beam == 2 and run.config.decode.ctc_weight == decode["ctc_weight"]
+    metrics, _ = inference.score(run, ds, "test")
+    (per_run,) = comparison["per_run"]
+    assert metrics["cer"] == pytest.approx(per_run["test"]["beam_ctc"]["cer"])
+
+
+def test_bad_decode_settings_are_named(joint_run, ctc_run):
+    assert inference.parse_decode(["beam=10", "ctc_weight=0.3", "x=abc"]) == {
+        "beam": 10,
+        "ctc_weight": 0.3,
+        "x": "abc",
+    }
+    with pytest.raises(ValueError, match=r"--decode item 'beam': expected key=value"):
+        inference.parse_decode(["beam"])
+    with pytest.raises(ValueError, match=r"unknown config.decode fields \['bogus'\]"):
+        inference.load_run(joint_run[0], decode={"bogus": 1})
+    with pytest.raises(ValueError, match=r"config.decode.ctc_weight must be in \[0, 1\]"):
+        inference.load_run(joint_run[0], decode={"ctc_weight": 2.0})
+    with pytest.raises(ValueError, match=r"char_lm.json: the run decodes with a character LM"):
+        inference.load_run(ctc_run[0], decode={"beam": 3, "lm_order": 3})

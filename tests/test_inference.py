@@ -102,6 +102,26 @@ def test_evaluate_on_a_manifest_writes_every_hypothesis(ctc_run, tmp_path):
     )
     assert r.returncode != 0 and "alignments exist for model.kind 'las' only" in r.stderr
     assert not (tmp_path / "again.json").exists()
+    r = _cli(  # --decode: prefix beam search instead of the run's greedy decoding
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        f"--dataset=manifest:{tmp_path / 'list.tsv'}",
+        f"--out={tmp_path / 'beam.json'}",
+        "--decode=beam=3,token_prune=2",
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = json.loads((tmp_path / "beam.json").read_text())
+    assert saved["decode"]["beam"] == 3 and saved["decode"]["token_prune"] == 2
+    run = inference.load_run(workdir, decode={"beam": 3, "token_prune": 2})
+    m, _ = inference.score(run, manifest.load_manifest(path=str(tmp_path / "list.tsv")))
+    assert saved["metrics"]["cer"] == pytest.approx(m["cer"])
+    r = _cli(
+        "experiments.evaluate",
+        f"--workdir={workdir}",
+        f"--dataset=manifest:{tmp_path / 'list.tsv'}",
+        "--decode=beam",
+    )
+    assert r.returncode != 0 and "--decode item 'beam': expected key=value" in r.stderr
 
 
 @pytest.mark.parametrize(

@@ -171,6 +171,12 @@ class CTC(TextObjective):
                 f"lm_order={self.decode['lm_order']}) but its LM cannot be read "
                 f"({e})"
             ) from None
+        if self.lm.order != self.decode["lm_order"]:
+            raise ValueError(
+                f"{path} holds the run's {self.lm.order}-gram LM, but decode.lm_order is "
+                f"{self.decode['lm_order']}: an LM of another order needs the training "
+                "transcripts (experiments.decoders fits it)"
+            )
 
     def per_example(self, logits, aux, batch):
         return ctc_per_label(logits, aux["lengths"], batch["labels"], batch["label_lengths"]), {}
