@@ -1,8 +1,8 @@
 """Where a number came from: one record written by every entry point.
 
-  record(settings=None) -> {"git_commit", "git_dirty", "date", "cpu", "cores", "load_avg_1m",
-                            "accelerator", "device_count", "python", "versions": {...},
-                            "precision", **settings}
+  record(settings=None) -> {"git_commit", "git_dirty", "date", "cpu", "cpu_isa", "cores",
+                            "load_avg_1m", "accelerator", "device_count", "python",
+                            "versions": {...}, "precision", **settings}
 
 Every final.json, table header, benchmark JSON and long-range caption carries this record, so a
 reader can tell which commit, machine, library versions and numeric settings made a number.
@@ -59,6 +59,32 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_isa(path: str = "/proc/cpuinfo") -> str | None:
+    """'family 25 model 17, avx512f': the CPU's family/model numbers and its widest vector
+    extension from /proc/cpuinfo (None where it cannot tell). Two CPUs sold under one model name
+    (e.g. "AMD EPYC") can differ here, and XLA compiles other float32 sums for them."""
+    try:
+        with open(path) as f:
+            text = f.read().split("\n\n")[0]
+    except OSError:
+        return None
+    fields = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip().lower(), value.strip())
+    flags = set((fields.get("flags") or fields.get("features") or "").split())
+    simd = next(
+        (x for x in ("avx512f", "avx2", "avx", "sse4_2", "asimd", "neon") if x in flags), None
+    )
+    ident = (
+        f"family {fields['cpu family']} model {fields['model']}"
+        if "cpu family" in fields and "model" in fields
+        else None
+    )
+    found = [x for x in (ident, simd) if x]
+    return ", ".join(found) or None
+
+
 def version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -88,6 +114,7 @@ def record(settings: dict[str, Any] | None = None) -> dict[str, Any]:
         "git_dirty": git_dirty(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(),
+        "cpu_isa": cpu_isa(),
         "cores": os.cpu_count(),
         "load_avg_1m": load,
         "accelerator": kind,
@@ -104,8 +131,9 @@ def one_line(rec: dict[str, Any]) -> str:
     commit = (rec.get("git_commit") or "unknown")[:7]
     dirty = " (dirty)" if rec.get("git_dirty") else ""
     where = rec.get("accelerator", "cpu")
+    isa = f" ({rec['cpu_isa']})" if rec.get("cpu_isa") else ""
     where = (
-        f"{rec.get('cpu')} x{rec.get('cores')} cores"
+        f"{rec.get('cpu')}{isa} x{rec.get('cores')} cores"
         if where == "cpu"
         else f"{rec.get('device_count', 1)}x {where}"
     )
@@ -126,6 +154,7 @@ def one_line(rec: dict[str, Any]) -> str:
             "git_dirty",
             "date",
             "cpu",
+            "cpu_isa",
             "cores",
             "load_avg_1m",
             "accelerator",

@@ -219,3 +219,20 @@ def test_provenance_commit_can_be_given_for_a_copied_checkout(monkeypatch):
     assert "commit f18dd98" in provenance.one_line(rec)
     monkeypatch.delenv("RNNBENCH_GIT_COMMIT")
     assert provenance.git_commit() == provenance._git("rev-parse", "HEAD")
+
+
+def test_provenance_names_the_cpus_family_and_vector_extension(tmp_path):
+    """Two CPUs sold as "AMD EPYC" compile different float32 sums: the record tells them apart."""
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+        "flags\t\t: fpu sse4_2 avx avx2 avx512f\n\nprocessor\t: 1\ncpu family\t: 99\n"
+    )
+    assert provenance.cpu_isa(str(info)) == "family 25 model 17, avx512f"
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd\n")
+    assert provenance.cpu_isa(str(info)) == "asimd"
+    assert provenance.cpu_isa(str(tmp_path / "missing")) is None
+    rec = {"cpu": "AMD EPYC", "cores": 2, "accelerator": "cpu", "date": "d"}
+    assert "AMD EPYC x2 cores" in provenance.one_line(rec)  # records made before the field
+    rec["cpu_isa"] = "family 25 model 17, avx512f"
+    assert "AMD EPYC (family 25 model 17, avx512f) x2 cores;" in provenance.one_line(rec)
